@@ -1,0 +1,180 @@
+"""The command line: serve, check, test, deadletter. Every flag also reads ALERT_PROXY_*."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+import orjson
+
+from proxy.errors import ConfigError
+
+__all__ = ["main"]
+
+
+def _env(flag: str, default: str | None = None) -> str | None:
+    return os.environ.get("ALERT_PROXY_" + flag.upper().replace("-", "_"), default)
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alert-proxy", description="Alert-correlation proxy in "
+                                "front of the PagerDuty Events API v2.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the proxy")
+    s.add_argument("--listen", type=_listen, default=_env("listen", "127.0.0.1:8080"),
+                   help="HOST:PORT (ALERT_PROXY_LISTEN)")
+    s.add_argument("--rules", action="append", default=None,
+                   help="rule file or folder, repeatable (ALERT_PROXY_RULES, comma-separated)")
+    s.add_argument("--store", default=_env("store", "memory://"),
+                   help="memory:// or redis://host:port/db (ALERT_PROXY_STORE)")
+    s.add_argument("--store-prefix", default=_env("store_prefix", "alert-proxy"),
+                   help="Redis key prefix (ALERT_PROXY_STORE_PREFIX)")
+    s.add_argument("--upstream", default=_env("upstream", "https://events.pagerduty.com"),
+                   help="PagerDuty base URL; events go to <upstream>/v2/enqueue (ALERT_PROXY_UPSTREAM)")
+    s.add_argument("--tls-cert", default=_env("tls_cert"), help="PEM certificate (ALERT_PROXY_TLS_CERT)")
+    s.add_argument("--tls-key", default=_env("tls_key"), help="PEM key (ALERT_PROXY_TLS_KEY)")
+    s.add_argument("--auth", action="append", default=None,
+                   help="SOURCE=bearer:TOKEN or SOURCE=basic:USER:PASS; ${VAR} is read from the "
+                   "environment; repeatable (ALERT_PROXY_AUTH, space-separated)")
+    s.add_argument("--rate-limit", type=int, default=int(_env("rate_limit", "120") or 120),
+                   help="events per routing key per 60 s (ALERT_PROXY_RATE_LIMIT)")
+    s.add_argument("--dry-run", action="store_true",
+                   default=(_env("dry_run", "") or "").lower() in ("1", "true", "yes"),
+                   help="print the events that would be sent instead of sending (ALERT_PROXY_DRY_RUN)")
+    s.add_argument("--log-level", default=_env("log_level", "info"), help="(ALERT_PROXY_LOG_LEVEL)")
+    c = sub.add_parser("check", help="validate rule files; file:line errors; exit 1 on error")
+    c.add_argument("rules", nargs="+")
+    t = sub.add_parser("test", help="run rule unit tests")
+    t.add_argument("files", nargs="+")
+    d = sub.add_parser("deadletter", help="list or re-send dead-lettered events of a running proxy")
+    d.add_argument("action", choices=["list", "retry"])
+    d.add_argument("--url", default=_env("url", "http://127.0.0.1:8080"),
+                   help="the proxy's base URL (ALERT_PROXY_URL)")
+    d.add_argument("--seq", default=None, help="comma-separated event numbers (retry; default all)")
+    d.add_argument("--token", default=_env("admin_token"), help="admin bearer token (ALERT_PROXY_ADMIN_TOKEN)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "check":
+            return _check(args.rules)
+        if args.command == "test":
+            from proxy.ruletest import run_files
+
+            return run_files(args.files)
+        return _deadletter(args)
+    except ConfigError as e:
+        for line in e.errors:
+            print(line, file=sys.stderr)
+        return 1
+
+
+def _check(locations: list[str]) -> int:
+    from proxy.rules import load_rules
+    from proxy.rules.schema import rule_files
+
+    for loc in locations:
+        if not os.path.exists(loc):
+            raise ConfigError([f"{loc}:0: no such file or folder"])
+    rf = load_rules(locations)
+    n = len(rule_files(locations))
+    print(f"ok: {len(rf.rules)} rules in {n} file{'s' if n != 1 else ''}")
+    return 0
+
+
+def _deadletter(args: Any) -> int:
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    if args.action == "list":
+        req = urllib.request.Request(args.url.rstrip("/") + "/api/v1/outbox", headers=headers)
+    else:
+        q = f"?seq={args.seq}" if args.seq else ""
+        req = urllib.request.Request(args.url.rstrip("/") + "/api/v1/deadletter/retry" + q,
+                                     data=b"", headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - operator's URL
+            data = orjson.loads(resp.read())
+    except (urllib.error.URLError, OSError) as e:
+        print(f"alert-proxy deadletter: cannot reach {args.url}: {e}", file=sys.stderr)
+        return 1
+    if args.action == "retry":
+        print(f"requeued {data['requeued']} event(s)")
+        return 0
+    dead = data["dead"]
+    if not dead:
+        print("no dead letters")
+    for e in dead:
+        print(f"{e['seq']}\t{e['action']}\t{e['key']}\t{e['dedup_key']}\t{e['last_error']}")
+    return 0
+
+
+def _serve(args: Any) -> int:
+    from aiohttp import web
+
+    from proxy.app import Proxy, Settings
+    from proxy.auth import parse_auth
+    from proxy.logs import setup_logging
+    from proxy.sender import Budget
+    from proxy.store import from_url
+
+    setup_logging(args.log_level)
+    rules = args.rules or (_env("rules", "rules/") or "rules/").split(",")
+    auth = args.auth if args.auth is not None else (_env("auth", "") or "").split()
+    if args.rate_limit < 2:
+        raise ConfigError(["--rate-limit: must be at least 2 events per 60 s"])
+    settings = Settings(rules=rules, upstream=args.upstream, dry_run=args.dry_run,
+                        auth=parse_auth(auth),
+                        budget=Budget(limit=args.rate_limit, burst=max(1, min(10, args.rate_limit // 12))))
+    ssl_ctx = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise ConfigError(["--tls-cert and --tls-key go together"])
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError([f"--tls-cert/--tls-key: {e}"]) from None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+
+    async def run() -> None:
+        proxy = Proxy(settings, from_url(args.store, prefix=args.store_prefix))
+        runner = web.AppRunner(proxy.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        host, port = args.listen
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, proxy.reload)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        scheme = "https" if ssl_ctx else "http"
+        print(orjson.dumps({"msg": "alert-proxy listening", "url": f"{scheme}://{host}:{port}",
+                            "store": args.store.split("@")[-1], "rules": rules,
+                            "dry_run": args.dry_run}).decode(), file=sys.stderr, flush=True)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(run())
+    return 0

@@ -1,0 +1,160 @@
+"""PagerDuty Events API v2 bodies, validated the way PagerDuty does it (see FACTS.md).
+
+Error wording follows PagerDuty's own answers so that clients which show them read the
+same thing they would read from PagerDuty. Unknown top-level fields are accepted."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from proxy.errors import InputError
+from proxy.ingest.fields import fingerprint_of, link_list
+from proxy.model import SEVERITIES, Alert
+
+__all__ = ["Event", "parse", "parse_change", "valid_routing_key", "check_timestamp"]
+
+_ACTIONS = ("trigger", "acknowledge", "resolve")
+_LABEL_FIELDS = ("source", "severity", "component", "group", "class", "summary")
+
+
+@dataclass(slots=True)
+class Event:
+    action: str
+    routing_key: str
+    dedup_key: str
+    alert: Alert | None  # None for acknowledge
+
+
+def valid_routing_key(body: dict[str, Any], errors: list[str]) -> str:
+    rk = body.get("routing_key")
+    if not isinstance(rk, str) or not rk.strip():
+        errors.append("'routing_key' is missing or blank")
+        return ""
+    if len(rk) != 32:
+        errors.append("Length of 'routing_key' is incorrect (should be 32 characters)")
+    elif not rk.isalnum() or not rk.isascii():
+        errors.append("'routing_key' is invalid (should be 32 alphanumeric characters)")
+    return rk
+
+
+def _summary(payload: dict[str, Any], errors: list[str]) -> str:
+    s = payload.get("summary")
+    if not isinstance(s, str) or not s.strip():
+        errors.append("'payload.summary' is missing or blank")
+        return ""
+    if len(s) > 1024:
+        errors.append("Length of 'payload.summary' is incorrect (should be at most 1024 characters)")
+    return s
+
+
+def check_timestamp(payload: dict[str, Any], errors: list[str]) -> str:
+    ts = payload.get("timestamp")
+    if ts is None:
+        return ""
+    if isinstance(ts, str):
+        try:
+            datetime.fromisoformat(ts.replace("Z", "+00:00"))
+            return ts
+        except ValueError:
+            pass
+    errors.append("'payload.timestamp' is invalid (should be an ISO 8601 date-time)")
+    return ""
+
+
+def _details(payload: dict[str, Any]) -> dict[str, Any]:
+    cd = payload.get("custom_details")
+    if cd is None:
+        return {}
+    return cd if isinstance(cd, dict) else {"details": cd}
+
+
+def _unrecognized() -> InputError:
+    return InputError(["JSON parse error"], status=400)
+
+
+def parse(body: Any) -> Event:
+    if not isinstance(body, dict):
+        raise _unrecognized()
+    errors: list[str] = []
+    rk = valid_routing_key(body, errors)
+    action = body.get("event_action")
+    if not isinstance(action, str) or not action.strip():
+        errors.append("'event_action' is missing or blank")
+    elif action not in _ACTIONS:
+        errors.append("'event_action' is invalid (must be one of trigger, acknowledge, resolve)")
+    dk = body.get("dedup_key")
+    if dk is not None and not isinstance(dk, str):
+        errors.append("'dedup_key' must be a string")
+        dk = None
+    elif isinstance(dk, str) and len(dk) > 255:
+        errors.append("Length of 'dedup_key' is incorrect (should be at most 255 characters)")
+    if action in ("acknowledge", "resolve") and not (isinstance(dk, str) and dk.strip()):
+        errors.append("'dedup_key' is missing or blank")
+    alert: Alert | None = None
+    if action == "trigger":
+        payload = body.get("payload")
+        if not isinstance(payload, dict):
+            errors.append("'payload' is missing or not an object")
+            payload = {}
+        summary = _summary(payload, errors)
+        src = payload.get("source")
+        if not isinstance(src, str) or not src.strip():
+            errors.append("'payload.source' is missing or blank")
+        sev = payload.get("severity")
+        if not isinstance(sev, str) or not sev.strip():
+            errors.append("'payload.severity' is missing or blank")
+        elif sev not in SEVERITIES:
+            errors.append("'payload.severity' is invalid (must be one of critical, error, warning, info)")
+        ts = check_timestamp(payload, errors)
+        links = link_list(body.get("links"), "links", "href", errors)
+        images = link_list(body.get("images"), "images", "src", errors)
+        if errors:
+            raise InputError(errors)
+        dk = dk or uuid.uuid4().hex
+        details = _details(payload)
+        labels = {f: payload[f] for f in _LABEL_FIELDS if isinstance(payload.get(f), str)}
+        for k, v in details.items():
+            if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+                labels.setdefault(k, str(v))
+        alert = Alert(
+            fingerprint="ev:" + fingerprint_of(rk, dk),
+            status="firing",
+            labels=labels,
+            source="events_v2",
+            summary=summary,
+            severity=str(sev),
+            starts_at=ts,
+            custom_details=details,
+            links=links,
+            images=images,
+            dedup_key=dk,
+            routing_key=rk,
+        )
+    if errors:
+        raise InputError(errors)
+    assert isinstance(action, str) and isinstance(dk, str)
+    if action == "resolve":
+        alert = Alert(fingerprint="ev:" + fingerprint_of(rk, dk), status="resolved", labels={},
+                      source="events_v2", dedup_key=dk, routing_key=rk)
+    return Event(action=action, routing_key=rk, dedup_key=dk, alert=alert)
+
+
+def parse_change(body: Any) -> dict[str, Any]:
+    """A change event, validated; returned as the body to forward."""
+    if not isinstance(body, dict):
+        raise _unrecognized()
+    errors: list[str] = []
+    valid_routing_key(body, errors)
+    payload = body.get("payload")
+    if not isinstance(payload, dict):
+        errors.append("'payload' is missing or not an object")
+        payload = {}
+    _summary(payload, errors)
+    check_timestamp(payload, errors)
+    link_list(body.get("links"), "links", "href", errors)
+    if errors:
+        raise InputError(errors)
+    return body

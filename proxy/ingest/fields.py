@@ -1,0 +1,59 @@
+"""Small field checks shared by the parsers; each problem is a string naming its field."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+__all__ = ["str_map", "opt_str", "fingerprint_of", "link_list"]
+
+
+def str_map(value: Any, where: str, errors: list[str]) -> dict[str, str]:
+    """A mapping of strings to strings (numbers and booleans are turned into strings)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errors.append(f"'{where}' must be an object of strings")
+        return {}
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if isinstance(v, str):
+            out[k] = v
+        elif isinstance(v, (int, float, bool)):
+            out[k] = str(v).lower() if isinstance(v, bool) else str(v)
+        else:
+            errors.append(f"'{where}.{k}' must be a string")
+    return out
+
+
+def opt_str(obj: dict[str, Any], key: str, where: str, errors: list[str]) -> str:
+    v = obj.get(key)
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        errors.append(f"'{where}' must be a string")
+        return ""
+    return v
+
+
+def fingerprint_of(*parts: object) -> str:
+    """A stable 16-hex-digit fingerprint of `parts` (the same on every replica)."""
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def link_list(value: Any, where: str, required: str, errors: list[str]) -> list[dict[str, str]]:
+    """A list of objects with a string `required` field (links: href, images: src)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        errors.append(f"'{where}' must be an array")
+        return []
+    out: list[dict[str, str]] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or not isinstance(item.get(required), str):
+            errors.append(f"'{where}[{i}].{required}' is missing or not a string")
+            continue
+        out.append({k: v for k, v in item.items() if isinstance(v, str)})
+    return out

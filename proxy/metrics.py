@@ -1,0 +1,48 @@
+"""Prometheus metrics, `alert_proxy_` prefix, base units, bounded labels only.
+
+Label `key` is always a routing key's *name* (the env var it came from, or its masked
+form), never the key."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        p = "alert_proxy_"
+        self.alerts_received = Counter(p + "alerts_received", "Alerts accepted, by source.",
+                                       ["source"], registry=r)
+        self.requests_rejected = Counter(p + "requests_rejected", "Requests refused with a 4xx "
+                                         "or 503, by source and status.", ["source", "status"], registry=r)
+        self.suppressed = Counter(p + "alerts_suppressed", "Alerts not grouped, by reason.",
+                                  ["reason"], registry=r)
+        self.events_sent = Counter(p + "events_sent", "Calls to PagerDuty by action and outcome "
+                                   "(success, invalid, rate_limited, server_error, network).",
+                                   ["action", "outcome"], registry=r)
+        self.retries = Counter(p + "retries", "Events given back to the outbox for a retry.",
+                               ["reason"], registry=r)
+        self.rate_limited = Counter(p + "rate_limited_responses", "429 answers from PagerDuty.",
+                                    ["key"], registry=r)
+        self.budget_waits = Counter(p + "rate_limit_waits", "Times the sender waited for the "
+                                    "per-key budget.", ["key"], registry=r)
+        self.dead_letters = Counter(p + "dead_letters", "Events moved to the dead letters.",
+                                    ["action"], registry=r)
+        self.upstream_latency = Histogram(p + "upstream_latency_seconds", "PagerDuty answer time.",
+                                          registry=r, buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.groups_open = Gauge(p + "groups_open", "Open groups (windows).", registry=r)
+        self.outbox_depth = Gauge(p + "outbox_depth", "Events waiting to be sent.", ["key"], registry=r)
+        self.outbox_oldest = Gauge(p + "outbox_oldest_age_seconds", "Age of the oldest waiting "
+                                   "event.", ["key"], registry=r)
+        self.dead_letter_depth = Gauge(p + "dead_letter_depth", "Events in the dead letters.", registry=r)
+        self.flushes = Counter(p + "group_flushes", "Groups flushed, by what they sent "
+                               "(trigger, resolve, none, transient).", ["result"], registry=r)
+        self.reload_ok = Gauge(p + "config_last_reload_successful", "1 if the last rules reload "
+                               "succeeded.", registry=r)
+        self.reload_time = Gauge(p + "config_last_reload_success_timestamp_seconds",
+                                 "When the rules last loaded.", registry=r)
+        self.store_errors = Counter(p + "store_errors", "Store operations that failed.",
+                                    ["op"], registry=r)

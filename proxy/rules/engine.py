@@ -1,0 +1,104 @@
+"""Apply compiled rules to alerts: first match wins, `continue: true` goes on.
+
+`RuleSet.place(alert)` is pure: it returns where the alert goes (one Placement per
+matching rule) or why it goes nowhere (a suppression reason, a fixed set used as a
+metric label)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxy.model import SEVERITIES, Alert
+from proxy.redact import mask
+from proxy.rules.matchers import matches_all
+from proxy.rules.schema import ALL_LABELS, Rule, RuleFile
+
+__all__ = ["Placement", "RuleSet", "SUPPRESS_REASONS", "group_dedup_key"]
+
+SUPPRESS_REASONS = ("dropped", "no_routing_key")
+_BUILTIN_SEVERITY_MAP = {
+    "page": "critical", "fatal": "critical", "high": "error", "err": "error",
+    "medium": "warning", "warn": "warning", "low": "info", "none": "info",
+    "p1": "critical", "p2": "error", "p3": "warning", "p4": "info", "p5": "info",
+    "sev-1": "critical", "sev-2": "error", "sev-3": "warning", "sev-4": "info",
+}
+
+
+@dataclass(slots=True)
+class Placement:
+    """An alert placed in a group: the rule that took it and the group's identity."""
+
+    alert: Alert
+    rule: Rule
+    routing_key: str
+    key_name: str
+    group_key: str  # the group's PagerDuty dedup_key
+    group_labels: dict[str, str]
+    severity: str
+
+    def group_meta(self) -> dict[str, Any]:
+        """What the store keeps about the group besides its alerts."""
+        return {
+            "rule": self.rule.name,
+            "routing_key": self.routing_key,
+            "key_name": self.key_name,
+            "group_labels": self.group_labels,
+        }
+
+
+def group_dedup_key(rule_name: str, routing_key: str, labels: dict[str, str]) -> str:
+    """Stable hash of a group's identity: the same on every replica and every restart."""
+    ident = orjson.dumps([rule_name, routing_key, labels], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(ident).hexdigest()
+
+
+class RuleSet:
+    def __init__(self, rules: RuleFile) -> None:
+        self.defaults = rules.defaults
+        self.rules = rules.rules
+        self._by_name = {r.name: r for r in rules.rules}
+
+    def rule(self, name: str) -> Rule:
+        """The rule called `name`, or the defaults if a reload removed it."""
+        return self._by_name.get(name, self.defaults)
+
+    def severity(self, rule: Rule, alert: Alert) -> str:
+        if rule.severity:
+            return rule.severity
+        raw = (alert.severity or "").lower()
+        if raw in SEVERITIES:
+            return raw
+        return rule.severity_map.get(raw) or _BUILTIN_SEVERITY_MAP.get(raw) or "error"
+
+    def place(self, alert: Alert) -> tuple[list[Placement], str | None]:
+        matched: list[Rule] = []
+        for rule in self.rules:
+            if matches_all(rule.matchers, alert.labels):
+                if rule.drop:
+                    return [], "dropped"
+                matched.append(rule)
+                if not rule.cont:
+                    break
+        if not matched:
+            matched = [self.defaults]
+        out = []
+        for rule in matched:
+            if rule.own_key or not alert.routing_key:
+                rk, name = rule.routing_key, rule.key_name
+            else:
+                rk, name = alert.routing_key, mask(alert.routing_key)
+            if not rk:
+                continue
+            if rule.group_by == ALL_LABELS:
+                glabels = dict(alert.labels)
+            else:
+                glabels = {k: alert.labels.get(k, "") for k in rule.group_by}
+            if not any(glabels.values()):
+                glabels = {"fingerprint": alert.fingerprint}  # nothing to group on: alone
+            out.append(Placement(alert, rule, rk, name, group_dedup_key(rule.name, rk, glabels),
+                                 glabels, self.severity(rule, alert)))
+        return out, (None if out else "no_routing_key")

@@ -1,0 +1,389 @@
+"""Load and validate rule files strictly: every problem is `file:line: key: message`.
+
+A rules location is a file or a folder; a folder loads its `*.yml`/`*.yaml` files in name
+order, skipping rule unit tests (`*.test.yml`, `*.test.yaml`). Rules from several files
+are one ordered list; `defaults` may be given in one file only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proxy.durations import parse_duration
+from proxy.errors import ConfigError
+from proxy.model import SEVERITIES
+from proxy.redact import mask
+from proxy.rules.matchers import Matcher, matchers_from_mapping, parse_matcher
+from proxy.rules.templates import Template, compile_template
+
+__all__ = ["Rule", "RuleFile", "load_rules", "rule_files", "load_yaml"]
+
+ALL_LABELS = ("...",)
+
+
+@dataclass(slots=True)
+class Rule:
+    """One compiled rule; `defaults` is a Rule too, with every setting filled in."""
+
+    name: str
+    matchers: list[Matcher] = field(default_factory=list)
+    cont: bool = False
+    drop: bool = False
+    routing_key: str | None = None
+    own_key: bool = False  # the rule itself names a key (beats an Events v2 sender's key)
+    key_name: str = ""  # what logs and metrics show instead of the key
+    severity: str | None = None
+    severity_map: dict[str, str] = field(default_factory=dict)
+    group_by: tuple[str, ...] = ("alertname",)
+    group_wait: float = 30.0
+    group_interval: float = 300.0
+    repeat_interval: float = 14400.0
+    resolve_wait: float | None = None  # None: group_interval
+    max_alerts: int = 1000
+    on_growth: str = "ignore"
+    summary: Template | None = None
+    custom_details: dict[str, Template] = field(default_factory=dict)
+    links: list[dict[str, Template]] = field(default_factory=list)
+    images: list[dict[str, Template]] = field(default_factory=list)
+    client: Template | None = None
+    client_url: Template | None = None
+    where: str = ""  # file:line of the rule
+
+
+@dataclass(slots=True)
+class RuleFile:
+    defaults: Rule
+    rules: list[Rule]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Remembers the line of every mapping key and sequence item (1-based)."""
+
+
+class LDict(dict[str, Any]):
+    line: int = 0
+    lines: dict[str, int]
+
+
+class LList(list[Any]):
+    line: int = 0
+    lines: list[int]
+
+
+def _map(loader: _LineLoader, node: yaml.MappingNode) -> LDict:
+    d = LDict()
+    d.line = node.start_mark.line + 1
+    d.lines = {}
+    for k_node, v_node in node.value:
+        key = loader.construct_object(k_node, deep=True)
+        if key in d:
+            raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}", problem_mark=k_node.start_mark)
+        d[str(key)] = loader.construct_object(v_node, deep=True)
+        d.lines[str(key)] = k_node.start_mark.line + 1
+    return d
+
+
+def _seq(loader: _LineLoader, node: yaml.SequenceNode) -> LList:
+    items = LList(loader.construct_object(n, deep=True) for n in node.value)
+    items.line = node.start_mark.line + 1
+    items.lines = [n.start_mark.line + 1 for n in node.value]
+    return items
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _map)  # type: ignore[arg-type]
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _seq)  # type: ignore[arg-type]
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse one YAML file with line marks; ConfigError `file:line: message` on bad YAML."""
+    try:
+        with path.open("rb") as f:
+            return yaml.load(f, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else 0
+        raise ConfigError([f"{path}:{line}: YAML: {e.problem}"]) from None
+    except OSError as e:
+        raise ConfigError([f"{path}:0: cannot read: {e.strerror}"]) from None
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute(text: str) -> tuple[str, str]:
+    """`${VAR}` / `${VAR:-default}` from the environment; returns (value, name to show)."""
+    names = [m.group(1) for m in _ENV_REF.finditer(text)]
+
+    def one(m: re.Match[str]) -> str:
+        v = os.environ.get(m.group(1))
+        if v is None:
+            if m.group(2) is None:
+                raise ValueError(f"environment variable {m.group(1)} is not set")
+            return m.group(2)
+        return v
+
+    value = _ENV_REF.sub(one, text)
+    return value, (names[0] if names else mask(value))
+
+
+class _Ctx:
+    """Collects errors for one file; `at(obj, key)` is the `file:line` of a key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.errors: list[str] = []
+
+    def err(self, obj: Any, key: str | int | None, msg: str) -> None:
+        line = getattr(obj, "line", 0)
+        if isinstance(obj, LDict) and isinstance(key, str):
+            line = obj.lines.get(key, line)
+        elif isinstance(obj, LList) and isinstance(key, int) and key < len(obj.lines):
+            line = obj.lines[key]
+        self.errors.append(f"{self.path}:{line}: {msg}")
+
+
+def _duration(v: Any) -> float:
+    return parse_duration(v)
+
+
+def _positive_duration(v: Any) -> float:
+    d = parse_duration(v)
+    if d <= 0:
+        raise ValueError(f"{v!r} must be longer than 0s")
+    return d
+
+
+def _severity(v: Any) -> str:
+    if v not in SEVERITIES:
+        raise ValueError(f"{v!r} is not a PagerDuty severity (critical, error, warning, info)")
+    return str(v)
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"{v!r} is not true or false")
+    return v
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{v!r} is not a string")
+    return v
+
+
+def _template(v: Any) -> Template:
+    if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+        raise ValueError(f"{v!r} is not a string template")
+    return compile_template(str(v))
+
+
+def _group_by(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ValueError("must be a list of label names, or [...] for all labels")
+    if "..." in v and len(v) > 1:
+        raise ValueError("[...] groups by all labels and cannot be combined with names")
+    return tuple(v)
+
+
+def _positive_int(v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{v!r} is not a positive whole number")
+    return v
+
+
+def _on_growth(v: Any) -> str:
+    if v not in ("ignore", "update"):
+        raise ValueError(f"{v!r} must be ignore or update")
+    return str(v)
+
+
+def _severity_map(v: Any) -> dict[str, str]:
+    if not isinstance(v, dict):
+        raise ValueError("must be a mapping like {SEV-1: critical, P2: error}")
+    return {str(k).lower(): _severity(s) for k, s in v.items()}
+
+
+def _template_map(v: Any) -> dict[str, Template]:
+    if not isinstance(v, dict):
+        raise ValueError("must be a mapping of names to templates")
+    return {str(k): _template(t) for k, t in v.items()}
+
+
+def _link_list(required: str, allowed: tuple[str, ...]) -> Callable[[Any], list[dict[str, Template]]]:
+    def check(v: Any) -> list[dict[str, Template]]:
+        if not isinstance(v, list):
+            raise ValueError(f"must be a list of {{{', '.join(allowed)}}}")
+        out = []
+        for i, item in enumerate(v):
+            if not isinstance(item, dict) or required not in item:
+                raise ValueError(f"item {i} needs {required!r}")
+            unknown = set(item) - set(allowed)
+            if unknown:
+                raise ValueError(f"item {i}: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(allowed)})")
+            out.append({k: _template(t) for k, t in item.items()})
+        return out
+
+    return check
+
+
+# key -> (Rule attribute, validator). Shared by `defaults` and every rule.
+_SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "severity": ("severity", _severity),
+    "severity_map": ("severity_map", _severity_map),
+    "group_by": ("group_by", _group_by),
+    "group_wait": ("group_wait", _duration),
+    "group_interval": ("group_interval", _positive_duration),
+    "repeat_interval": ("repeat_interval", _positive_duration),
+    "resolve_wait": ("resolve_wait", _duration),
+    "max_alerts": ("max_alerts", _positive_int),
+    "on_growth": ("on_growth", _on_growth),
+    "summary": ("summary", _template),
+    "custom_details": ("custom_details", _template_map),
+    "links": ("links", _link_list("href", ("href", "text"))),
+    "images": ("images", _link_list("src", ("src", "href", "alt"))),
+    "client": ("client", _template),
+    "client_url": ("client_url", _template),
+}
+_RULE_ONLY = {"name", "match", "continue", "drop", "routing_key"}
+_TOP = {"defaults", "rules"}
+
+
+def _apply(ctx: _Ctx, obj: LDict, rule: Rule, where: str) -> None:
+    for key, value in obj.items():
+        if key in _SETTINGS:
+            attr, check = _SETTINGS[key]
+            try:
+                setattr(rule, attr, check(value))
+            except ValueError as e:
+                ctx.err(obj, key, f"{where}{key}: {e}")
+        elif key == "routing_key":
+            try:
+                rk, name = _substitute(_str(value))
+                if rk and (len(rk) != 32 or not rk.isalnum()):
+                    raise ValueError(f"{value} is not a PagerDuty routing key (32 alphanumeric characters)")
+                rule.routing_key, rule.key_name = (rk or None), name
+                rule.own_key = not where.startswith("defaults")
+            except ValueError as e:
+                ctx.err(obj, key, f"{where}routing_key: {e}")
+        elif key not in _RULE_ONLY or where.startswith("defaults"):
+            allowed = sorted(set(_SETTINGS) | ({"routing_key"} if where.startswith("defaults") else _RULE_ONLY))
+            ctx.err(obj, key, f"{where}unknown key {key!r} (known: {', '.join(allowed)})")
+
+
+def _matchers(ctx: _Ctx, rule_obj: LDict, where: str) -> list[Matcher]:
+    m = rule_obj.get("match")
+    if m is None:
+        return []
+    if isinstance(m, dict):
+        return matchers_from_mapping(m)
+    if isinstance(m, str):
+        m = LList([m])
+        m.line, m.lines = rule_obj.lines["match"], [rule_obj.lines["match"]]
+    if not isinstance(m, list):
+        ctx.err(rule_obj, "match", f"{where}match: must be a list of matchers or a mapping")
+        return []
+    out = []
+    for i, text in enumerate(m):
+        try:
+            out.append(parse_matcher(_str(text)))
+        except ValueError as e:
+            ctx.err(m, i, f"{where}match: {e}")
+    return out
+
+
+def rule_files(locations: list[str]) -> list[Path]:
+    """The rule files at `locations` (files, or folders read in name order)."""
+    out: list[Path] = []
+    for loc in locations:
+        p = Path(loc)
+        if p.is_dir():
+            out += sorted(
+                f for f in p.iterdir()
+                if f.suffix in (".yml", ".yaml") and not f.stem.endswith(".test") and f.is_file()
+            )
+        else:
+            out.append(p)
+    return out
+
+
+def load_rules(locations: list[str]) -> RuleFile:
+    """Load every rule file at `locations`; ConfigError listing every problem found."""
+    files = rule_files(locations)
+    errors: list[str] = []
+    docs: list[tuple[_Ctx, LDict]] = []
+    defaults = Rule(name="defaults")
+    defaults_at = ""
+    for path in files:
+        ctx = _Ctx(path)
+        try:
+            doc = load_yaml(path)
+        except ConfigError as e:
+            errors += e.errors
+            continue
+        if doc is None:
+            continue
+        if not isinstance(doc, LDict):
+            errors.append(f"{path}:1: a rules file is a mapping with 'defaults' and 'rules'")
+            continue
+        for key in doc:
+            if key not in _TOP:
+                ctx.err(doc, key, f"unknown top-level key {key!r} (known: defaults, rules)")
+        d = doc.get("defaults")
+        if d is not None:
+            if not isinstance(d, LDict):
+                ctx.err(doc, "defaults", "defaults: must be a mapping")
+            elif defaults_at:
+                ctx.err(doc, "defaults", f"defaults: already given at {defaults_at}")
+            else:
+                defaults_at = f"{path}:{doc.lines['defaults']}"
+                _apply(ctx, d, defaults, "defaults: ")
+        docs.append((ctx, doc))
+    rules: list[Rule] = []
+    seen: dict[str, str] = {}
+    for ctx, doc in docs:
+        raw = doc.get("rules")
+        if raw is None:
+            continue
+        if not isinstance(raw, LList):
+            ctx.err(doc, "rules", "rules: must be a list")
+            continue
+        for i, r in enumerate(raw):
+            rule = _parse_rule(ctx, raw, i, r, defaults)
+            if rule is None:
+                continue
+            if rule.name in seen:
+                ctx.err(r, "name", f"rule {rule.name!r}: name already used at {seen[rule.name]}")
+            seen[rule.name] = rule.where
+            rules.append(rule)
+    for ctx, _ in docs:
+        errors += ctx.errors
+    if errors:
+        raise ConfigError(errors)
+    return RuleFile(defaults=defaults, rules=rules)
+
+
+def _parse_rule(ctx: _Ctx, raw: LList, i: int, r: Any, defaults: Rule) -> Rule | None:
+    if not isinstance(r, LDict):
+        ctx.err(raw, i, f"rules[{i}]: must be a mapping")
+        return None
+    name = r.get("name")
+    where = f"rule {name!r}: " if isinstance(name, str) else f"rules[{i}]: "
+    if not isinstance(name, str) or not name.strip():
+        ctx.err(r, "name" if "name" in r else None,
+                f"{where}name: every rule needs a name (it keeps its windows across reloads)")
+    rule = replace(defaults, name=str(name), where=f"{ctx.path}:{r.line}")
+    rule.matchers = _matchers(ctx, r, where)
+    for flag, attr in (("continue", "cont"), ("drop", "drop")):
+        if flag in r:
+            try:
+                setattr(rule, attr, _bool(r[flag]))
+            except ValueError as e:
+                ctx.err(r, flag, f"{where}{flag}: {e}")
+    _apply(ctx, r, rule, where)
+    return rule
