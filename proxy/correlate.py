@@ -158,13 +158,14 @@ def render_trigger(g: Group, rules: RuleSet) -> tuple[bytes, str]:
     ctx = _context(g, alerts)
     sev = _severity(firing)
     lone = firing[0] if len(firing) == 1 else None
-    details: dict[str, Any] = dict(lone.get("custom_details") or {}) if lone else {}
-    details.update({
+    details: dict[str, Any] = {
         "num_firing": ctx["num_firing"],
         "num_resolved": ctx["num_resolved"],
         "group": {k: v for k, v in g.group_labels.items() if v},
         "rule": g.rule,
-    })
+    }
+    if lone:  # a lone alert's own details win over ours (an Events v2 sender's, say)
+        details.update(lone.get("custom_details") or {})
     details.update({k: t.render(ctx) for k, t in rule.custom_details.items()})
     links: list[dict[str, str]] = [{k: t.render(ctx) for k, t in link.items()} for link in rule.links]
     images: list[dict[str, str]] = [{k: t.render(ctx) for k, t in im.items()} for im in rule.images]
