@@ -116,7 +116,7 @@ class Proxy:
         """Flush every group that is due; returns how many events were enqueued."""
         now = self.clock.now()
         sent = 0
-        for key in await self.store.claim_due(now, lease=30.0, limit=1000):
+        for key in await self.store.claim_due(now, lease=10.0, limit=1000):
             for _ in range(10):  # a concurrent change means: decide again on fresh state
                 g = await self.store.load(key)
                 if g is None:

@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                    "environment; repeatable (ALERT_PROXY_AUTH, space-separated)")
     s.add_argument("--rate-limit", type=int, default=int(_env("rate_limit", "120") or 120),
                    help="events per routing key per 60 s (ALERT_PROXY_RATE_LIMIT)")
+    s.add_argument("--send-timeout", type=float, default=float(_env("send_timeout", "10") or 10),
+                   help="seconds to wait for PagerDuty's answer (ALERT_PROXY_SEND_TIMEOUT)")
     s.add_argument("--dry-run", action="store_true",
                    default=(_env("dry_run", "") or "").lower() in ("1", "true", "yes"),
                    help="print the events that would be sent instead of sending (ALERT_PROXY_DRY_RUN)")
@@ -141,7 +143,7 @@ def _serve(args: Any) -> int:
     if args.rate_limit < 2:
         raise ConfigError(["--rate-limit: must be at least 2 events per 60 s"])
     settings = Settings(rules=rules, upstream=args.upstream, dry_run=args.dry_run,
-                        auth=parse_auth(auth),
+                        auth=parse_auth(auth), send_timeout=args.send_timeout,
                         budget=Budget(limit=args.rate_limit, burst=max(1, min(10, args.rate_limit // 12))))
     ssl_ctx = None
     if args.tls_cert or args.tls_key:

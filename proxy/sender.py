@@ -138,7 +138,7 @@ class Sender:
             if paused > now:
                 await asyncio.sleep(min(paused - now, 1.0))
                 continue
-            ev = await self.store.take(rk, now, lease=self.timeout + 30.0)
+            ev = await self.store.take(rk, now, lease=self.timeout + 5.0)
             if ev is None:
                 if time.monotonic() - idle_since > 5.0:
                     return  # the loop in run() starts a new worker when work arrives
@@ -147,7 +147,7 @@ class Sender:
             wait = await self.store.acquire(rk, self.budget.rate, self.budget.burst, now)
             if wait > 0:
                 self.metrics.budget_waits.labels(ev.key_name).inc()
-                await self.store.retry(ev, now, "waiting for budget", count=False)
+                await self.store.retry(ev, now, "waiting for budget", count=False, now=now)
                 await asyncio.sleep(wait)
                 continue
             await self._deliver(ev)
@@ -162,10 +162,10 @@ class Sender:
         now = self.clock.now()
         if d.verdict == "done":
             self._pauses.pop(ev.routing_key, None)
-            await self.store.done(ev)
+            await self.store.done(ev, now)
             log.info("event delivered", extra={"fields": fields})
         elif d.verdict == "dead":
-            await self.store.dead(ev, error)
+            await self.store.dead(ev, error, now)
             self.metrics.dead_letters.labels(ev.action).inc()
             log.error("event dead-lettered", extra={"fields": {**fields, "error": error}})
         elif d.verdict == "pause":
@@ -173,13 +173,13 @@ class Sender:
             self._pauses[ev.routing_key] = n + 1
             delay = _retry_after(headers) or backoff(n, self.retry_base * 4, self.retry_cap)
             await self.store.pause(ev.routing_key, now + delay)
-            await self.store.retry(ev, now + delay, error, count=False)
+            await self.store.retry(ev, now + delay, error, count=False, now=now)
             self.metrics.rate_limited.labels(ev.key_name).inc()
             self.metrics.retries.labels(d.outcome).inc()
             log.warning("rate limited; key paused", extra={"fields": {**fields, "pause_s": round(delay, 2)}})
         else:
             delay = backoff(ev.attempts, self.retry_base, self.retry_cap)
-            await self.store.retry(ev, now + delay, error, count=True)
+            await self.store.retry(ev, now + delay, error, count=True, now=now)
             self.metrics.retries.labels(d.outcome).inc()
             log.warning("event will be retried", extra={"fields": {**fields, "error": error,
                                                                    "retry_in_s": round(delay, 2)}})

@@ -16,11 +16,12 @@ from proxy.app import Proxy, Settings
 from proxy.sender import Budget
 from proxy.store.memory import MemoryStore
 from tests.support.fakepd import FakePagerDuty
+from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "0123456789abcdef0123456789abcdef"
 KEY2 = "fedcba9876543210fedcba9876543210"
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "alertmanager-0.25.0"
+FIXTURES = ROOT / "tests" / "fixtures" / "alertmanager-0.25.0"  # captured from a real Alertmanager
 
 
 @pytest.fixture(autouse=True)
@@ -130,3 +131,21 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; tests isolate themselves with key prefixes."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which it may stop and start."""
+    server = RedisServer(tmp_path / "redis", free_port())
+    server.start()
+    yield server
+    server.stop()

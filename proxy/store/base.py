@@ -75,13 +75,14 @@ class OutboxStore(Protocol):
         dedup_key's line and due; its lease ends at now + lease (then it is taken again)."""
         ...
 
-    async def done(self, ev: OutEvent) -> None: ...
+    async def done(self, ev: OutEvent, now: float) -> None: ...
 
-    async def retry(self, ev: OutEvent, not_before: float, error: str, count: bool) -> None:
+    async def retry(self, ev: OutEvent, not_before: float, error: str, count: bool,
+                    now: float) -> None:
         """Give the event back, due again at not_before; `count` adds one attempt."""
         ...
 
-    async def dead(self, ev: OutEvent, error: str) -> None:
+    async def dead(self, ev: OutEvent, error: str, now: float) -> None:
         """Move the event to the dead letters (it stops blocking its dedup_key)."""
         ...
 

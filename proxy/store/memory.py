@@ -171,10 +171,11 @@ class MemoryStore:
                     del self._lines[ev.routing_key]
         return item
 
-    async def done(self, ev: OutEvent) -> None:
+    async def done(self, ev: OutEvent, now: float) -> None:
         self._remove(ev)
 
-    async def retry(self, ev: OutEvent, not_before: float, error: str, count: bool) -> None:
+    async def retry(self, ev: OutEvent, not_before: float, error: str, count: bool,
+                    now: float) -> None:
         item = self._items.get(ev.seq)
         if item is None:
             return
@@ -182,7 +183,7 @@ class MemoryStore:
         item.not_before, item.last_error = not_before, error
         item.attempts += 1 if count else 0
 
-    async def dead(self, ev: OutEvent, error: str) -> None:
+    async def dead(self, ev: OutEvent, error: str, now: float) -> None:
         item = self._remove(ev)
         if item is not None:
             item.last_error = error

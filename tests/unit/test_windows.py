@@ -58,7 +58,7 @@ async def step(p: Proxy, seconds: float) -> list[tuple[str, dict[str, object]]]:
     out = []
     for ev in await p.store.pending():
         out.append((ev.action, orjson.loads(ev.body)))
-        await p.store.done(ev)
+        await p.store.done(ev, clock.now())
     return out
 
 
