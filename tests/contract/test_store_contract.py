@@ -188,3 +188,20 @@ async def test_pause(store):
     await store.pause(KEY, T0 + 100)
     await store.pause(KEY, T0 + 50)  # never shortens a pause
     assert await store.paused_until(KEY) == T0 + 100
+
+
+async def test_replicas_on_one_redis_share_one_budget(redis_server):
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    a, b = from_url(redis_server.url, prefix=prefix), from_url(redis_server.url, prefix=prefix)
+    try:
+        granted = 0
+        t = T0
+        for i in range(400):  # 20 s of two replicas asking as fast as they can
+            s = a if i % 2 else b
+            if await s.acquire(KEY, 110 / 60, 10, t) == 0.0:
+                granted += 1
+            t += 0.05
+        assert granted <= 10 + 20 * 110 / 60 + 1  # one bucket, not two
+    finally:
+        await a.close()
+        await b.close()

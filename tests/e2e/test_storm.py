@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-import aiohttp
-import orjson
-
 from tests.conftest import KEY, free_port, wait_for, wait_port, write_rules
+from tests.support.storm import outage, post_batches
 
 RULES = """
 defaults:
@@ -21,27 +19,6 @@ defaults:
   group_interval: 2s
   repeat_interval: 1h
 """
-
-
-def am_body(alerts: list[dict[str, object]], status: str) -> bytes:
-    return orjson.dumps({"version": "4", "status": status, "receiver": "proxy", "alerts": [
-        {**a, "status": status, "startsAt": "2026-11-22T10:00:00Z",
-         "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-22T10:05:00Z"}
-        for a in alerts]})
-
-
-def outage() -> list[dict[str, object]]:
-    """60 (alertname, service) groups of 10 instances each, as a cascade spreads."""
-    return [{"labels": {"alertname": f"{kind}", "service": f"svc{s}", "instance": f"i{i}"},
-             "annotations": {"summary": f"{kind} on svc{s}/i{i}"}, "fingerprint": f"{kind}-{s}-{i}"}
-            for kind in ("Down", "Latency", "Errors") for s in range(20) for i in range(10)]
-
-
-async def post_batches(url: str, alerts: list[dict[str, object]], status: str) -> None:
-    async with aiohttp.ClientSession(headers={"Content-Type": "application/json"}) as s:
-        for i in range(0, len(alerts), 64):
-            async with s.post(url, data=am_body(alerts[i:i + 64], status)) as r:
-                assert r.status == 200, await r.text()
 
 
 async def test_cascading_outage_two_events_per_group_no_429(tmp_path, fake_pd, proxy_process):
@@ -56,10 +33,10 @@ async def test_cascading_outage_two_events_per_group_no_429(tmp_path, fake_pd, p
     for wave in range(3):  # the outage spreads, and senders repeat what they already sent
         shuffled = alerts[: 200 * (wave + 1)]
         rng.shuffle(shuffled)
-        await post_batches(url, shuffled, "firing")
+        assert {st for _, st in await post_batches(url, shuffled, "firing")} == {200}
         await asyncio.sleep(0.5)
     await wait_for(lambda: len(fake_pd.accepted()) >= 60, timeout=60)
-    await post_batches(url, alerts, "resolved")
+    assert {st for _, st in await post_batches(url, alerts, "resolved")} == {200}
     await wait_for(lambda: len(fake_pd.accepted()) >= 120, timeout=90)
     await asyncio.sleep(2)
     seq = fake_pd.by_dedup()

@@ -1,0 +1,142 @@
+"""Redis mode through the real CLI and a real redis-server: replicas, kill -9, Redis down."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import aiohttp
+
+from tests.conftest import KEY, free_port, wait_for, wait_port, write_rules
+from tests.support.storm import fingerprints_in_triggers, outage, post_batches
+
+RULES = """
+defaults:
+  routing_key: ${PD_ROUTING_KEY}
+  group_by: [alertname, service]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+  on_growth: update
+"""
+
+
+def start(proxy_process, tmp_path, redis_url: str, name: str, port: int, upstream: str):
+    rules = write_rules(tmp_path / "rules", RULES)
+    return proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--store", redis_url,
+                         "--upstream", upstream, "--send-timeout", "2", name=name)
+
+
+async def until_accepted(url: str, alerts: list[dict[str, object]], status: str) -> set[str]:
+    """Post like Alertmanager does: retry every batch until it is answered 2xx."""
+    done: set[str] = set()
+    for _ in range(100):
+        todo = [a for a in alerts if a["fingerprint"] not in done]
+        if not todo:
+            return done
+        for fps, st in await post_batches(url, todo, status, batch=20):
+            if st == 200:
+                done.update(fps)
+        await asyncio.sleep(0.2)
+    raise AssertionError("alerts were never accepted")
+
+
+def all_resolved(pd) -> bool:
+    seq = pd.by_dedup()
+    return bool(seq) and all(actions[-1] == "resolve" for actions in seq.values())
+
+
+async def test_two_replicas_share_windows_outbox_and_budget(tmp_path, fake_pd, proxy_process, own_redis):
+    ports = free_port(), free_port()
+    for i, port in enumerate(ports):
+        start(proxy_process, tmp_path, own_redis.url, f"replica{i}", port, fake_pd.url)
+    for port in ports:
+        await asyncio.to_thread(wait_port, port)
+    alerts = outage(kinds=("Down", "Latency"), services=10, instances=10)  # 20 groups
+    urls = [f"http://127.0.0.1:{p}/v1/alertmanager" for p in ports]
+    # two senders (an HA Alertmanager pair) send the same outage, one to each replica
+    await asyncio.gather(*(until_accepted(u, alerts, "firing") for u in urls))
+    await wait_for(lambda: len(fake_pd.accepted()) >= 20, timeout=60)
+    await asyncio.sleep(3)
+    await asyncio.gather(*(until_accepted(u, alerts, "resolved") for u in urls))
+    await wait_for(lambda: all_resolved(fake_pd) and len(fake_pd.accepted()) >= 40, timeout=60)
+    await asyncio.sleep(3)
+    seq = fake_pd.by_dedup()
+    assert len(seq) == 20
+    assert all(actions == ["trigger", "resolve"] for actions in seq.values()), seq
+    assert fake_pd.count(429) == 0 and fake_pd.max_in_window(KEY) <= 120
+    assert fake_pd.violations == []
+    assert fingerprints_in_triggers([r.body for r in fake_pd.accepted() if r.action == "trigger"]) \
+        == {str(a["fingerprint"]) for a in alerts}
+
+
+async def test_kill_9_mid_storm_loses_nothing(tmp_path, fake_pd, proxy_process, own_redis):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/alertmanager"
+    proc = start(proxy_process, tmp_path, own_redis.url, "first", port, fake_pd.url)
+    await asyncio.to_thread(wait_port, port)
+    alerts = outage(kinds=("Down", "Latency"), services=10, instances=10)
+    first, rest = alerts[:120], alerts[120:]
+    accepted = await until_accepted(url, first, "firing")
+    await asyncio.sleep(1.2)  # some groups flush, some sends are in flight
+    assert proc.proc is not None
+    proc.proc.send_signal(signal.SIGKILL)
+    proc.proc.wait()
+    restarted = start(proxy_process, tmp_path, own_redis.url, "second", port, fake_pd.url)
+    accepted |= await until_accepted(url, rest, "firing")
+    assert restarted.proc is not None and restarted.proc.poll() is None
+    want = {str(a["fingerprint"]) for a in alerts}
+    assert accepted == want
+
+    def paged() -> set[str]:
+        return fingerprints_in_triggers([r.body for r in fake_pd.accepted() if r.action == "trigger"])
+
+    await wait_for(lambda: paged() == want, timeout=60)
+    await until_accepted(url, alerts, "resolved")
+    await wait_for(lambda: all_resolved(fake_pd), timeout=60)
+    seq = fake_pd.by_dedup()
+    assert len(seq) == 20
+    for actions in seq.values():
+        assert actions[0] == "trigger" and actions[-1] == "resolve" and actions.count("resolve") == 1
+    assert fake_pd.violations == [] and fake_pd.count(429) == 0
+
+
+async def test_redis_down_answers_503_then_recovers(tmp_path, fake_pd, proxy_process, own_redis):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    start(proxy_process, tmp_path, own_redis.url, "proxy", port, fake_pd.url)
+    await asyncio.to_thread(wait_port, port)
+    alerts = outage(kinds=("Down",), services=5, instances=60)  # 300 alerts, 5 groups
+    answers: list[tuple[float, list[str], int]] = []
+    ready: list[tuple[float, int]] = []
+
+    async def storm() -> None:
+        async with aiohttp.ClientSession() as s:
+            for i in range(0, len(alerts), 5):
+                t = time.monotonic()
+                for fps, st in await post_batches(base + "/v1/alertmanager", alerts[i:i + 5], "firing"):
+                    answers.append((t, fps, st))
+                async with s.get(base + "/readyz") as r:
+                    ready.append((time.monotonic(), r.status))
+                await asyncio.sleep(0.25)
+
+    task = asyncio.create_task(storm())
+    await asyncio.sleep(2)
+    down_at = time.monotonic()
+    await asyncio.to_thread(own_redis.stop)
+    await asyncio.sleep(10)
+    await asyncio.to_thread(own_redis.start)
+    up_at = time.monotonic()
+    await task
+    during = [st for t, _, st in answers if down_at + 0.1 < t < up_at - 0.1]
+    assert during and set(during) == {503}, during  # never 2xx for what it could not store
+    assert any(st == 503 for t, st in ready if down_at + 0.1 < t < up_at - 0.1)
+    assert any(st == 200 for t, _, st in answers if t > up_at + 1)  # recovered by itself
+    accepted = {fp for _, fps, st in answers if st == 200 for fp in fps}
+
+    def paged() -> set[str]:
+        return fingerprints_in_triggers([r.body for r in fake_pd.accepted() if r.action == "trigger"])
+
+    await wait_for(lambda: accepted <= paged(), timeout=60)
+    assert fake_pd.violations == []
