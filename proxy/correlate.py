@@ -113,6 +113,7 @@ def _context(g: Group, alerts: list[dict[str, Any]]) -> dict[str, Any]:
     firing = [a for a in alerts if a["status"] == "firing"]
     basis = firing or alerts
     return {
+        "alert": basis[0] if basis else {},  # the first firing alert, for mixed groups
         "labels": _common([a["labels"] for a in basis]),
         "annotations": _common([a.get("annotations", {}) for a in basis]),
         "group_labels": g.group_labels,

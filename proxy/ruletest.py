@@ -1,1 +1,216 @@
+"""`alert-proxy test`: rule unit tests, in the spirit of `promtool test rules`.
+
+A test file (YAML) names rule files, then tests: input alerts at given times (any source
+format) and the Events v2 calls expected out, in order. Time is simulated: a test of
+hours runs in milliseconds.
+
+    rule_files: [../rules/]           # relative to the test file
+    env: {PD_ROUTING_KEY: 0123...}    # optional: variables the rules read
+    tests:
+      - name: database alerts page once per cluster
+        interval: 1s                  # simulation step (default 1s)
+        until: 10m                    # how long to simulate (default: last input + 1h)
+        input:
+          - at: 0s
+            alerts:                   # shorthand: Alertmanager alerts (status: firing)
+              - labels: {alertname: DatabaseDown, cluster: eu1, service: db}
+          - at: 5s
+            alertmanager: {...}       # or datadog: {...}, or events_v2: {...}
+        expect:                       # each a subset of the event body, in order
+          - at: 45s                   # optional: when it went out
+            event_action: trigger
+            payload: {severity: critical}
+"""
+
 from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+import yaml
+
+from proxy.app import Proxy, Settings
+from proxy.clock import ManualClock
+from proxy.durations import parse_duration
+from proxy.errors import ConfigError, InputError
+from proxy.ingest import alertmanager, datadog, events_v2
+from proxy.rules.schema import LDict, LList, load_yaml
+from proxy.store.memory import MemoryStore
+
+__all__ = ["run_files", "run_file"]
+
+_SOURCES = ("alerts", "alertmanager", "datadog", "events_v2")
+
+
+@contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _subset(expected: Any, actual: Any, path: str) -> list[str]:
+    """Where `actual` departs from `expected` (dicts: keys given; lists: item by item)."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return [f"{path}: expected a mapping, got {orjson.dumps(actual).decode()}"]
+        out = []
+        for k, v in expected.items():
+            if k not in actual:
+                out.append(f"{path}.{k}: expected {orjson.dumps(v).decode()}, missing")
+            else:
+                out += _subset(v, actual[k], f"{path}.{k}")
+        return out
+    if isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            return [f"{path}: expected {orjson.dumps(expected).decode()}, got {orjson.dumps(actual).decode()}"]
+        return [e for i, x in enumerate(expected) for e in _subset(x, actual[i], f"{path}[{i}]")]
+    if expected != actual and str(expected) != str(actual):
+        return [f"{path}: expected {orjson.dumps(expected).decode()}, got {orjson.dumps(actual).decode()}"]
+    return []
+
+
+def _parse_input(step: LDict, where: str) -> tuple[str, Any]:
+    given = [s for s in _SOURCES if s in step]
+    if len(given) != 1:
+        raise ConfigError([f"{where}: an input step needs exactly one of {', '.join(_SOURCES)}"])
+    return given[0], step[given[0]]
+
+
+async def _feed(proxy: Proxy, kind: str, body: Any) -> None:
+    if kind == "alerts":
+        body = {"alerts": [{"status": "firing", **a} for a in body]}
+        kind = "alertmanager"
+    if kind == "alertmanager":
+        await proxy.accept(alertmanager.parse(body))
+    elif kind == "datadog":
+        await proxy.accept(datadog.parse(body))
+    else:
+        ev = events_v2.parse(body)
+        if ev.action == "trigger":
+            assert ev.alert is not None
+            await proxy.accept([ev.alert])
+        else:
+            await proxy._followup(ev.routing_key, ev.dedup_key, ev.action)
+
+
+async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) -> list[tuple[float, dict[str, Any]]]:
+    clock = ManualClock(start=1_800_000_000.0)
+    t0 = clock.now()
+    proxy = Proxy(Settings(rules=rule_files, upstream="http://unused", watch_interval=0),
+                  MemoryStore(), clock=clock)
+    inputs = test.get("input") or LList()
+    steps: list[tuple[float, str, Any, str]] = []
+    for i, step in enumerate(inputs):
+        sw = f"{path}:{inputs.lines[i]}"
+        if not isinstance(step, LDict):
+            raise ConfigError([f"{sw}: an input step is a mapping with 'at' and a source"])
+        try:
+            at = parse_duration(step.get("at", "0s"))
+        except ValueError as e:
+            raise ConfigError([f"{sw}: at: {e}"]) from None
+        kind, body = _parse_input(step, sw)
+        steps.append((at, kind, body, sw))
+    steps.sort(key=lambda s: s[0])
+    try:
+        interval = parse_duration(test.get("interval", "1s"))
+        until = parse_duration(test["until"]) if "until" in test else \
+            (steps[-1][0] if steps else 0.0) + 3600.0
+    except ValueError as e:
+        raise ConfigError([f"{where}: {e}"]) from None
+    if interval <= 0:
+        raise ConfigError([f"{where}: interval must be longer than 0s"])
+    out: list[tuple[float, dict[str, Any]]] = []
+    t = 0.0
+    while t <= until + 1e-9:
+        clock.t = t0 + t
+        while steps and steps[0][0] <= t + 1e-9:
+            _, kind, body, sw = steps.pop(0)
+            try:
+                await _feed(proxy, kind, body)
+            except InputError as e:
+                raise ConfigError([f"{sw}: {kind}: {m}" for m in e.errors]) from None
+        await proxy.flush_due()
+        for ev in await proxy.store.pending():
+            out.append((t, orjson.loads(ev.body)))
+            await proxy.store.done(ev, clock.now())
+        t += interval
+    return out
+
+
+def run_file(path: Path) -> tuple[int, int, list[str]]:
+    """(passed, failed, report lines) for one test file."""
+    doc = load_yaml(path)
+    if not isinstance(doc, LDict) or not isinstance(doc.get("tests"), LList):
+        raise ConfigError([f"{path}:1: a rule test file has 'rule_files' and 'tests'"])
+    for key in doc:
+        if key not in ("rule_files", "env", "tests"):
+            raise ConfigError([f"{path}:{doc.lines[key]}: unknown key {key!r} (known: rule_files, env, tests)"])
+    files = doc.get("rule_files") or []
+    rule_files = [str((path.parent / f).resolve()) for f in files]
+    env = {str(k): str(v) for k, v in (doc.get("env") or {}).items()}
+    passed, failed, report = 0, 0, []
+    with _env(env):
+        for i, test in enumerate(doc["tests"]):
+            where = f"{path}:{doc['tests'].lines[i]}"
+            if not isinstance(test, LDict):
+                raise ConfigError([f"{where}: a test is a mapping"])
+            name = test.get("name", f"test {i + 1}")
+            unknown = set(test) - {"name", "interval", "until", "input", "expect"}
+            if unknown:
+                raise ConfigError([f"{where}: unknown key {sorted(unknown)[0]!r} (known: name, "
+                                   "interval, until, input, expect)"])
+            got = asyncio.run(_simulate(path, rule_files, test, where))
+            expect = test.get("expect") or []
+            problems = []
+            for j, exp in enumerate(expect):
+                if j >= len(got):
+                    problems.append(f"event {j + 1}: expected {orjson.dumps(exp).decode()}, but only "
+                                    f"{len(got)} event(s) were sent")
+                    continue
+                exp = dict(exp)
+                at = exp.pop("at", None)
+                if at is not None and abs(parse_duration(at) - got[j][0]) > 1e-6:
+                    problems.append(f"event {j + 1}: expected at {at}, sent at {got[j][0]:g}s")
+                problems += [f"event {j + 1}: {p}" for p in _subset(exp, got[j][1], "")]
+            if len(got) > len(expect):
+                problems.append(f"{len(got) - len(expect)} more event(s) sent than expected")
+            if problems:
+                failed += 1
+                report.append(f"FAIL {where}: {name}")
+                report += [f"  {p}" for p in problems]
+                report.append("  events sent:")
+                for t, body in got:
+                    shown = {k: v for k, v in body.items() if k != "routing_key"}
+                    report.append(f"    at {t:g}s: {orjson.dumps(shown).decode()[:400]}")
+            else:
+                passed += 1
+                report.append(f"ok   {where}: {name}")
+    return passed, failed, report
+
+
+def run_files(files: list[str]) -> int:
+    passed = failed = 0
+    paths: list[Path] = []
+    for f in files:
+        p = Path(f)
+        paths += sorted(p.glob("*.test.y*ml")) if p.is_dir() else [p]
+    if not paths:
+        raise ConfigError([f"{', '.join(files)}:0: no rule test files (*.test.yml) found"])
+    for p in paths:
+        ok, bad, report = run_file(p)
+        passed, failed = passed + ok, failed + bad
+        print("\n".join(report))
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0

@@ -7,6 +7,7 @@ are one ordered list; `defaults` may be given in one file only.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Callable
@@ -273,7 +274,11 @@ def _apply(ctx: _Ctx, obj: LDict, rule: Rule, where: str) -> None:
                 ctx.err(obj, key, f"{where}routing_key: {e}")
         elif key not in _RULE_ONLY or where.startswith("defaults"):
             allowed = sorted(set(_SETTINGS) | ({"routing_key"} if where.startswith("defaults") else _RULE_ONLY))
-            ctx.err(obj, key, f"{where}unknown key {key!r} (known: {', '.join(allowed)})")
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(allowed)}"
+            if key in _RULE_ONLY:
+                hint = "it belongs to a rule; defaults apply to every alert"
+            ctx.err(obj, key, f"{where}unknown key {key!r} ({hint})")
 
 
 def _matchers(ctx: _Ctx, rule_obj: LDict, where: str) -> list[Matcher]:

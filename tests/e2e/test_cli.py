@@ -1,0 +1,197 @@
+"""The command line as ops use it: check, test, reload, deadletter."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import FAST_RULES, ROOT, free_port, wait_for, wait_port, write_rules
+
+INVALID = ROOT / "tests" / "fixtures" / "invalid_rules"
+
+# One file per error kind, and the exact line `alert-proxy check` prints for it.
+EXPECTED = {
+    "bad_duration": "3: rule 'db': group_wait: '30' is not a duration (e.g. 30s, 5m, 4h)",
+    "bad_matcher": "5: rule 'db': match: 'severity critical' is not a matcher "
+                   "(e.g. severity=\"critical\", env!~\"dev|test\")",
+    "bad_max_alerts": "3: rule 'db': max_alerts: 0 is not a positive whole number",
+    "bad_on_growth": "3: rule 'db': on_growth: 'always' must be ignore or update",
+    "bad_regex": "3: rule 'db': match: 'db[0-9' is not a valid regular expression: "
+                 "unterminated character set at position 2",
+    "bad_routing_key": "3: rule 'db': routing_key: not-a-key is not a PagerDuty routing key "
+                       "(32 alphanumeric characters)",
+    "bad_severity": "3: rule 'db': severity: 'sev1' is not a PagerDuty severity "
+                    "(critical, error, warning, info)",
+    "bad_severity_map": "3: rule 'db': severity_map: 'urgent' is not a PagerDuty severity "
+                        "(critical, error, warning, info)",
+    "defaults_key_in_defaults": "2: defaults: unknown key 'match' (it belongs to a rule; "
+                                "defaults apply to every alert)",
+    "drop_not_bool": "3: rule 'db': drop: 'sometimes' is not true or false",
+    "duplicate_key": "4: YAML: duplicate key 'severity'",
+    "duplicate_name": "4: rule 'db': name already used at tests/fixtures/invalid_rules/duplicate_name.yml:2",
+    "group_by_all_mixed": "3: rule 'db': group_by: [...] groups by all labels and cannot be "
+                          "combined with names",
+    "group_by_not_list": "3: rule 'db': group_by: must be a list of label names, or [...] for all labels",
+    "link_unknown_key": "3: rule 'db': links: item 0: unknown key 'title' (allowed: href, text)",
+    "link_without_href": "3: rule 'db': links: item 0 needs 'href'",
+    "missing_env": "2: defaults: routing_key: environment variable ALERT_PROXY_TEST_UNSET_VARIABLE "
+                   "is not set",
+    "missing_name": "2: rules[0]: name: every rule needs a name (it keeps its windows across reloads)",
+    "template_error": "3: rule 'db': summary: template does not compile: unexpected end of "
+                      "template, expected 'end of print statement'.",
+    "top_level_list": "1: a rules file is a mapping with 'defaults' and 'rules'",
+    "unknown_rule_key": "4: rule 'db': unknown key 'group_wiat' (did you mean 'group_wait'?)",
+    "unknown_top_key": "3: unknown top-level key 'route' (known: defaults, rules)",
+    "yaml_syntax": "4: YAML: expected ',' or ']', but got '-'",
+    "zero_interval": "2: defaults: group_interval: '0s' must be longer than 0s",
+}
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=60)
+
+
+def test_every_error_kind_has_a_fixture():
+    assert sorted(p.stem for p in INVALID.glob("*.yml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_check_reports_file_line_message(kind):
+    rel = f"tests/fixtures/invalid_rules/{kind}.yml"
+    r = cli("check", rel)
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"{rel}:{EXPECTED[kind]}"]
+
+
+def test_check_accepts_the_example_rules():
+    r = cli("check", "rules/", env={"PD_DB_KEY": "0123456789abcdef0123456789abcdef"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ok: ")
+
+
+def test_check_reports_every_error_of_a_file(tmp_path):
+    bad = tmp_path / "many.yml"
+    bad.write_text("rules:\n  - name: a\n    severity: x\n  - name: b\n    group_wait: y\n")
+    r = cli("check", str(bad))
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 2
+
+
+def test_example_rules_pass_their_unit_tests():
+    r = cli("test", "rules/")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith("6 passed, 0 failed")
+
+
+def test_rule_test_failure_exits_1_with_a_readable_diff(tmp_path):
+    write_rules(tmp_path, FAST_RULES)
+    (tmp_path / "wrong.test.yml").write_text("""
+rule_files: [rules.yml]
+env: {PD_ROUTING_KEY: 0123456789abcdef0123456789abcdef}
+tests:
+  - name: expects the wrong severity
+    until: 5s
+    input:
+      - at: 0s
+        alerts: [{labels: {alertname: X, severity: warning}}]
+    expect:
+      - event_action: trigger
+        payload: {severity: critical}
+      - event_action: resolve
+""")
+    r = cli("test", str(tmp_path / "wrong.test.yml"))
+    assert r.returncode == 1
+    out = r.stdout
+    assert "FAIL" in out and "expects the wrong severity" in out
+    assert 'event 1: .payload.severity: expected "critical", got "warning"' in out
+    assert "event 2: expected" in out and "only 1 event(s) were sent" in out
+    assert out.strip().endswith("0 passed, 1 failed")
+
+
+async def get_json(url: str) -> dict:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return await r.json()
+
+
+async def metric(base: str, name: str) -> float:
+    async with aiohttp.ClientSession() as s, s.get(base + "/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not found")
+
+
+async def test_reload_by_post_sighup_and_file_change(tmp_path, fake_pd, proxy_process):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    rules_dir = write_rules(tmp_path / "rules", FAST_RULES)
+    p = proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules_dir), "--upstream", fake_pd.url)
+    await asyncio.to_thread(wait_port, port)
+    ok = "\nrules:\n  - name: one\n    match: {alertname: A}\n"
+    async with aiohttp.ClientSession() as s:
+        # POST /-/reload
+        write_rules(rules_dir, FAST_RULES + ok)
+        async with s.post(base + "/-/reload") as r:
+            assert r.status == 200 and (await r.json())["rules"] == 1
+        # a broken file: 400 naming the problem, the old rules stay, the metric says 0
+        write_rules(rules_dir, FAST_RULES + "\nrules:\n  - name: two\n    severity: huge\n")
+        async with s.post(base + "/-/reload") as r:
+            body = await r.json()
+            assert r.status == 400
+            assert body["errors"] == [f"{rules_dir}/rules.yml:11: rule 'two': severity: 'huge' is not "
+                                      "a PagerDuty severity (critical, error, warning, info)"]
+        assert await metric(base, "alert_proxy_config_last_reload_successful") == 0.0
+        # SIGHUP
+        write_rules(rules_dir, FAST_RULES + ok + "  - name: two\n    match: {alertname: B}\n")
+        assert p.proc is not None
+        p.proc.send_signal(signal.SIGHUP)
+        for _ in range(50):
+            if await metric(base, "alert_proxy_config_last_reload_successful") == 1.0:
+                break
+            await asyncio.sleep(0.1)
+        assert await metric(base, "alert_proxy_config_last_reload_successful") == 1.0
+        # a file change alone
+        before = await metric(base, "alert_proxy_config_last_reload_success_timestamp_seconds")
+        await asyncio.sleep(1.1)
+        write_rules(rules_dir, FAST_RULES + ok)
+        for _ in range(60):
+            if await metric(base, "alert_proxy_config_last_reload_success_timestamp_seconds") > before:
+                break
+            await asyncio.sleep(0.1)
+        assert await metric(base, "alert_proxy_config_last_reload_success_timestamp_seconds") > before
+
+
+async def test_deadletter_list_and_retry_commands(tmp_path, fake_pd, proxy_process):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    rules_dir = write_rules(tmp_path / "rules", FAST_RULES)
+    proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules_dir), "--upstream", fake_pd.url)
+    await asyncio.to_thread(wait_port, port)
+    fake_pd.answer = 403
+    async with aiohttp.ClientSession() as s:
+        async with s.post(base + "/v2/enqueue", json={
+                "routing_key": "0123456789abcdef0123456789abcdef", "event_action": "trigger",
+                "payload": {"summary": "s", "source": "s", "severity": "info"}}) as r:
+            assert r.status == 202
+    await wait_for(lambda: fake_pd.count(403) == 1)
+    for _ in range(50):
+        if (await get_json(base + "/api/v1/outbox"))["dead"]:
+            break
+        await asyncio.sleep(0.1)
+    r = await asyncio.to_thread(cli, "deadletter", "list", "--url", base)
+    assert r.returncode == 0
+    [line] = r.stdout.splitlines()
+    assert "trigger" in line and "HTTP 403" in line and "0123…cdef" in line
+    assert "0123456789abcdef0123456789abcdef" not in r.stdout
+    fake_pd.answer = None
+    r = await asyncio.to_thread(cli, "deadletter", "retry", "--url", base)
+    assert r.stdout.strip() == "requeued 1 event(s)"
+    await wait_for(lambda: len(fake_pd.accepted()) == 1)
