@@ -93,11 +93,13 @@ class Proxy:
         maintenance window never swallows a resolve)."""
         entries: list[Entry] = []
         resolved: list[dict[str, Any]] = []
+        marks: list[tuple[str, str]] = []
         for alert in alerts:
             self.metrics.alerts_received.labels(alert.source).inc()
             if alert.status == "resolved":
                 resolved.append(alert.to_dict())
                 continue
+            marks += [(m, alert.fingerprint) for m in self.rules.source_marks(alert.labels)]
             placements, reason = self.rules.place(alert)
             if reason:
                 self.metrics.suppressed.labels(reason).inc()
@@ -110,7 +112,25 @@ class Proxy:
                     group_interval=r.group_interval,
                     resolve_wait=r.group_interval if r.resolve_wait is None else r.resolve_wait,
                     max_alerts=r.max_alerts))
-        await self.store.record(entries, resolved, self.clock.now())
+        await self.store.record(entries, resolved, self.clock.now(), marks)
+
+    async def muted(self, g: correlate.Group, now: float) -> dict[str, str]:
+        """Firing alerts of `g` that must not page now, with the reason."""
+        out: dict[str, str] = {}
+        wanted: dict[str, list[str]] = {}
+        for fp, a in g.alerts.items():
+            if a["status"] != "firing":
+                continue
+            if self.rules.in_maintenance(a["labels"], now):
+                out[fp] = "maintenance"
+            elif marks := self.rules.target_marks(a["labels"]):
+                wanted[fp] = marks
+        if wanted:
+            sources = await self.store.marked(sorted({m for ms in wanted.values() for m in ms}))
+            for fp, ms in wanted.items():
+                if any(sources.get(m, set()) - {fp} for m in ms):
+                    out[fp] = "inhibited"
+        return out
 
     async def flush_due(self) -> int:
         """Flush every group that is due; returns how many events were enqueued."""
@@ -121,12 +141,15 @@ class Proxy:
                 g = await self.store.load(key)
                 if g is None:
                     break
-                f = correlate.decide(g, self.rules.rule(g.rule), now)
-                events = correlate.events_for(g, f, self.rules, now)
+                muted = await self.muted(g, now)
+                f = correlate.decide(g, self.rules.rule(g.rule), now, muted)
+                events = correlate.events_for(g, f, self.rules, now, muted)
                 correlate.apply(g, f, now)
                 if await self.store.commit(g, f.delete, events):
                     result = "/".join(f.actions) or ("transient" if f.delete else "none")
                     self.metrics.flushes.labels(result).inc()
+                    for reason in muted.values():
+                        self.metrics.suppressed.labels(reason).inc()
                     if events:
                         sent += len(events)
                         log.info("group flushed", extra={"fields": {

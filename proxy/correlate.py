@@ -15,6 +15,7 @@ groups and says when a group is due (see store.base.Entry for the scheduling rul
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -71,14 +72,18 @@ class Flush:
     next_due: float
 
 
-def decide(g: Group, rule: Rule, now: float) -> Flush:
-    firing = any(a["status"] == "firing" for a in g.alerts.values())
-    if not g.triggered:
-        if not firing:
-            return Flush([], True, 0.0)
-        return Flush(["trigger"], False, now + rule.repeat_interval)
+def decide(g: Group, rule: Rule, now: float, muted: Collection[str] = ()) -> Flush:
+    """`muted`: fingerprints of firing alerts that must not page now (inhibited, or in a
+    maintenance window); a group of only muted alerts is looked at again after
+    group_interval, and still resolves."""
+    firing = [fp for fp, a in g.alerts.items() if a["status"] == "firing"]
+    active = [fp for fp in firing if fp not in muted]
     if not firing:
-        return Flush(["resolve"], True, 0.0)
+        return Flush(["resolve"] if g.triggered else [], True, 0.0)
+    if not active:
+        return Flush([], False, now + rule.group_interval)
+    if not g.triggered:
+        return Flush(["trigger"], False, now + rule.repeat_interval)
     if now >= g.last_trigger_at + rule.repeat_interval:
         return Flush(["trigger"], False, now + rule.repeat_interval)
     if g.grown and rule.on_growth == "update":
@@ -151,10 +156,10 @@ def _alert_detail(a: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def render_trigger(g: Group, rules: RuleSet) -> tuple[bytes, str]:
-    """The trigger body for group `g` (bytes) and its severity."""
+def render_trigger(g: Group, rules: RuleSet, muted: Collection[str] = ()) -> tuple[bytes, str]:
+    """The trigger body for group `g` (bytes) and its severity; muted alerts are left out."""
     rule = rules.rule(g.rule)
-    alerts = list(g.alerts.values())
+    alerts = [a for fp, a in g.alerts.items() if fp not in muted]
     firing = [a for a in alerts if a["status"] == "firing"] or alerts
     ctx = _context(g, alerts)
     sev = _severity(firing)
@@ -221,11 +226,12 @@ def render_followup(routing_key: str, dedup_key: str, action: str) -> bytes:
     return orjson.dumps({"routing_key": routing_key, "event_action": action, "dedup_key": dedup_key})
 
 
-def events_for(g: Group, f: Flush, rules: RuleSet, now: float) -> list[OutEvent]:
+def events_for(g: Group, f: Flush, rules: RuleSet, now: float,
+               muted: Collection[str] = ()) -> list[OutEvent]:
     out = []
     for action in f.actions:
         if action == "trigger":
-            body, sev = render_trigger(g, rules)
+            body, sev = render_trigger(g, rules, muted)
         else:
             body, sev = render_followup(g.routing_key, g.key, action), "info"
         out.append(OutEvent(routing_key=g.routing_key, dedup_key=g.key, action=action,  # type: ignore[arg-type]

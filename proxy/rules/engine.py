@@ -19,7 +19,7 @@ from proxy.rules.schema import ALL_LABELS, Rule, RuleFile
 
 __all__ = ["Placement", "RuleSet", "SUPPRESS_REASONS", "group_dedup_key"]
 
-SUPPRESS_REASONS = ("dropped", "no_routing_key")
+SUPPRESS_REASONS = ("dropped", "no_routing_key", "inhibited", "maintenance")
 _BUILTIN_SEVERITY_MAP = {
     "page": "critical", "fatal": "critical", "high": "error", "err": "error",
     "medium": "warning", "warn": "warning", "low": "info", "none": "info",
@@ -60,6 +60,8 @@ class RuleSet:
     def __init__(self, rules: RuleFile) -> None:
         self.defaults = rules.defaults
         self.rules = rules.rules
+        self.inhibit = rules.inhibit
+        self.maintenance = rules.maintenance
         self._by_name = {r.name: r for r in rules.rules}
 
     def rule(self, name: str) -> Rule:
@@ -73,6 +75,17 @@ class RuleSet:
         if raw in SEVERITIES:
             return raw
         return rule.severity_map.get(raw) or _BUILTIN_SEVERITY_MAP.get(raw) or "error"
+
+    def source_marks(self, labels: dict[str, str]) -> list[str]:
+        """The inhibition marks a firing alert with these labels leaves."""
+        return [inh.key(labels) for inh in self.inhibit if matches_all(inh.source, labels)]
+
+    def target_marks(self, labels: dict[str, str]) -> list[str]:
+        """The marks that would mute an alert with these labels."""
+        return [inh.key(labels) for inh in self.inhibit if matches_all(inh.target, labels)]
+
+    def in_maintenance(self, labels: dict[str, str], now: float) -> bool:
+        return any(mw.applies(labels) and mw.active(now) for mw in self.maintenance)
 
     def place(self, alert: Alert) -> tuple[list[Placement], str | None]:
         matched: list[Rule] = []

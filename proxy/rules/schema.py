@@ -12,6 +12,8 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from proxy.errors import ConfigError
 from proxy.model import SEVERITIES
 from proxy.redact import mask
 from proxy.rules.matchers import Matcher, matchers_from_mapping, parse_matcher
+from proxy.rules.suppress import WEEKDAYS, Inhibit, Maintenance
 from proxy.rules.templates import Template, compile_template
 
 __all__ = ["Rule", "RuleFile", "load_rules", "rule_files", "load_yaml"]
@@ -62,6 +65,8 @@ class Rule:
 class RuleFile:
     defaults: Rule
     rules: list[Rule]
+    inhibit: list[Inhibit] = field(default_factory=list)
+    maintenance: list[Maintenance] = field(default_factory=list)
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -252,7 +257,7 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "client_url": ("client_url", _template),
 }
 _RULE_ONLY = {"name", "match", "continue", "drop", "routing_key"}
-_TOP = {"defaults", "rules"}
+_TOP = {"defaults", "rules", "inhibit", "maintenance"}
 
 
 def _apply(ctx: _Ctx, obj: LDict, rule: Rule, where: str) -> None:
@@ -281,24 +286,24 @@ def _apply(ctx: _Ctx, obj: LDict, rule: Rule, where: str) -> None:
             ctx.err(obj, key, f"{where}unknown key {key!r} ({hint})")
 
 
-def _matchers(ctx: _Ctx, rule_obj: LDict, where: str) -> list[Matcher]:
-    m = rule_obj.get("match")
+def _matchers(ctx: _Ctx, rule_obj: LDict, where: str, key: str = "match") -> list[Matcher]:
+    m = rule_obj.get(key)
     if m is None:
         return []
     if isinstance(m, dict):
         return matchers_from_mapping(m)
     if isinstance(m, str):
         m = LList([m])
-        m.line, m.lines = rule_obj.lines["match"], [rule_obj.lines["match"]]
+        m.line, m.lines = rule_obj.lines[key], [rule_obj.lines[key]]
     if not isinstance(m, list):
-        ctx.err(rule_obj, "match", f"{where}match: must be a list of matchers or a mapping")
+        ctx.err(rule_obj, key, f"{where}{key}: must be a list of matchers or a mapping")
         return []
     out = []
     for i, text in enumerate(m):
         try:
             out.append(parse_matcher(_str(text)))
         except ValueError as e:
-            ctx.err(m, i, f"{where}match: {e}")
+            ctx.err(m, i, f"{where}{key}: {e}")
     return out
 
 
@@ -338,7 +343,8 @@ def load_rules(locations: list[str]) -> RuleFile:
             continue
         for key in doc:
             if key not in _TOP:
-                ctx.err(doc, key, f"unknown top-level key {key!r} (known: defaults, rules)")
+                ctx.err(doc, key, f"unknown top-level key {key!r} (known: defaults, rules, inhibit, "
+                              "maintenance)")
         d = doc.get("defaults")
         if d is not None:
             if not isinstance(d, LDict):
@@ -366,11 +372,136 @@ def load_rules(locations: list[str]) -> RuleFile:
                 ctx.err(r, "name", f"rule {rule.name!r}: name already used at {seen[rule.name]}")
             seen[rule.name] = rule.where
             rules.append(rule)
+    inhibit: list[Inhibit] = []
+    maintenance: list[Maintenance] = []
+    for ctx, doc in docs:
+        for i, item in enumerate(_list_of_maps(ctx, doc, "inhibit")):
+            inhibit.append(_inhibit(ctx, item, i))
+        for i, item in enumerate(_list_of_maps(ctx, doc, "maintenance")):
+            maintenance.append(_maintenance(ctx, item, i))
     for ctx, _ in docs:
         errors += ctx.errors
     if errors:
         raise ConfigError(errors)
-    return RuleFile(defaults=defaults, rules=rules)
+    return RuleFile(defaults=defaults, rules=rules, inhibit=inhibit, maintenance=maintenance)
+
+
+def _list_of_maps(ctx: _Ctx, doc: LDict, key: str) -> list[LDict]:
+    raw = doc.get(key)
+    if raw is None:
+        return []
+    if not isinstance(raw, LList):
+        ctx.err(doc, key, f"{key}: must be a list")
+        return []
+    out = []
+    for i, item in enumerate(raw):
+        if isinstance(item, LDict):
+            out.append(item)
+        else:
+            ctx.err(raw, i, f"{key}[{i}]: must be a mapping")
+    return out
+
+
+def _unknown(ctx: _Ctx, obj: LDict, where: str, known: tuple[str, ...]) -> None:
+    for key in obj:
+        if key not in known:
+            ctx.err(obj, key, f"{where}unknown key {key!r} (known: {', '.join(known)})")
+
+
+def _inhibit(ctx: _Ctx, obj: LDict, i: int) -> Inhibit:
+    where = f"inhibit[{i}]: "
+    _unknown(ctx, obj, where, ("source_match", "target_match", "equal"))
+    for key in ("source_match", "target_match"):
+        if key not in obj:
+            ctx.err(obj, None, f"{where}{key} is required")
+    equal = obj.get("equal", [])
+    if not isinstance(equal, list) or not all(isinstance(x, str) for x in equal):
+        ctx.err(obj, "equal", f"{where}equal: must be a list of label names")
+        equal = []
+    return Inhibit(source=_matchers(ctx, obj, where, "source_match"),
+                   target=_matchers(ctx, obj, where, "target_match"), equal=tuple(equal),
+                   where=f"{ctx.path}:{obj.line}")
+
+
+def _clock_time(text: Any) -> time:
+    try:
+        h, m = str(text).split(":")
+        if str(text) == "24:00":
+            return time.max
+        return time(int(h), int(m))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time of day (HH:MM)") from None
+
+
+def _day(text: Any) -> date:
+    if isinstance(text, date):
+        return text
+    try:
+        return date.fromisoformat(str(text))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _instant(text: Any, tz: ZoneInfo) -> datetime:
+    if isinstance(text, datetime):
+        dt = text
+    else:
+        try:
+            dt = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a date-time (e.g. 2026-12-24T18:00:00)") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=tz)
+
+
+def _weekdays(items: list[Any]) -> set[int]:
+    out: set[int] = set()
+    for item in items:
+        first, _, last = str(item).lower().partition(":")
+        if first not in WEEKDAYS or (last and last not in WEEKDAYS):
+            raise ValueError(f"{item!r} is not a weekday or range (e.g. monday, monday:friday)")
+        a, b = WEEKDAYS.index(first), WEEKDAYS.index(last or first)
+        out.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
+    return out
+
+
+def _pairs(obj: LDict, key: str, a: str, b: str, conv: Callable[[Any], Any]) -> list[tuple[Any, Any]]:
+    raw = obj.get(key, [])
+    if not isinstance(raw, list):
+        raise ValueError(f"must be a list of {{{a}: ..., {b}: ...}}")
+    out = []
+    for item in raw:
+        if not isinstance(item, dict) or a not in item or b not in item:
+            raise ValueError(f"each item needs {a!r} and {b!r}")
+        out.append((conv(item[a]), conv(item[b])))
+    return out
+
+
+def _maintenance(ctx: _Ctx, obj: LDict, i: int) -> Maintenance:
+    name = obj.get("name")
+    where = f"maintenance {name!r}: " if isinstance(name, str) else f"maintenance[{i}]: "
+    _unknown(ctx, obj, where, ("name", "match", "time_zone", "weekdays", "times", "dates", "ranges"))
+    mw = Maintenance(name=str(name or f"maintenance[{i}]"), matchers=_matchers(ctx, obj, where))
+    try:
+        mw.tz = ZoneInfo(str(obj.get("time_zone", "UTC")))
+    except (ZoneInfoNotFoundError, ValueError):
+        ctx.err(obj, "time_zone", f"{where}time_zone: {obj.get('time_zone')!r} is not a time zone "
+                "(e.g. Europe/Berlin, UTC)")
+    checks: dict[str, Callable[[], None]] = {
+        "weekdays": lambda: setattr(mw, "weekdays", _weekdays(list(obj["weekdays"]))),
+        "times": lambda: setattr(mw, "times", _pairs(obj, "times", "start", "end", _clock_time)),
+        "dates": lambda: setattr(mw, "dates", _pairs(obj, "dates", "start", "end", _day)),
+        "ranges": lambda: setattr(mw, "ranges", _pairs(obj, "ranges", "from", "until",
+                                                       lambda t: _instant(t, mw.tz))),
+    }
+    for key, check in checks.items():
+        if key in obj:
+            try:
+                check()
+            except (ValueError, TypeError) as e:
+                ctx.err(obj, key, f"{where}{key}: {e}")
+    if not any(k in obj for k in checks):
+        ctx.err(obj, None, f"{where}needs at least one of weekdays, times, dates, ranges")
+    return mw
 
 
 def _parse_rule(ctx: _Ctx, raw: LList, i: int, r: Any, defaults: Rule) -> Rule | None:

@@ -35,10 +35,15 @@ class Entry:
 
 class WindowStore(Protocol):
     async def record(self, entries: Sequence[Entry], orphans: Sequence[dict[str, Any]],
-                     now: float) -> None:
-        """Atomically add `entries` to their groups (opening them as needed) and apply
-        `orphans` (resolved alerts no rule placed) to every open group holding their
-        fingerprint. One round trip for the whole request."""
+                     now: float, marks: Sequence[tuple[str, str]] = ()) -> None:
+        """Atomically add `entries` to their groups (opening them as needed), apply
+        `orphans` (resolved alerts) to every open group holding their fingerprint, and
+        record the inhibition `marks` (mark, fingerprint) of firing source alerts (an
+        orphan's fingerprint leaves every mark). One round trip for the whole request."""
+        ...
+
+    async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
+        """The fingerprints of firing source alerts that left each mark."""
         ...
 
     async def claim_due(self, now: float, lease: float, limit: int) -> list[str]:

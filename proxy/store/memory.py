@@ -59,6 +59,8 @@ class MemoryStore:
         self._seq = 0
         self._buckets: dict[str, tuple[float, float]] = {}
         self._pauses: dict[str, float] = {}
+        self._marks: dict[str, set[str]] = {}
+        self._marks_of: dict[str, set[str]] = {}
 
     # -- windows -------------------------------------------------------------------
     def _put(self, g: Group, fp: str, alert: dict[str, Any], max_alerts: int, now: float) -> None:
@@ -69,7 +71,10 @@ class MemoryStore:
             heapq.heappush(self._due, (g.due, g.key))
 
     async def record(self, entries: Sequence[Entry], orphans: Sequence[dict[str, Any]],
-                     now: float) -> None:
+                     now: float, marks: Sequence[tuple[str, str]] = ()) -> None:
+        for mark, fp in marks:
+            self._marks.setdefault(mark, set()).add(fp)
+            self._marks_of.setdefault(fp, set()).add(mark)
         for e in entries:
             g = self._groups.get(e.group_key)
             if g is None:
@@ -81,6 +86,10 @@ class MemoryStore:
                 heapq.heappush(self._due, (g.due, g.key))
             self._put(g, e.fingerprint, e.alert, e.max_alerts, now)
         for alert in orphans:
+            for mark in self._marks_of.pop(alert["fingerprint"], ()):
+                self._marks[mark].discard(alert["fingerprint"])
+                if not self._marks[mark]:
+                    del self._marks[mark]
             for key in list(self._by_fp.get(alert["fingerprint"], ())):
                 g = self._groups[key]
                 self._put(g, alert["fingerprint"], alert, len(g.alerts), now)
@@ -118,6 +127,9 @@ class MemoryStore:
             heapq.heappush(self._due, (g.due, g.key))
         await self.enqueue(events)
         return True
+
+    async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
+        return {m: set(self._marks.get(m, ())) for m in marks}
 
     async def groups(self) -> list[Group]:
         return [copy.deepcopy(g) for g in self._groups.values()]

@@ -86,8 +86,8 @@ class RedisStore:
     # -- windows -------------------------------------------------------------------
     @_wrapped
     async def record(self, entries: Sequence[Entry], orphans: Sequence[dict[str, Any]],
-                     now: float) -> None:
-        if not entries and not orphans:
+                     now: float, marks: Sequence[tuple[str, str]] = ()) -> None:
+        if not entries and not orphans and not marks:
             return
         es = [[e.group_key, {**e.meta, "group_interval": e.group_interval,
                              "resolve_wait": e.resolve_wait},
@@ -95,7 +95,16 @@ class RedisStore:
                e.max_alerts, bool(e.alert.get("labels"))] for e in entries]
         os_ = [[o["fingerprint"], o["status"], orjson.dumps(o).decode(), bool(o.get("labels"))]
                for o in orphans]
-        await self._run("record", now, orjson.dumps(es), orjson.dumps(os_), GROUP_TTL)
+        await self._run("record", now, orjson.dumps(es), orjson.dumps(os_), GROUP_TTL,
+                        orjson.dumps(marks))
+
+    @_wrapped
+    async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for m in marks:
+                pipe.smembers(f"{self.p}:inh:{m}")
+            raw = await pipe.execute()
+        return {m: {fp.decode() for fp in fps} for m, fps in zip(marks, raw, strict=True)}
 
     @_wrapped
     async def claim_due(self, now: float, lease: float, limit: int) -> list[str]:

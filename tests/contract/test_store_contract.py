@@ -205,3 +205,11 @@ async def test_replicas_on_one_redis_share_one_budget(redis_server):
     finally:
         await a.close()
         await b.close()
+
+
+async def test_inhibition_marks_follow_firing_sources(store):
+    await store.record([], [], T0, [("m1", "src-a"), ("m1", "src-b"), ("m2", "src-a")])
+    assert await store.marked(["m1", "m2", "m3"]) == {"m1": {"src-a", "src-b"}, "m2": {"src-a"},
+                                                      "m3": set()}
+    await store.record([], [resolved("src-a")], T0 + 1)
+    assert await store.marked(["m1", "m2"]) == {"m1": {"src-b"}, "m2": set()}

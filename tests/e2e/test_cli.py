@@ -26,6 +26,11 @@ EXPECTED = {
                  "unterminated character set at position 2",
     "bad_routing_key": "3: rule 'db': routing_key: not-a-key is not a PagerDuty routing key "
                        "(32 alphanumeric characters)",
+    "bad_time_zone": "3: maintenance 'm': time_zone: 'Mars/Olympus' is not a time zone "
+                     "(e.g. Europe/Berlin, UTC)",
+    "bad_weekday": "3: maintenance 'm': weekdays: 'funday' is not a weekday or range "
+                   "(e.g. monday, monday:friday)",
+    "inhibit_without_source": "2: inhibit[0]: source_match is required",
     "bad_severity": "3: rule 'db': severity: 'sev1' is not a PagerDuty severity "
                     "(critical, error, warning, info)",
     "bad_severity_map": "3: rule 'db': severity_map: 'urgent' is not a PagerDuty severity "
@@ -47,7 +52,8 @@ EXPECTED = {
                       "template, expected 'end of print statement'.",
     "top_level_list": "1: a rules file is a mapping with 'defaults' and 'rules'",
     "unknown_rule_key": "4: rule 'db': unknown key 'group_wiat' (did you mean 'group_wait'?)",
-    "unknown_top_key": "3: unknown top-level key 'route' (known: defaults, rules)",
+    "unknown_top_key": "3: unknown top-level key 'route' (known: defaults, rules, inhibit, "
+                       "maintenance)",
     "yaml_syntax": "4: YAML: expected ',' or ']', but got '-'",
     "zero_interval": "2: defaults: group_interval: '0s' must be longer than 0s",
 }
@@ -88,7 +94,7 @@ def test_check_reports_every_error_of_a_file(tmp_path):
 def test_example_rules_pass_their_unit_tests():
     r = cli("test", "rules/")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.strip().endswith("6 passed, 0 failed")
+    assert r.stdout.strip().endswith("7 passed, 0 failed")
 
 
 def test_rule_test_failure_exits_1_with_a_readable_diff(tmp_path):

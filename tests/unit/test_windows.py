@@ -165,3 +165,63 @@ async def test_trigger_fits_pagerduty_size_limit(proxy):
     assert len(orjson.dumps(body)) <= 500_000
     assert body["payload"]["custom_details"]["num_firing"] == 400
     assert body["payload"]["custom_details"]["truncated_alerts"] > 0
+
+
+SUPPRESS = RULES + """
+inhibit:
+  - source_match: ['alertname="ClusterDown"']
+    target_match: ['severity=~"warning|info"']
+    equal: [cluster]
+maintenance:
+  - name: db-patching
+    match: {service: db}
+    ranges: [{from: "2023-11-14T22:00:00Z", until: "2023-11-14T23:00:00Z"}]
+"""
+
+
+@pytest.fixture
+def sproxy(tmp_path: Path) -> Proxy:
+    rules = write_rules(tmp_path / "rules", SUPPRESS)
+    return Proxy(Settings(rules=[str(rules)], upstream="http://127.0.0.1:9", watch_interval=0),
+                 MemoryStore(), clock=ManualClock())  # starts 2023-11-14T22:13:20Z
+
+
+def lab(name: str, **labels: str) -> dict[str, object]:
+    return {"status": labels.pop("status", "firing"), "labels": {"alertname": name, **labels}}
+
+
+async def test_maintenance_mutes_the_trigger_until_it_ends(sproxy):
+    await send(sproxy, lab("DiskFull", service="db", instance="a"))
+    assert await step(sproxy, 30) == []  # in the window: no page
+    [(action, body)] = await step(sproxy, 47 * 60)  # the window ended at 23:00
+    assert action == "trigger" and body["payload"]["custom_details"]["num_firing"] == 1
+    text = sproxy.metrics.registry.get_sample_value(
+        "alert_proxy_alerts_suppressed_total", {"reason": "maintenance"})
+    assert text and text >= 1
+
+
+async def test_maintenance_never_mutes_a_resolve(sproxy):
+    clock = sproxy.clock
+    clock.advance(-3600)  # 21:13, before the window
+    await send(sproxy, lab("DiskFull", service="db", instance="a"))
+    [(action, _)] = await step(sproxy, 30)
+    assert action == "trigger"
+    clock.advance(3600)  # in the window
+    await send(sproxy, lab("DiskFull", service="db", instance="a", status="resolved"))
+    [(action, _)] = await step(sproxy, 300)
+    assert action == "resolve"
+
+
+async def test_inhibited_alerts_wait_for_their_source_to_resolve(sproxy):
+    await send(sproxy, lab("ClusterDown", cluster="c1", severity="critical"),
+               lab("PodLatency", cluster="c1", severity="warning"),
+               lab("PodLatency", cluster="c2", severity="warning", instance="x"))
+    events = await step(sproxy, 30)
+    summaries = sorted(b["payload"]["summary"] for _, b in events)
+    # ClusterDown pages; PodLatency pages only for c2 (c1 is inhibited by the cluster outage)
+    assert len(events) == 2 and summaries[0].startswith("ClusterDown")
+    latency = next(b for _, b in events if "PodLatency" in b["payload"]["summary"])
+    assert [a["labels"].get("cluster") for a in latency["payload"]["custom_details"]["alerts"]] == ["c2"]
+    await send(sproxy, lab("ClusterDown", cluster="c1", severity="critical", status="resolved"))
+    events = await step(sproxy, 300)
+    assert [a for a, _ in events] == ["resolve"]  # ClusterDown resolved; PodLatency c1 already in a paged group

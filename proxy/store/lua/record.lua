@@ -1,7 +1,9 @@
 -- KEYS[1] = prefix; ARGV[1] = now (s); ARGV[2] = JSON array of entries
 --   [group_key, meta (object), fingerprint, status, alert JSON, group_wait, max_alerts, full];
 -- ARGV[3] = JSON array of orphans [fingerprint, status, alert JSON, full];
--- ARGV[4] = TTL (s) of a group's keys.
+-- ARGV[4] = TTL (s) of a group's keys; ARGV[5] = JSON array of inhibition marks
+--   [mark, fingerprint] left by firing source alerts (P:inh:<mark> set of fingerprints,
+--   P:inhfp:<fp> set of marks; a resolved fingerprint leaves all its marks).
 -- Atomically record a whole request's alerts in their groups (one round trip), opening
 -- groups as needed, and apply resolved alerts to every open group that holds them.
 local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[4])
@@ -24,7 +26,17 @@ for _, e in ipairs(cjson.decode(ARGV[2])) do
     touched[k] = true
   end
 end
+for _, m in ipairs(cjson.decode(ARGV[5])) do
+  redis.call('SADD', P .. ':inh:' .. m[1], m[2])
+  redis.call('EXPIRE', P .. ':inh:' .. m[1], ttl)
+  redis.call('SADD', P .. ':inhfp:' .. m[2], m[1])
+  redis.call('EXPIRE', P .. ':inhfp:' .. m[2], ttl)
+end
 for _, o in ipairs(cjson.decode(ARGV[3])) do
+  for _, m in ipairs(redis.call('SMEMBERS', P .. ':inhfp:' .. o[1])) do
+    redis.call('SREM', P .. ':inh:' .. m, o[1])
+  end
+  redis.call('DEL', P .. ':inhfp:' .. o[1])
   for _, k in ipairs(redis.call('SMEMBERS', fp_key(o[1]))) do
     put_alert(k, o[1], o[2], o[3], o[4], 1e9, now)
     touched[k] = true

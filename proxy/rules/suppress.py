@@ -1,0 +1,75 @@
+"""Suppression that depends on time or on other alerts: maintenance windows and inhibition.
+
+Both mute *triggers* only: they are applied when a group is flushed, to its firing
+alerts; a resolve for an incident PagerDuty already has always goes out."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+from proxy.rules.matchers import Matcher, matches_all
+
+__all__ = ["Maintenance", "Inhibit", "WEEKDAYS"]
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(slots=True)
+class Maintenance:
+    """Active when every given field matches (any item within a field), as Alertmanager's
+    time_intervals; `times` may cross midnight (22:00-06:00)."""
+
+    name: str
+    matchers: list[Matcher] = field(default_factory=list)
+    tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    weekdays: set[int] = field(default_factory=set)  # 0 = Monday
+    times: list[tuple[time, time]] = field(default_factory=list)
+    dates: list[tuple[date, date]] = field(default_factory=list)  # inclusive
+    ranges: list[tuple[datetime, datetime]] = field(default_factory=list)  # absolute
+
+    def active(self, now: float) -> bool:
+        local = datetime.fromtimestamp(now, self.tz)
+        if self.weekdays and local.weekday() not in self.weekdays:
+            return False
+        if self.times and not any(_within(local.time(), s, e) for s, e in self.times):
+            return False
+        if self.dates and not any(s <= local.date() <= e for s, e in self.dates):
+            return False
+        return not self.ranges or any(s <= local < e for s, e in self.ranges)
+
+    def applies(self, labels: Mapping[str, str]) -> bool:
+        return matches_all(self.matchers, labels)
+
+
+def _within(t: time, start: time, end: time) -> bool:
+    if start <= end:
+        return start <= t < end
+    return t >= start or t < end  # crosses midnight
+
+
+@dataclass(slots=True)
+class Inhibit:
+    """A firing alert matching `source` mutes alerts matching `target` that have the same
+    values for the `equal` labels (Alertmanager's inhibit_rules). An alert never mutes
+    itself."""
+
+    source: list[Matcher]
+    target: list[Matcher]
+    equal: tuple[str, ...]
+    where: str = ""
+
+    @property
+    def ident(self) -> str:
+        """Stable across reloads while the rule is unchanged."""
+        text = "|".join([",".join(map(str, self.source)), ",".join(map(str, self.target)),
+                         ",".join(self.equal)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def key(self, labels: Mapping[str, str]) -> str:
+        """The mark a source leaves and a target looks for."""
+        vals = "\x00".join(labels.get(k, "") for k in self.equal)
+        return f"{self.ident}:{hashlib.sha256(vals.encode()).hexdigest()[:24]}"
