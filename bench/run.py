@@ -1,0 +1,334 @@
+"""The benchmark: `python -m bench.run [--quick]` (see README). Starts everything it needs
+on 127.0.0.1 (bare aiohttp baseline, the proxy in memory and redis modes, redis-server,
+Alertmanager, a fake PagerDuty), drives load with wrk, and prints one table.
+
+Not a timed test: figures go to bench/RESULTS.md by hand, with the machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.redis_server import RedisServer
+from tests.support.storm import outage, post_batches
+
+KEY = "0123456789abcdef0123456789abcdef"
+RULES = """
+defaults:
+  routing_key: ${PD_ROUTING_KEY}
+  group_by: [alertname, service]
+  group_wait: %(gw)s
+  group_interval: %(gi)s
+  repeat_interval: 4h
+  max_alerts: 200000
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Bench:
+    def __init__(self, quick: bool, workdir: Path) -> None:
+        self.quick, self.work = quick, workdir
+        self.duration = 2 if quick else 10
+        self.rows: list[dict[str, Any]] = []
+        self.notes: dict[str, Any] = {}
+
+    @contextmanager
+    def process(self, args: list[str], name: str, port: int,
+                env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+        log = (self.work / f"{name}.log").open("ab")
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                             env={**os.environ, "PD_ROUTING_KEY": KEY, **(env or {})})
+        try:
+            wait_port(port)
+            yield p
+        finally:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    @contextmanager
+    def proxy(self, store: str = "memory://", gw: str = "30s", gi: str = "5m",
+              upstream: str = "http://127.0.0.1:9") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+        port = free_port()
+        rules = self.work / f"rules-{port}"
+        rules.mkdir()
+        (rules / "rules.yml").write_text(RULES % {"gw": gw, "gi": gi})
+        with self.process([sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}",
+                           "--rules", str(rules), "--store", store, "--upstream", upstream,
+                           "--log-level", "warning"], f"proxy-{port}", port) as p:
+            yield f"http://127.0.0.1:{port}", p
+
+    def wrk(self, url: str, fmt: str, batch: int, open_alerts: int = 100_000,
+            duration: int | None = None) -> dict[str, Any]:
+        env = {**os.environ, "BATCH": str(batch), "OPEN": str(open_alerts), "FORMAT": fmt}
+        cmd = ["wrk", "-t1", "-c64", f"-d{duration or self.duration}s", "--timeout", "10s",
+               "-s", str(ROOT / "bench" / "alerts.lua"), url]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120,
+                             check=False).stdout
+        line = next(ln for ln in out.splitlines() if ln.startswith("JSON "))
+        r = json.loads(line[5:])
+        secs = r["duration_us"] / 1e6
+        r["rps"] = r["requests"] / secs
+        r["alerts_per_s"] = r["rps"] * (1 if fmt == "events_v2" else batch)
+        return r
+
+    def row(self, what: str, r: dict[str, Any], **extra: Any) -> None:
+        self.rows.append({"what": what, **r, **extra})
+        print(f"  {what}: {r['rps']:.0f} req/s, {r['alerts_per_s']:.0f} alerts/s, "
+              f"p50 {r['p50_us'] / 1000:.1f} ms, p99 {r['p99_us'] / 1000:.1f} ms, "
+              f"errors {r['errors']}, non-2xx {r['non2xx']} {extra or ''}", flush=True)
+
+    # -- ingest throughput ------------------------------------------------------------
+    def throughput(self) -> None:
+        print("ingest throughput", flush=True)
+        port = free_port()
+        with self.process([sys.executable, str(ROOT / "bench" / "bare.py"), str(port)], "bare", port):
+            url = f"http://127.0.0.1:{port}/v1/alertmanager"
+            self.wrk(url, "webhook", 1, duration=1)
+            self.row("bare aiohttp+orjson, 1 alert/request", self.wrk(url, "webhook", 1))
+            self.row("bare aiohttp+orjson, 64 alerts/request", self.wrk(url, "webhook", 64))
+        for mode in ("memory", "redis"):
+            server = None
+            store = "memory://"
+            if mode == "redis":
+                server = RedisServer(self.work / "redis-tp", free_port())
+                server.start()
+                store = server.url
+            try:
+                for batch in (1, 64):
+                    with self.proxy(store) as (base, _):
+                        url = base + "/v1/alertmanager"
+                        self.wrk(url, "webhook", batch, duration=1)
+                        before = self.redis_calls(server)
+                        r = self.wrk(url, "webhook", batch)
+                        extra = {}
+                        if server:
+                            calls = self.redis_calls(server) - before
+                            extra["redis_cmds_per_req"] = round(calls / max(1, r["requests"]), 2)
+                        self.row(f"proxy {mode}, {batch} alert(s)/request", r, **extra)
+                with self.proxy(store) as (base, _):
+                    url = base + "/v2/enqueue"
+                    self.row(f"proxy {mode}, Events v2 /v2/enqueue", self.wrk(url, "events_v2", 1))
+            finally:
+                if server:
+                    server.stop()
+
+    @staticmethod
+    def redis_calls(server: RedisServer | None) -> int:
+        if server is None:
+            return 0
+        out = subprocess.run(["redis-cli", "-p", str(server.port), "info", "commandstats"],
+                             capture_output=True, text=True, check=False).stdout
+        total = 0
+        for line in out.splitlines():
+            if line.startswith("cmdstat_") and not line.startswith(("cmdstat_info", "cmdstat_ping")):
+                total += int(line.split("calls=")[1].split(",")[0])
+        return total
+
+    def alertmanager(self) -> None:
+        if not shutil.which("prometheus-alertmanager"):
+            print("  (prometheus-alertmanager not installed: skipped)")
+            return
+        port = free_port()
+        cfg = self.work / "am.yml"
+        cfg.write_text("route: {receiver: none, group_wait: 30s}\nreceivers: [{name: none}]\n")
+        with self.process(["prometheus-alertmanager", f"--config.file={cfg}",
+                           f"--storage.path={self.work / 'am-data'}",
+                           f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+                           "--log.level=warn"], "alertmanager", port):
+            time.sleep(1)
+            url = f"http://127.0.0.1:{port}/api/v2/alerts"
+            self.wrk(url, "am_api", 64, duration=1)
+            self.row("Alertmanager 0.25 API, 64 alerts/request", self.wrk(url, "am_api", 64))
+
+    # -- per-alert cost and memory ------------------------------------------------------
+    def flatness(self) -> None:
+        print("per-alert cost by open alerts (memory mode, 64 alerts/request)", flush=True)
+        sizes = (100, 10_000) if self.quick else (100, 10_000, 100_000)
+        for n in sizes:
+            with self.proxy() as (base, _):
+                url = base + "/v1/alertmanager"
+                self.wrk(url, "webhook", 64, open_alerts=n, duration=2 if self.quick else 4)  # fill
+                r = self.wrk(url, "webhook", 64, open_alerts=n)
+                self.row(f"open alerts {n}", r, us_per_alert=round(1e6 / r["alerts_per_s"], 2))
+
+    def memory(self) -> None:
+        n = 10_000 if self.quick else 100_000
+        with self.proxy() as (base, p):
+            rss0 = rss(p.pid)
+            alerts = [{"labels": {"alertname": f"Mem{i % 50}", "service": f"svc{i % 20}",
+                                  "instance": f"i{i}", "severity": "warning"},
+                       "annotations": {"summary": f"bench alert {i}"}, "fingerprint": f"m{i}"}
+                      for i in range(n)]
+            statuses = asyncio.run(post_batches(base + "/v1/alertmanager", alerts, "firing", 500))
+            assert {s for _, s in statuses} == {200}, statuses[:3]
+            rss1 = rss(p.pid)
+        self.notes["memory_per_open_alert_bytes"] = round((rss1 - rss0) / n)
+        print(f"memory per open alert: {(rss1 - rss0) / n:.0f} B ({n} alerts, RSS "
+              f"{rss0 / 1e6:.0f} -> {rss1 / 1e6:.0f} MB)", flush=True)
+
+    # -- page latency and egress --------------------------------------------------------
+    def page_latency(self) -> None:
+        samples = 10 if self.quick else 100
+        pd_port = free_port()
+        log = self.work / "pd-latency.jsonl"
+        with self.process([sys.executable, "-m", "bench.fakepd", str(pd_port), str(log)], "pd-lat", pd_port), \
+                self.proxy(gw="1s", gi="5m", upstream=f"http://127.0.0.1:{pd_port}") as (base, _):
+            sent: dict[str, float] = {}
+
+            async def go() -> None:
+                async with aiohttp.ClientSession() as s:
+                    for i in range(samples):
+                        rk = f"{i:032d}"
+                        sent[rk] = time.time()
+                        async with s.post(base + "/v2/enqueue", json={
+                                "routing_key": rk, "event_action": "trigger", "dedup_key": f"lat{i}",
+                                "payload": {"summary": "latency probe", "source": "bench",
+                                            "severity": "error"}}) as r:
+                            assert r.status == 202
+                        await asyncio.sleep(0.05)
+            asyncio.run(go())
+            deadline = time.time() + 15
+            got: dict[str, float] = {}
+            while time.time() < deadline and len(got) < samples:
+                time.sleep(0.2)
+                got = {e["routing_key"]: e["at"] for e in map(orjson.loads, log.read_bytes().splitlines())
+                       if e["status"] == 202}
+        added = sorted((got[k] - sent[k] - 1.0) * 1000 for k in got)
+        p50, p99 = added[len(added) // 2], added[min(len(added) - 1, int(len(added) * 0.99))]
+        self.notes.update(page_latency_p50_ms=round(p50, 1), page_latency_p99_ms=round(p99, 1),
+                          page_latency_samples=len(added))
+        print(f"added latency to a page (beyond group_wait): p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+              f"({len(added)}/{samples} pages)", flush=True)
+
+    def egress(self, name: str, alerts: list[dict[str, object]], spread_s: float) -> None:
+        pd_port = free_port()
+        log = self.work / f"pd-{name}.jsonl"
+        with self.process([sys.executable, "-m", "bench.fakepd", str(pd_port), str(log)], f"pd-{name}", pd_port), \
+                self.proxy(gw="1s", gi="2s", upstream=f"http://127.0.0.1:{pd_port}") as (base, _):
+            url = base + "/v1/alertmanager"
+            groups = {(a["labels"]["alertname"], a["labels"]["service"]) for a in alerts}  # type: ignore[index]
+            t0 = time.time()
+
+            async def fire() -> None:
+                step = max(1, len(alerts) // max(1, int(spread_s * 10)))
+                for i in range(0, len(alerts), step):
+                    await post_batches(url, alerts[i:i + step], "firing", 500)
+                    await asyncio.sleep(0.1)
+            asyncio.run(fire())
+
+            def events() -> list[dict[str, Any]]:
+                return [orjson.loads(x) for x in log.read_bytes().splitlines()] if log.exists() else []
+
+            deadline = time.time() + 300
+            while time.time() < deadline and len({e["dedup_key"] for e in events()
+                                                  if e["status"] == 202}) < len(groups):
+                time.sleep(0.2)
+            t_resolve = time.time()
+            asyncio.run(post_batches(url, alerts, "resolved", 500))
+            while time.time() < deadline and sum(1 for e in events() if e["status"] == 202
+                                                 and e["action"] == "resolve") < len(groups):
+                time.sleep(0.2)
+            ev = events()
+        ok = [e for e in ev if e["status"] == 202]
+        first = min((e["at"] for e in ok if e["action"] == "trigger"), default=float("nan"))
+        last = max((e["at"] for e in ok if e["action"] == "resolve"), default=float("nan"))
+        res = {"alerts": len(alerts), "groups": len(groups), "events": len(ok),
+               "429s": sum(1 for e in ev if e["status"] == 429),
+               "first_page_s": round(first - t0, 2), "last_resolve_after_resolving_s":
+               round(last - t_resolve, 2)}
+        self.notes[f"egress_{name}"] = res
+        print(f"egress {name}: {res}", flush=True)
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="a short smoke run (the test suite's)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out"), help="where results.json goes")
+    args = ap.parse_args()
+    for tool in ("wrk", "redis-server"):
+        if not shutil.which(tool):
+            print(f"bench: {tool} is not installed (apt-get install wrk redis-server)", file=sys.stderr)
+            return 2
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="alert-proxy-bench-") as tmp:
+        b = Bench(args.quick, Path(tmp))
+        b.throughput()
+        b.alertmanager()
+        b.flatness()
+        b.memory()
+        b.page_latency()
+        if args.quick:
+            b.egress("cascade", outage(kinds=("Down",), services=6, instances=10), 1.0)
+        else:
+            b.egress("cascade", outage(), 5.0)
+            b.egress("steady_storm", outage(kinds=("Down", "Latency"), services=25, instances=400), 20.0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
+               "platform": platform.platform(), "cpu": _cpu_model()}
+    result = {"machine": machine, "quick": args.quick, "rows": b.rows, "notes": b.notes,
+              "seconds": round(time.time() - started, 1)}
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    print(f"done in {result['seconds']} s; results in {out / 'results.json'}")
+    return 0
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
