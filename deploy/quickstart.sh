@@ -10,7 +10,7 @@ if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q '.[fast]'
+.venv/bin/python -m pip install -q .
 dry=()
 if [ -z "${PD_ROUTING_KEY:-}" ]; then
   export PD_ROUTING_KEY=00000000000000000000000000000000 PD_DB_KEY=00000000000000000000000000000000

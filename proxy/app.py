@@ -30,9 +30,9 @@ from proxy.redact import mask
 from proxy.rules import RuleSet, load_rules
 from proxy.rules.schema import rule_files
 from proxy.sender import Budget, Sender
-from proxy.store import Entry, Store
+from proxy.store import Entry, Resolved, Store
 
-__all__ = ["Proxy", "Settings", "MAX_BODY"]
+__all__ = ["MAX_BODY", "Proxy", "Settings"]
 
 log = logging.getLogger("alert_proxy")
 MAX_BODY = 512_000  # what PagerDuty and Alertmanager allow for one event
@@ -92,27 +92,31 @@ class Proxy:
         open group that holds them, whatever the rules say now (a drop, a reload or a
         maintenance window never swallows a resolve)."""
         entries: list[Entry] = []
-        resolved: list[dict[str, Any]] = []
+        resolved: list[Resolved] = []
         marks: list[tuple[str, str]] = []
         for alert in alerts:
-            self.metrics.alerts_received.labels(alert.source).inc()
+            data = alert.to_dict()
             if alert.status == "resolved":
-                resolved.append(alert.to_dict())
+                resolved.append(Resolved(alert.fingerprint, orjson.dumps(data).decode(),
+                                         bool(alert.labels)))
                 continue
-            marks += [(m, alert.fingerprint) for m in self.rules.source_marks(alert.labels)]
+            if self.rules.inhibit:
+                marks += [(m, alert.fingerprint) for m in self.rules.source_marks(alert.labels)]
             placements, reason = self.rules.place(alert)
             if reason:
                 self.metrics.suppressed.labels(reason).inc()
-            data = alert.to_dict()
             for p in placements:
                 r = p.rule
+                data["placed_severity"] = p.severity
                 entries.append(Entry(
                     group_key=p.group_key, meta=p.group_meta(), fingerprint=alert.fingerprint,
-                    alert={**data, "placed_severity": p.severity}, group_wait=r.group_wait,
+                    alert_json=orjson.dumps(data).decode(), group_wait=r.group_wait,
                     group_interval=r.group_interval,
                     resolve_wait=r.group_interval if r.resolve_wait is None else r.resolve_wait,
                     max_alerts=r.max_alerts))
         await self.store.record(entries, resolved, self.clock.now(), marks)
+        if alerts:
+            self.metrics.alerts_received.labels(alerts[0].source).inc(len(alerts))
 
     async def muted(self, g: correlate.Group, now: float) -> dict[str, str]:
         """Firing alerts of `g` that must not page now, with the reason."""
@@ -175,21 +179,20 @@ class Proxy:
             await asyncio.sleep(every)
 
     async def _observe(self) -> None:
-        groups = await self.store.groups()
-        self.metrics.groups_open.set(len(groups))
-        pending = await self.store.pending()
+        stats = await self.store.stats()
+        self.metrics.groups_open.set(stats.groups_open)
         now = self.clock.now()
         depth: dict[str, int] = {}
         oldest: dict[str, float] = {}
-        for ev in pending:
-            depth[ev.key_name] = depth.get(ev.key_name, 0) + 1
-            oldest[ev.key_name] = max(oldest.get(ev.key_name, 0.0), now - ev.enqueued_at)
+        for name, enqueued_at in stats.pending:
+            depth[name] = depth.get(name, 0) + 1
+            oldest[name] = max(oldest.get(name, 0.0), now - enqueued_at)
         self.metrics.outbox_depth.clear()
         self.metrics.outbox_oldest.clear()
         for k, n in depth.items():
             self.metrics.outbox_depth.labels(k).set(n)
             self.metrics.outbox_oldest.labels(k).set(oldest[k])
-        self.metrics.dead_letter_depth.set(len(await self.store.dead_letters()))
+        self.metrics.dead_letter_depth.set(stats.dead)
 
     async def _watch(self) -> None:
         if self._rule_mtimes() != self._mtimes:

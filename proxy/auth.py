@@ -13,7 +13,7 @@ import re
 
 from proxy.errors import ConfigError
 
-__all__ = ["Auth", "parse_auth", "SOURCES"]
+__all__ = ["SOURCES", "Auth", "parse_auth"]
 
 SOURCES = ("alertmanager", "datadog", "events", "admin", "*")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -14,8 +14,8 @@ groups and says when a group is due (see store.base.Entry for the scheduling rul
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Collection
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -24,7 +24,7 @@ from proxy.model import SEVERITIES, OutEvent
 from proxy.rules.engine import RuleSet
 from proxy.rules.schema import Rule
 
-__all__ = ["Group", "Flush", "decide", "render_trigger", "render_followup", "MAX_BODY_BYTES"]
+__all__ = ["MAX_BODY_BYTES", "Flush", "Group", "decide", "render_followup", "render_trigger"]
 
 MAX_BODY_BYTES = 500_000  # PagerDuty takes 512 KB; keep a margin for the envelope
 MAX_DETAIL_ALERTS = 100
@@ -56,7 +56,7 @@ class Group:
         return [a for a in self.alerts.values() if a["status"] == "firing"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Group:

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ProxyError", "InputError", "ConfigError", "StoreError"]
+__all__ = ["ConfigError", "InputError", "ProxyError", "StoreError"]
 
 
 class ProxyError(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Alert", "Status", "Severity", "SEVERITIES", "OutEvent", "Action"]
+__all__ = ["SEVERITIES", "Action", "Alert", "OutEvent", "Severity", "Status"]
 
 Status = Literal["firing", "resolved"]
 Severity = Literal["critical", "error", "warning", "info"]

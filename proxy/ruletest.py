@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
-import yaml
 
 from proxy.app import Proxy, Settings
 from proxy.clock import ManualClock
@@ -41,7 +41,7 @@ from proxy.ingest import alertmanager, datadog, events_v2
 from proxy.rules.schema import LDict, LList, load_yaml
 from proxy.store.memory import MemoryStore
 
-__all__ = ["run_files", "run_file"]
+__all__ = ["run_file", "run_files"]
 
 _SOURCES = ("alerts", "alertmanager", "datadog", "events_v2")
 
@@ -169,7 +169,7 @@ def run_file(path: Path) -> tuple[int, int, list[str]]:
             name = test.get("name", f"test {i + 1}")
             unknown = set(test) - {"name", "interval", "until", "input", "expect"}
             if unknown:
-                raise ConfigError([f"{where}: unknown key {sorted(unknown)[0]!r} (known: name, "
+                raise ConfigError([f"{where}: unknown key {min(unknown)!r} (known: name, "
                                    "interval, until, input, expect)"])
             got = asyncio.run(_simulate(path, rule_files, test, where))
             expect = test.get("expect") or []

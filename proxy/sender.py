@@ -21,6 +21,7 @@ import logging
 import random
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -32,7 +33,7 @@ from proxy.model import OutEvent
 from proxy.redact import mask
 from proxy.store.base import Store
 
-__all__ = ["Sender", "Decision", "classify", "Budget"]
+__all__ = ["Budget", "Decision", "Sender", "classify"]
 
 log = logging.getLogger("alert_proxy.sender")
 
@@ -74,14 +75,13 @@ class Budget:
 
 def backoff(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with full jitter on the upper half: [d/2, d]."""
-    d = min(cap, base * (2 ** max(0, attempt)))
+    d: float = min(cap, base * 2.0 ** max(0, attempt))
     return d / 2 + random.random() * d / 2
 
 
-def _retry_after(headers: aiohttp.typedefs.LooseHeaders | None) -> float | None:
-    if not headers:
-        return None
-    raw = dict(headers).get("Retry-After")  # type: ignore[call-overload]
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from a Retry-After header given in seconds (None if absent or a date)."""
+    raw = headers.get("Retry-After") if headers else None
     try:
         return max(0.0, float(raw)) if raw is not None else None
     except ValueError:

@@ -19,5 +19,5 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test,fast]'
+.venv/bin/python -m pip install -q -e '.[test]'
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

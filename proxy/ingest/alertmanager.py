@@ -11,6 +11,7 @@ from proxy.model import Alert
 __all__ = ["parse"]
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
+_TEXT_FIELDS = ("startsAt", "endsAt", "fingerprint", "generatorURL")
 
 
 def parse(body: Any) -> list[Alert]:
@@ -33,14 +34,18 @@ def parse(body: Any) -> list[Alert]:
         if status not in ("firing", "resolved"):
             errors.append(f"'{where}.status' must be \"firing\" or \"resolved\"")
             continue
-        labels = str_map(a.get("labels"), f"{where}.labels", errors)
-        if not labels and "labels" not in a:
-            errors.append(f"'{where}.labels' is missing")
-        annotations = str_map(a.get("annotations"), f"{where}.annotations", errors)
-        starts = opt_str(a, "startsAt", f"{where}.startsAt", errors)
-        ends = opt_str(a, "endsAt", f"{where}.endsAt", errors)
-        fp = opt_str(a, "fingerprint", f"{where}.fingerprint", errors) or fingerprint_of(labels)
-        gen = opt_str(a, "generatorURL", f"{where}.generatorURL", errors)
+        labels = a.get("labels")
+        if type(labels) is not dict or not all(type(v) is str for v in labels.values()):
+            if labels is None:
+                errors.append(f"'{where}.labels' is missing")
+            labels = str_map(labels, f"{where}.labels", errors)
+        annotations = a.get("annotations") or {}
+        if type(annotations) is not dict or not all(type(v) is str for v in annotations.values()):
+            annotations = str_map(annotations, f"{where}.annotations", errors)
+        starts, ends, fp, gen = (a.get(k) or "" for k in _TEXT_FIELDS)
+        if not (type(starts) is str and type(ends) is str and type(fp) is str and type(gen) is str):
+            starts, ends, fp, gen = (opt_str(a, k, f"{where}.{k}", errors) for k in _TEXT_FIELDS)
+        fp = fp or fingerprint_of(labels)
         alerts.append(
             Alert(
                 fingerprint="am:" + fp,

@@ -19,7 +19,7 @@ from proxy.errors import InputError
 from proxy.ingest.fields import fingerprint_of
 from proxy.model import Alert, Status
 
-__all__ = ["parse", "TRANSITIONS"]
+__all__ = ["TRANSITIONS", "parse"]
 
 # Every $ALERT_TRANSITION value Datadog documents, and what it means for the alert.
 TRANSITIONS: dict[str, Status] = {

@@ -14,7 +14,7 @@ from proxy.errors import InputError
 from proxy.ingest.fields import fingerprint_of, link_list
 from proxy.model import SEVERITIES, Alert
 
-__all__ = ["Event", "parse", "parse_change", "valid_routing_key", "check_timestamp"]
+__all__ = ["Event", "check_timestamp", "parse", "parse_change", "valid_routing_key"]
 
 _ACTIONS = ("trigger", "acknowledge", "resolve")
 _LABEL_FIELDS = ("source", "severity", "component", "group", "class", "summary")
@@ -56,7 +56,7 @@ def check_timestamp(payload: dict[str, Any], errors: list[str]) -> str:
         return ""
     if isinstance(ts, str):
         try:
-            datetime.fromisoformat(ts.replace("Z", "+00:00"))
+            datetime.fromisoformat(ts)
             return ts
         except ValueError:
             pass

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["str_map", "opt_str", "fingerprint_of", "link_list"]
+__all__ = ["fingerprint_of", "link_list", "opt_str", "str_map"]
 
 
 def str_map(value: Any, where: str, errors: list[str]) -> dict[str, str]:

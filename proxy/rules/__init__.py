@@ -11,4 +11,4 @@ from __future__ import annotations
 from proxy.rules.engine import Placement, RuleSet
 from proxy.rules.schema import load_rules
 
-__all__ = ["RuleSet", "Placement", "load_rules"]
+__all__ = ["Placement", "RuleSet", "load_rules"]

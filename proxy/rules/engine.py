@@ -6,6 +6,7 @@ metric label)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from proxy.redact import mask
 from proxy.rules.matchers import matches_all
 from proxy.rules.schema import ALL_LABELS, Rule, RuleFile
 
-__all__ = ["Placement", "RuleSet", "SUPPRESS_REASONS", "group_dedup_key"]
+__all__ = ["SUPPRESS_REASONS", "Placement", "RuleSet", "group_dedup_key"]
 
 SUPPRESS_REASONS = ("dropped", "no_routing_key", "inhibited", "maintenance")
 _BUILTIN_SEVERITY_MAP = {
@@ -52,7 +53,12 @@ class Placement:
 
 def group_dedup_key(rule_name: str, routing_key: str, labels: dict[str, str]) -> str:
     """Stable hash of a group's identity: the same on every replica and every restart."""
-    ident = orjson.dumps([rule_name, routing_key, labels], option=orjson.OPT_SORT_KEYS)
+    return _dedup_key(rule_name, routing_key, tuple(sorted(labels.items())))
+
+
+@functools.lru_cache(maxsize=65536)
+def _dedup_key(rule_name: str, routing_key: str, labels: tuple[tuple[str, str], ...]) -> str:
+    ident = orjson.dumps([rule_name, routing_key, dict(labels)], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(ident).hexdigest()
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-__all__ = ["Matcher", "parse_matcher", "matchers_from_mapping", "matches_all"]
+__all__ = ["Matcher", "matchers_from_mapping", "matches_all", "parse_matcher"]
 
 _SYNTAX = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
 

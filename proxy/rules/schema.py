@@ -13,9 +13,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -27,7 +27,7 @@ from proxy.rules.matchers import Matcher, matchers_from_mapping, parse_matcher
 from proxy.rules.suppress import WEEKDAYS, Inhibit, Maintenance
 from proxy.rules.templates import Template, compile_template
 
-__all__ = ["Rule", "RuleFile", "load_rules", "rule_files", "load_yaml"]
+__all__ = ["Rule", "RuleFile", "load_rules", "load_yaml", "rule_files"]
 
 ALL_LABELS = ("...",)
 
@@ -103,15 +103,15 @@ def _seq(loader: _LineLoader, node: yaml.SequenceNode) -> LList:
     return items
 
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _map)  # type: ignore[arg-type]
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _seq)  # type: ignore[arg-type]
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _map)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _seq)
 
 
 def load_yaml(path: Path) -> Any:
     """Parse one YAML file with line marks; ConfigError `file:line: message` on bad YAML."""
     try:
         with path.open("rb") as f:
-            return yaml.load(f, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+            return yaml.load(f, Loader=_LineLoader)
     except yaml.MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else 0
         raise ConfigError([f"{path}:{line}: YAML: {e.problem}"]) from None
@@ -231,7 +231,7 @@ def _link_list(required: str, allowed: tuple[str, ...]) -> Callable[[Any], list[
                 raise ValueError(f"item {i} needs {required!r}")
             unknown = set(item) - set(allowed)
             if unknown:
-                raise ValueError(f"item {i}: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(allowed)})")
+                raise ValueError(f"item {i}: unknown key {min(unknown)!r} (allowed: {', '.join(allowed)})")
             out.append({k: _template(t) for k, t in item.items()})
         return out
 
@@ -447,7 +447,7 @@ def _instant(text: Any, tz: ZoneInfo) -> datetime:
         dt = text
     else:
         try:
-            dt = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+            dt = datetime.fromisoformat(str(text))
         except ValueError:
             raise ValueError(f"{text!r} is not a date-time (e.g. 2026-12-24T18:00:00)") from None
     return dt if dt.tzinfo else dt.replace(tzinfo=tz)
@@ -460,7 +460,7 @@ def _weekdays(items: list[Any]) -> set[int]:
         if first not in WEEKDAYS or (last and last not in WEEKDAYS):
             raise ValueError(f"{item!r} is not a weekday or range (e.g. monday, monday:friday)")
         a, b = WEEKDAYS.index(first), WEEKDAYS.index(last or first)
-        out.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
+        out.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(b + 1)])
     return out
 
 

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from proxy.rules.matchers import Matcher, matches_all
 
-__all__ = ["Maintenance", "Inhibit", "WEEKDAYS"]
+__all__ = ["WEEKDAYS", "Inhibit", "Maintenance"]
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 

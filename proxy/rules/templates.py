@@ -16,7 +16,7 @@ _STRICT_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 class Template:
     """A compiled template; a plain string without `{{`/`{%` renders as itself."""
 
-    __slots__ = ("source", "_tpl")
+    __slots__ = ("_tpl", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source

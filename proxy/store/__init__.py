@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from proxy.errors import ConfigError
-from proxy.store.base import Entry, Store
+from proxy.store.base import Entry, Resolved, Stats, Store
 
-__all__ = ["Entry", "Store", "from_url"]
+__all__ = ["Entry", "Resolved", "Stats", "Store", "from_url"]
 
 
 def from_url(url: str, prefix: str = "alert-proxy") -> Store:

@@ -3,8 +3,13 @@
 Scheduling rule applied by `record` (both stores, atomically per request):
 - a firing alert for an unknown group opens it, due at now + group_wait;
 - a resolved alert for an unknown group is ignored (nothing was ever sent for it);
-- an alert whose status changes in a group that has triggered makes the group due at
-  max(now, last_flush + group_interval) (resolve_wait for a resolve), if earlier.
+- a new alert, or one whose status changes, bumps the group's version; in a group that
+  has triggered it makes the group due at max(now, last_flush + group_interval)
+  (resolve_wait for a resolve), if earlier;
+- an alert's stored JSON is replaced when the update is `full` (it has labels); an
+  Events v2 resolve, which carries only its dedup_key, changes the status alone.
+Alerts are kept as JSON text (a str: orjson's bytes keep a 4 KB buffer each), compact
+and invisible to Python's garbage collector.
 """
 
 from __future__ import annotations
@@ -16,25 +21,44 @@ from typing import Any, Protocol
 from proxy.correlate import Group
 from proxy.model import OutEvent
 
-__all__ = ["Entry", "WindowStore", "OutboxStore", "BudgetStore", "Store"]
+__all__ = ["BudgetStore", "Entry", "OutboxStore", "Resolved", "Stats", "Store", "WindowStore"]
 
 
 @dataclass(slots=True)
 class Entry:
-    """One alert placed in one group, as `record` takes it."""
+    """One firing alert placed in one group, as `record` takes it."""
 
     group_key: str
     meta: dict[str, Any]  # rule, routing_key, key_name, group_labels
     fingerprint: str
-    alert: dict[str, Any]  # Alert.to_dict() plus placed_severity
+    alert_json: str  # Alert.to_dict() plus placed_severity
     group_wait: float
     group_interval: float
     resolve_wait: float
     max_alerts: int
+    status: str = "firing"
+
+
+@dataclass(slots=True)
+class Resolved:
+    """A resolved alert: it reaches every open group holding its fingerprint."""
+
+    fingerprint: str
+    alert_json: str
+    full: bool  # False: only the status changes (an Events v2 resolve has no labels)
+
+
+@dataclass(slots=True)
+class Stats:
+    """What the metrics show, cheap to get at any size."""
+
+    groups_open: int
+    dead: int
+    pending: list[tuple[str, float]]  # (key name, enqueued_at) of each waiting event
 
 
 class WindowStore(Protocol):
-    async def record(self, entries: Sequence[Entry], orphans: Sequence[dict[str, Any]],
+    async def record(self, entries: Sequence[Entry], orphans: Sequence[Resolved],
                      now: float, marks: Sequence[tuple[str, str]] = ()) -> None:
         """Atomically add `entries` to their groups (opening them as needed), apply
         `orphans` (resolved alerts) to every open group holding their fingerprint, and
@@ -54,7 +78,8 @@ class WindowStore(Protocol):
     async def load(self, key: str) -> Group | None: ...
 
     async def commit(self, g: Group, delete: bool, events: Sequence[OutEvent]) -> bool:
-        """Atomically store `g` (or delete it) and enqueue `events`, only if the group's
+        """Atomically store g's flush state (due, triggered, grown, last_trigger_at,
+        last_flush_at) or delete the group, and enqueue `events`, only if the group's
         version is still g.version. False means it changed: load and decide again."""
         ...
 
@@ -113,6 +138,8 @@ class BudgetStore(Protocol):
 
 class Store(WindowStore, OutboxStore, BudgetStore, Protocol):
     url: str
+
+    async def stats(self) -> Stats: ...
 
     async def ping(self) -> None:
         """Raise StoreError if the store cannot serve."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["tagged", "rid", "group", "group_alerts", "group_status", "pause"]
+__all__ = ["group", "group_alerts", "group_status", "pause", "rid", "tagged"]
 
 
 def tagged(prefix: str) -> str:

@@ -5,52 +5,41 @@ lost when the process ends; use redis:// where that matters."""
 
 from __future__ import annotations
 
-import copy
 import heapq
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+
+import orjson
 
 from proxy.correlate import Group
 from proxy.model import OutEvent
-from proxy.store.base import Entry
+from proxy.store.base import Entry, Resolved, Stats
 
-__all__ = ["MemoryStore", "put_alert"]
+__all__ = ["MemoryStore"]
 
 
-def put_alert(g: Group, fp: str, alert: dict[str, Any], max_alerts: int, now: float) -> bool:
-    """Record one alert in `g` by the scheduling rule of store.base; True if added."""
-    prev = g.alerts.get(fp)
-    if prev is None:
-        if alert["status"] != "firing":
-            return False
-        if len(g.alerts) >= max_alerts:
-            g.overflow += 1
-            return False
-        changed = True
-    else:
-        changed = prev["status"] != alert["status"]
-        # an update may carry less (an Events v2 resolve has only its dedup_key): merge
-        alert = {**prev, **{k: v for k, v in alert.items() if v not in ("", None, {}, [])}}
-    g.alerts[fp] = alert
-    g.version += 1
-    if changed and g.triggered:
-        if alert["status"] == "firing":
-            g.grown = True
-            wait = g.group_interval
-        else:
-            wait = g.resolve_wait
-        g.due = min(g.due, max(now, g.last_flush_at + wait))
-    return prev is None
+@dataclass(slots=True)
+class _Window:
+    """A group as kept here: its fields (`head`, alerts left empty), and its alerts'
+    status and JSON in two dicts of plain str, which the garbage collector never
+    tracks: the cost of an alert stays flat however many are open."""
+
+    head: Group
+    status: dict[str, str] = field(default_factory=dict)
+    json: dict[str, str] = field(default_factory=dict)
+
+    def group(self) -> Group:
+        alerts = {fp: {**orjson.loads(js), "status": self.status[fp]} for fp, js in self.json.items()}
+        return replace(self.head, alerts=alerts, group_labels=dict(self.head.group_labels))
 
 
 class MemoryStore:
     url = "memory://"
 
     def __init__(self) -> None:
-        self._groups: dict[str, Group] = {}
-        self._by_fp: dict[str, set[str]] = {}
+        self._groups: dict[str, _Window] = {}
+        self._by_fp: dict[str, str] = {}  # fingerprint -> group keys, space-separated
         self._due: list[tuple[float, str]] = []
         self._items: dict[int, OutEvent] = {}
         self._lines: dict[str, dict[str, deque[int]]] = {}
@@ -63,68 +52,91 @@ class MemoryStore:
         self._marks_of: dict[str, set[str]] = {}
 
     # -- windows -------------------------------------------------------------------
-    def _put(self, g: Group, fp: str, alert: dict[str, Any], max_alerts: int, now: float) -> None:
-        before = g.due
-        if put_alert(g, fp, alert, max_alerts, now):
-            self._by_fp.setdefault(fp, set()).add(g.key)
-        if g.due < before:
-            heapq.heappush(self._due, (g.due, g.key))
+    def _put(self, w: _Window, fp: str, status: str, js: str, full: bool, max_alerts: int,
+             now: float) -> None:
+        """One alert into one window, by the scheduling rule of store.base."""
+        g = w.head
+        prev = w.status.get(fp)
+        if prev is None:
+            if status != "firing":
+                return
+            if len(w.status) >= max_alerts:
+                g.overflow += 1
+                return
+            held = self._by_fp.get(fp)
+            self._by_fp[fp] = f"{held} {g.key}" if held else g.key
+        if full or prev is None:
+            w.json[fp] = js
+        w.status[fp] = status
+        if prev == status:
+            return
+        g.version += 1
+        if g.triggered:
+            if status == "firing":
+                g.grown = True
+            at = max(now, g.last_flush_at + (g.group_interval if status == "firing" else g.resolve_wait))
+            if at < g.due:
+                g.due = at
+                heapq.heappush(self._due, (at, g.key))
 
-    async def record(self, entries: Sequence[Entry], orphans: Sequence[dict[str, Any]],
+    async def record(self, entries: Sequence[Entry], orphans: Sequence[Resolved],
                      now: float, marks: Sequence[tuple[str, str]] = ()) -> None:
         for mark, fp in marks:
             self._marks.setdefault(mark, set()).add(fp)
             self._marks_of.setdefault(fp, set()).add(mark)
         for e in entries:
-            g = self._groups.get(e.group_key)
-            if g is None:
-                if e.alert["status"] != "firing":
+            w = self._groups.get(e.group_key)
+            if w is None:
+                if e.status != "firing":
                     continue
-                g = Group(key=e.group_key, opened_at=now, due=now + e.group_wait,
-                          group_interval=e.group_interval, resolve_wait=e.resolve_wait, **e.meta)
-                self._groups[g.key] = g
-                heapq.heappush(self._due, (g.due, g.key))
-            self._put(g, e.fingerprint, e.alert, e.max_alerts, now)
-        for alert in orphans:
-            for mark in self._marks_of.pop(alert["fingerprint"], ()):
-                self._marks[mark].discard(alert["fingerprint"])
+                w = _Window(Group(key=e.group_key, opened_at=now, due=now + e.group_wait,
+                                  group_interval=e.group_interval, resolve_wait=e.resolve_wait,
+                                  **e.meta))
+                self._groups[e.group_key] = w
+                heapq.heappush(self._due, (w.head.due, e.group_key))
+            self._put(w, e.fingerprint, e.status, e.alert_json, True, e.max_alerts, now)
+        for o in orphans:
+            for mark in self._marks_of.pop(o.fingerprint, ()):
+                self._marks[mark].discard(o.fingerprint)
                 if not self._marks[mark]:
                     del self._marks[mark]
-            for key in list(self._by_fp.get(alert["fingerprint"], ())):
-                g = self._groups[key]
-                self._put(g, alert["fingerprint"], alert, len(g.alerts), now)
+            for key in self._by_fp.get(o.fingerprint, "").split():
+                self._put(self._groups[key], o.fingerprint, "resolved", o.alert_json, o.full,
+                          1 << 62, now)
 
     async def claim_due(self, now: float, lease: float, limit: int) -> list[str]:
         out: list[str] = []
         while self._due and self._due[0][0] <= now and len(out) < limit:
             due, key = heapq.heappop(self._due)
-            g = self._groups.get(key)
-            if g is None or g.due != due:
+            w = self._groups.get(key)
+            if w is None or w.head.due != due:
                 continue  # stale heap entry
-            g.due = now + lease
-            heapq.heappush(self._due, (g.due, key))
+            w.head.due = now + lease
+            heapq.heappush(self._due, (w.head.due, key))
             out.append(key)
         return out
 
     async def load(self, key: str) -> Group | None:
-        g = self._groups.get(key)
-        return copy.deepcopy(g) if g else None
+        w = self._groups.get(key)
+        return w.group() if w else None
 
     async def commit(self, g: Group, delete: bool, events: Sequence[OutEvent]) -> bool:
-        cur = self._groups.get(g.key)
-        if cur is None or cur.version != g.version:
+        w = self._groups.get(g.key)
+        if w is None or w.head.version != g.version:
             return False
         if delete:
             del self._groups[g.key]
-            for fp in g.alerts:
-                keys = self._by_fp.get(fp)
-                if keys:
-                    keys.discard(g.key)
-                    if not keys:
-                        del self._by_fp[fp]
+            for fp in w.status:
+                rest = " ".join(k for k in self._by_fp.get(fp, "").split() if k != g.key)
+                if rest:
+                    self._by_fp[fp] = rest
+                else:
+                    self._by_fp.pop(fp, None)
         else:
-            self._groups[g.key] = g
-            heapq.heappush(self._due, (g.due, g.key))
+            h = w.head
+            h.due, h.triggered, h.grown = g.due, g.triggered, g.grown
+            h.last_trigger_at, h.last_flush_at = g.last_trigger_at, g.last_flush_at
+            heapq.heappush(self._due, (h.due, h.key))
         await self.enqueue(events)
         return True
 
@@ -132,10 +144,14 @@ class MemoryStore:
         return {m: set(self._marks.get(m, ())) for m in marks}
 
     async def groups(self) -> list[Group]:
-        return [copy.deepcopy(g) for g in self._groups.values()]
+        return [w.group() for w in self._groups.values()]
 
     async def groups_of(self, fingerprint: str) -> list[Group]:
-        return [copy.deepcopy(self._groups[k]) for k in self._by_fp.get(fingerprint, ())]
+        return [self._groups[k].group() for k in self._by_fp.get(fingerprint, "").split()]
+
+    async def stats(self) -> Stats:
+        return Stats(groups_open=len(self._groups), dead=len(self._dead),
+                     pending=[(e.key_name, e.enqueued_at) for e in self._items.values()])
 
     # -- outbox --------------------------------------------------------------------
     async def enqueue(self, events: Sequence[OutEvent]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
@@ -21,7 +21,7 @@ from proxy.correlate import Group
 from proxy.errors import StoreError
 from proxy.model import OutEvent
 from proxy.store import keys
-from proxy.store.base import Entry
+from proxy.store.base import Entry, Resolved, Stats
 
 __all__ = ["RedisStore"]
 
@@ -40,7 +40,7 @@ def _lua(name: str) -> str:
     return "\n".join([*libs, (pkg / f"{name}.lua").read_text()])
 
 
-def _wrapped(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def _wrapped(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Redis and socket errors become StoreError (the cause is chained)."""
 
     @functools.wraps(fn)
@@ -60,6 +60,10 @@ def _event_json(ev: OutEvent) -> dict[str, Any]:
             "attempts": ev.attempts, "not_before": ev.not_before, "last_error": ev.last_error}
 
 
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 def _event(raw: bytes | str) -> OutEvent:
     d = orjson.loads(raw)
     return OutEvent(routing_key=d["rk"], dedup_key=d["dk"], action=d["action"],
@@ -67,9 +71,6 @@ def _event(raw: bytes | str) -> OutEvent:
                     seq=int(d["seq"]), attempts=int(d["attempts"]),
                     not_before=float(d["not_before"]), enqueued_at=float(d["enqueued_at"]),
                     last_error=d["last_error"] or "")
-
-
-_FLOATS = ("group_interval", "resolve_wait", "opened_at", "due", "last_trigger_at", "last_flush_at")
 
 
 class RedisStore:
@@ -85,16 +86,15 @@ class RedisStore:
 
     # -- windows -------------------------------------------------------------------
     @_wrapped
-    async def record(self, entries: Sequence[Entry], orphans: Sequence[dict[str, Any]],
+    async def record(self, entries: Sequence[Entry], orphans: Sequence[Resolved],
                      now: float, marks: Sequence[tuple[str, str]] = ()) -> None:
         if not entries and not orphans and not marks:
             return
         es = [[e.group_key, {**e.meta, "group_interval": e.group_interval,
                              "resolve_wait": e.resolve_wait},
-               e.fingerprint, e.alert["status"], orjson.dumps(e.alert).decode(), e.group_wait,
-               e.max_alerts, bool(e.alert.get("labels"))] for e in entries]
-        os_ = [[o["fingerprint"], o["status"], orjson.dumps(o).decode(), bool(o.get("labels"))]
-               for o in orphans]
+               e.fingerprint, e.status, e.alert_json, e.group_wait, e.max_alerts]
+              for e in entries]
+        os_ = [[o.fingerprint, o.alert_json, o.full] for o in orphans]
         await self._run("record", now, orjson.dumps(es), orjson.dumps(os_), GROUP_TTL,
                         orjson.dumps(marks))
 
@@ -108,7 +108,7 @@ class RedisStore:
 
     @_wrapped
     async def claim_due(self, now: float, lease: float, limit: int) -> list[str]:
-        return [k.decode() for k in await self._run("claim_due", now, lease, limit)]
+        return [_text(k) for k in await self._run("claim_due", now, lease, limit)]
 
     @_wrapped
     async def load(self, key: str) -> Group | None:
@@ -128,7 +128,10 @@ class RedisStore:
         g = Group(key=key, rule=s["rule"], routing_key=s["routing_key"], key_name=s["key_name"],
                   group_labels=orjson.loads(s["group_labels"]), triggered=s["triggered"] == "1",
                   grown=s["grown"] == "1", overflow=int(s["overflow"]), version=int(s["version"]),
-                  **{name: float(s[name]) for name in _FLOATS})
+                  group_interval=float(s["group_interval"]), resolve_wait=float(s["resolve_wait"]),
+                  opened_at=float(s["opened_at"]), due=float(s["due"]),
+                  last_trigger_at=float(s["last_trigger_at"]),
+                  last_flush_at=float(s["last_flush_at"]))
         for fp, raw in alerts.items():
             a = orjson.loads(raw)
             a["status"] = status.get(fp, b"firing").decode()
@@ -157,12 +160,12 @@ class RedisStore:
 
     @_wrapped
     async def groups(self) -> list[Group]:
-        ks = [k.decode() for k in await self._r.zrange(f"{self.p}:due", 0, -1)]
+        ks = [_text(k) for k in await self._r.zrange(f"{self.p}:due", 0, -1)]
         return await self._groups(ks)
 
     @_wrapped
     async def groups_of(self, fingerprint: str) -> list[Group]:
-        ks = [k.decode() for k in await self._r.smembers(f"{self.p}:fp:{fingerprint}")]
+        ks = [_text(k) for k in await self._r.smembers(f"{self.p}:fp:{fingerprint}")]
         return await self._groups(ks)
 
     # -- outbox --------------------------------------------------------------------
@@ -174,7 +177,7 @@ class RedisStore:
 
     @_wrapped
     async def outbox_keys(self) -> list[str]:
-        return [v.decode() for v in await self._r.hvals(keys.outbox_keys(self.p))]
+        return [_text(v) for v in await self._r.hvals(keys.outbox_keys(self.p))]
 
     @_wrapped
     async def take(self, routing_key: str, now: float, lease: float) -> OutEvent | None:
@@ -226,6 +229,19 @@ class RedisStore:
     async def paused_until(self, routing_key: str) -> float:
         v = await self._r.get(keys.pause(self.p, routing_key))
         return float(v) if v is not None else 0.0
+
+    @_wrapped
+    async def stats(self) -> Stats:
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.zcard(f"{self.p}:due")
+            pipe.hlen(keys.dead(self.p))
+            pipe.hvals(keys.items(self.p))
+            n_groups, n_dead, items = await pipe.execute()
+        pending = []
+        for raw in items:
+            d = orjson.loads(raw)
+            pending.append((d["key_name"], float(d["enqueued_at"])))
+        return Stats(groups_open=int(n_groups), dead=int(n_dead), pending=pending)
 
     @_wrapped
     async def ping(self) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
+import orjson
 import pytest
 
 from proxy import correlate
 from proxy.model import OutEvent
-from proxy.store import Entry, Store, from_url
+from proxy.store import Entry, Resolved, Store, from_url
 
 KEY = "0123456789abcdef0123456789abcdef"
 T0 = 1_700_000_000.0
@@ -27,17 +27,17 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     await s.close()
 
 
-def entry(group: str, fp: str, status: str = "firing", wait: float = 30.0, **kw: Any) -> Entry:
+def entry(group: str, fp: str, status: str = "firing", wait: float = 30.0) -> Entry:
+    alert = {"fingerprint": fp, "labels": {"alertname": group, "i": fp}, "placed_severity": "error"}
     return Entry(group_key=group, meta={"rule": "r", "routing_key": KEY, "key_name": "PD",
                                         "group_labels": {"alertname": group}},
-                 fingerprint=fp, alert={"fingerprint": fp, "status": status,
-                                        "labels": {"alertname": group, "i": fp},
-                                        "placed_severity": "error", **kw},
+                 fingerprint=fp, alert_json=orjson.dumps(alert).decode(), status=status,
                  group_wait=wait, group_interval=300.0, resolve_wait=300.0, max_alerts=3)
 
 
-def resolved(fp: str) -> dict[str, Any]:
-    return {"fingerprint": fp, "status": "resolved", "labels": {}}
+def resolved(fp: str) -> Resolved:
+    """A resolve that carries only the fingerprint, as an Events v2 resolve does."""
+    return Resolved(fp, orjson.dumps({"fingerprint": fp, "labels": {}}).decode(), full=False)
 
 
 def ev(dk: str, action: str = "trigger", severity: str = "error", body: bytes = b"{}") -> OutEvent:
@@ -213,3 +213,13 @@ async def test_inhibition_marks_follow_firing_sources(store):
                                                       "m3": set()}
     await store.record([], [resolved("src-a")], T0 + 1)
     assert await store.marked(["m1", "m2"]) == {"m1": {"src-b"}, "m2": set()}
+
+
+async def test_stats(store):
+    await store.record([entry("g1", "a"), entry("g2", "b")], [], T0)
+    await store.enqueue([ev("d"), ev("e")])
+    e = await store.take(KEY, T0, 30)
+    assert e is not None
+    await store.dead(e, "HTTP 400", T0)
+    st = await store.stats()
+    assert st.groups_open == 2 and st.dead == 1 and st.pending == [("PD", T0)]

@@ -75,7 +75,7 @@ async def test_alertmanager_webhook_and_pagerduty_receivers(tmp_path: Path, fake
                   "--upstream", fake_pd.url)
     await wait_http(f"http://127.0.0.1:{proxy_port}/readyz")
     (tmp_path / "am.yml").write_text(am_config(proxy_port))
-    am = subprocess.Popen(
+    am = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
         ["prometheus-alertmanager", f"--config.file={tmp_path / 'am.yml'}",
          f"--storage.path={tmp_path / 'am-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
          "--cluster.listen-address=", "--log.level=warn"],

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -63,7 +62,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     import os
 
     return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=60)
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=60, check=False)
 
 
 def test_every_error_kind_has_a_fixture():
@@ -182,11 +181,10 @@ async def test_deadletter_list_and_retry_commands(tmp_path, fake_pd, proxy_proce
     proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules_dir), "--upstream", fake_pd.url)
     await asyncio.to_thread(wait_port, port)
     fake_pd.answer = 403
-    async with aiohttp.ClientSession() as s:
-        async with s.post(base + "/v2/enqueue", json={
-                "routing_key": "0123456789abcdef0123456789abcdef", "event_action": "trigger",
-                "payload": {"summary": "s", "source": "s", "severity": "info"}}) as r:
-            assert r.status == 202
+    async with aiohttp.ClientSession() as s, s.post(base + "/v2/enqueue", json={
+            "routing_key": "0123456789abcdef0123456789abcdef", "event_action": "trigger",
+            "payload": {"summary": "s", "source": "s", "severity": "info"}}) as r:
+        assert r.status == 202
     await wait_for(lambda: fake_pd.count(403) == 1)
     for _ in range(50):
         if (await get_json(base + "/api/v1/outbox"))["dead"]:

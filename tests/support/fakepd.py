@@ -76,7 +76,7 @@ def validate_event(body: Any, strict_fields: bool = True) -> list[str]:
         ts = p.get("timestamp")
         if ts is not None:
             try:
-                datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+                datetime.fromisoformat(str(ts))
             except ValueError:
                 errs.append("'payload.timestamp' is invalid")
         if "custom_details" in p and not isinstance(p["custom_details"], dict):

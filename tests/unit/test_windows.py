@@ -82,7 +82,7 @@ async def test_transient_alert_never_pages(proxy):
 
 async def test_late_joiner_recorded_but_no_second_page(proxy):
     await send(proxy, alert("Down", "a"))
-    [(a, first)] = await step(proxy, 30)
+    [(_a, _first)] = await step(proxy, 30)
     await send(proxy, alert("Down", "b"))
     assert await step(proxy, 600) == []
     [g] = await proxy.store.groups()

@@ -16,22 +16,19 @@ local DUE = P .. ':due'
 -- The scheduling rule of store/base.py, for one alert of one group.
 local function put_alert(k, fp, status, json, full, max_alerts, now)
   local prev = redis.call('HGET', gs_key(k), fp)
-  local changed
   if not prev then
     if status ~= 'firing' then return end
     if redis.call('HLEN', gs_key(k)) >= max_alerts then
       redis.call('HINCRBY', g_key(k), 'overflow', 1)
       return
     end
-    changed = true
     redis.call('SADD', fp_key(fp), k)
-  else
-    changed = prev ~= status
   end
   if full or not prev then redis.call('HSET', ga_key(k), fp, json) end
+  if prev == status then return end
   redis.call('HSET', gs_key(k), fp, status)
   redis.call('HINCRBY', g_key(k), 'version', 1)
-  if changed and redis.call('HGET', g_key(k), 'triggered') == '1' then
+  if redis.call('HGET', g_key(k), 'triggered') == '1' then
     local f = redis.call('HMGET', g_key(k), 'group_interval', 'resolve_wait', 'last_flush_at', 'due')
     local wait
     if status == 'firing' then

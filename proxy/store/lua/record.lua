@@ -1,6 +1,6 @@
 -- KEYS[1] = prefix; ARGV[1] = now (s); ARGV[2] = JSON array of entries
---   [group_key, meta (object), fingerprint, status, alert JSON, group_wait, max_alerts, full];
--- ARGV[3] = JSON array of orphans [fingerprint, status, alert JSON, full];
+--   [group_key, meta (object), fingerprint, status, alert JSON, group_wait, max_alerts];
+-- ARGV[3] = JSON array of resolved alerts [fingerprint, alert JSON, full];
 -- ARGV[4] = TTL (s) of a group's keys; ARGV[5] = JSON array of inhibition marks
 --   [mark, fingerprint] left by firing source alerts (P:inh:<mark> set of fingerprints,
 --   P:inhfp:<fp> set of marks; a resolved fingerprint leaves all its marks).
@@ -10,7 +10,7 @@ local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[4])
 local touched = {}
 for _, e in ipairs(cjson.decode(ARGV[2])) do
   local k, meta, fp, status = e[1], e[2], e[3], e[4]
-  if redis.call('EXISTS', g_key(k)) == 0 then
+  if touched[k] == nil and redis.call('EXISTS', g_key(k)) == 0 then
     if status == 'firing' then
       local due = now + e[6]
       redis.call('HSET', g_key(k), 'rule', meta.rule, 'routing_key', meta.routing_key,
@@ -19,12 +19,14 @@ for _, e in ipairs(cjson.decode(ARGV[2])) do
         'opened_at', tostring(now), 'due', tostring(due), 'triggered', '0', 'grown', '0',
         'last_trigger_at', '0', 'last_flush_at', '0', 'overflow', '0', 'version', '0')
       redis.call('ZADD', DUE, due, k)
+      touched[k] = true
+    else
+      touched[k] = false
     end
-  end
-  if redis.call('EXISTS', g_key(k)) == 1 then
-    put_alert(k, fp, status, e[5], e[8], e[7], now)
+  elseif touched[k] == nil then
     touched[k] = true
   end
+  if touched[k] then put_alert(k, fp, status, e[5], true, e[7], now) end
 end
 for _, m in ipairs(cjson.decode(ARGV[5])) do
   redis.call('SADD', P .. ':inh:' .. m[1], m[2])
@@ -38,13 +40,15 @@ for _, o in ipairs(cjson.decode(ARGV[3])) do
   end
   redis.call('DEL', P .. ':inhfp:' .. o[1])
   for _, k in ipairs(redis.call('SMEMBERS', fp_key(o[1]))) do
-    put_alert(k, o[1], o[2], o[3], o[4], 1e9, now)
+    put_alert(k, o[1], 'resolved', o[2], o[3], 1e9, now)
     touched[k] = true
   end
 end
-for k, _ in pairs(touched) do
-  redis.call('EXPIRE', g_key(k), ttl)
-  redis.call('EXPIRE', ga_key(k), ttl)
-  redis.call('EXPIRE', gs_key(k), ttl)
+for k, live in pairs(touched) do
+  if live then
+    redis.call('EXPIRE', g_key(k), ttl)
+    redis.call('EXPIRE', ga_key(k), ttl)
+    redis.call('EXPIRE', gs_key(k), ttl)
+  end
 end
 return 1
