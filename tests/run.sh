@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian/Ubuntu machine with Python 3.11+.
-# Installs what the tests need when it is missing (redis-server, prometheus-alertmanager,
+# Installs what the tests need when it is missing (redis-server, prometheus-alertmanager, wrk,
 # python3-venv; apt as root or through sudo), makes .venv, installs the proxy with its
 # test extras, and runs pytest. Extra arguments go to pytest.
 set -euo pipefail
@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"

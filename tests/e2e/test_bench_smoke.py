@@ -1,0 +1,30 @@
+"""A short run of the benchmark, so that it cannot rot (the figures are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (tests/run.sh installs it)")
+
+
+def test_benchmark_quick_run(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    result = json.loads((tmp_path / "results.json").read_text())
+    whats = {row["what"] for row in result["rows"]}
+    assert {"proxy memory, 64 alert(s)/request", "proxy redis, 64 alert(s)/request",
+            "bare aiohttp+orjson, 1 alert/request"} <= whats
+    for row in result["rows"]:
+        assert row["requests"] > 0 and row["non2xx"] == 0 and row["errors"] == 0, row
+    redis_rows = [r for r in result["rows"] if "redis_evalsha_per_req" in r]
+    assert redis_rows and all(r["redis_evalsha_per_req"] < 1.5 for r in redis_rows)
+    cascade = result["notes"]["egress_cascade"]
+    assert cascade["events"] == 2 * cascade["groups"] and cascade["429s"] == 0
