@@ -28,6 +28,7 @@ import aiohttp
 import orjson
 
 from proxy.clock import Clock
+from proxy.errors import StoreError
 from proxy.metrics import Metrics
 from proxy.model import OutEvent
 from proxy.redact import mask
@@ -117,8 +118,8 @@ class Sender:
                         task = self._workers.get(rk)
                         if task is None or task.done():
                             self._workers[rk] = asyncio.create_task(self._work(rk))
-                except Exception:  # noqa: BLE001 - the store is down: retry later
-                    log.warning("outbox unavailable; retrying", exc_info=False)
+                except StoreError:
+                    log.warning("outbox unavailable; retrying")
                     self.metrics.store_errors.labels("outbox_keys").inc()
                 self._kick.clear()
                 with contextlib.suppress(TimeoutError):
@@ -130,7 +131,19 @@ class Sender:
             await self._session.close()
 
     async def _work(self, rk: str) -> None:
-        """One routing key's line: send its events one at a time, most urgent first."""
+        """One routing key's line, until it has been idle for 5 s; a store that fails
+        makes it wait and go on (what it had leased is taken again when the lease ends)."""
+        while True:
+            try:
+                await self._line(rk)
+                return
+            except StoreError as e:
+                self.metrics.store_errors.labels("send").inc()
+                log.warning("store unavailable; sender waits", extra={"fields": {"error": str(e)}})
+                await asyncio.sleep(1.0)
+
+    async def _line(self, rk: str) -> None:
+        """Send rk's events one at a time, most urgent first."""
         idle_since = time.monotonic()
         while True:
             now = self.clock.now()

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from proxy.app import Proxy, Settings
 from proxy.sender import Budget
 from proxy.store.memory import MemoryStore
 from tests.support.fakepd import FakePagerDuty
+from tests.support.net import free_port
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,12 +27,6 @@ FIXTURES = ROOT / "tests" / "fixtures" / "alertmanager-0.25.0"  # captured from 
 @pytest.fixture(autouse=True)
 def _routing_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PD_ROUTING_KEY", KEY)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_rules(dirpath: Path, text: str) -> Path:
@@ -121,16 +115,6 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
     for p in made:
         p.stop()
 
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import KEY, KEY2, free_port, wait_for, write_rules
+from tests.conftest import KEY, KEY2, wait_for, write_rules
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus-alertmanager") is None,
                                 reason="needs prometheus-alertmanager (tests/run.sh installs it)")

@@ -10,7 +10,8 @@ import sys
 import aiohttp
 import pytest
 
-from tests.conftest import FAST_RULES, ROOT, free_port, wait_for, wait_port, write_rules
+from tests.conftest import FAST_RULES, ROOT, wait_for, write_rules
+from tests.support.net import free_port, wait_port
 
 INVALID = ROOT / "tests" / "fixtures" / "invalid_rules"
 

@@ -10,7 +10,8 @@ import pagerduty
 import pytest
 import trustme
 
-from tests.conftest import FAST_RULES, KEY, free_port, wait_for, wait_port, write_rules
+from tests.conftest import FAST_RULES, KEY, wait_for, write_rules
+from tests.support.net import free_port, wait_port
 
 
 @pytest.fixture

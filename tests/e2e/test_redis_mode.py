@@ -8,7 +8,8 @@ import time
 
 import aiohttp
 
-from tests.conftest import KEY, free_port, wait_for, wait_port, write_rules
+from tests.conftest import KEY, wait_for, write_rules
+from tests.support.net import free_port, wait_port
 from tests.support.storm import fingerprints_in_triggers, outage, post_batches
 
 RULES = """

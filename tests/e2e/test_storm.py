@@ -9,7 +9,8 @@ import asyncio
 import random
 import time
 
-from tests.conftest import KEY, free_port, wait_for, wait_port, write_rules
+from tests.conftest import KEY, wait_for, write_rules
+from tests.support.net import free_port, wait_port
 from tests.support.storm import am_body, outage, post_batches
 
 RULES = """
@@ -22,12 +23,17 @@ defaults:
 """
 
 
-async def test_cascading_outage_two_events_per_group_no_429(tmp_path, fake_pd, proxy_process):
+async def start_proxy(tmp_path, fake_pd, proxy_process) -> str:
+    """`alert-proxy serve` with RULES in front of the fake PagerDuty; its webhook URL."""
     port = free_port()
     rules = write_rules(tmp_path / "rules", RULES)
     proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--upstream", fake_pd.url)
     await asyncio.to_thread(wait_port, port)
-    url = f"http://127.0.0.1:{port}/v1/alertmanager"
+    return f"http://127.0.0.1:{port}/v1/alertmanager"
+
+
+async def test_cascading_outage_two_events_per_group_no_429(tmp_path, fake_pd, proxy_process):
+    url = await start_proxy(tmp_path, fake_pd, proxy_process)
     alerts = outage()
     assert len(alerts) == 600
     rng = random.Random(1)
@@ -56,11 +62,7 @@ async def test_outage_through_500s_and_dropped_connections(tmp_path, fake_pd, pr
     the event, the 120/min budget enforced: every group triggered and resolved, no resolve
     before its trigger, no 429."""
     fake_pd.fail_rate, fake_pd.drop_rate = 0.2, 0.1
-    port = free_port()
-    rules = write_rules(tmp_path / "rules", RULES)
-    proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--upstream", fake_pd.url)
-    await asyncio.to_thread(wait_port, port)
-    url = f"http://127.0.0.1:{port}/v1/alertmanager"
+    url = await start_proxy(tmp_path, fake_pd, proxy_process)
     alerts = outage()
     assert {st for _, st in await post_batches(url, alerts, "firing")} == {200}
     await wait_for(lambda: len(fake_pd.by_dedup()) >= 60, timeout=90)
