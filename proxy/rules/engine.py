@@ -116,8 +116,10 @@ class RuleSet:
                 glabels = dict(alert.labels)
             else:
                 glabels = {k: alert.labels.get(k, "") for k in rule.group_by}
-            if not any(glabels.values()):
-                glabels = {"fingerprint": alert.fingerprint}  # nothing to group on: alone
+            if alert.dedup_key is not None and not any(glabels.values()):
+                # an Events v2 event without the grouping labels keeps its own identity
+                # (Alertmanager's pagerduty_configs already grouped it upstream)
+                glabels = {"fingerprint": alert.fingerprint}
             out.append(Placement(alert, rule, rk, name, group_dedup_key(rule.name, rk, glabels),
                                  glabels, self.severity(rule, alert)))
         return out, (None if out else "no_routing_key")

@@ -225,3 +225,11 @@ async def test_inhibited_alerts_wait_for_their_source_to_resolve(sproxy):
     await send(sproxy, lab("ClusterDown", cluster="c1", severity="critical", status="resolved"))
     events = await step(sproxy, 300)
     assert [a for a, _ in events] == ["resolve"]  # ClusterDown resolved; PodLatency c1 already in a paged group
+
+
+async def test_alerts_missing_the_group_by_labels_group_together(proxy):
+    """As in Alertmanager: a missing label is the empty value, not a page per alert."""
+    await send(proxy, {"status": "firing", "labels": {"instance": "a"}},
+               {"status": "firing", "labels": {"instance": "b"}})
+    [(action, body)] = await step(proxy, 30)
+    assert action == "trigger" and body["payload"]["custom_details"]["num_firing"] == 2
