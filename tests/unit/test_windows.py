@@ -233,3 +233,38 @@ async def test_alerts_missing_the_group_by_labels_group_together(proxy):
                {"status": "firing", "labels": {"instance": "b"}})
     [(action, body)] = await step(proxy, 30)
     assert action == "trigger" and body["payload"]["custom_details"]["num_firing"] == 2
+
+
+async def test_open_windows_survive_a_reload(proxy, tmp_path):
+    await send(proxy, alert("Growing", "a"))
+    await step(proxy, 10)
+    write_rules(tmp_path / "rules", RULES + "  - name: another\n    match: {alertname: Other}\n    drop: true\n")
+    assert proxy.reload() == []
+    [(action, body)] = await step(proxy, 20)  # the group opened before the reload flushes
+    assert action == "trigger" and body["payload"]["custom_details"]["rule"] == "growth"
+
+
+def test_rules_match_every_source_through_one_label_view(tmp_path):
+    from proxy.ingest import datadog, events_v2
+    from proxy.rules import RuleSet, load_rules
+
+    rules = write_rules(tmp_path / "r", RULES + """
+  - name: db-team
+    match: ['team="db"']
+    severity: critical
+  - name: web
+    match: ['service="web"', 'env=~"prod|staging"']
+    severity: warning
+""")
+    rs = RuleSet(load_rules([str(rules)]))
+    ev = events_v2.parse({"routing_key": KEY, "event_action": "trigger", "payload": {
+        "summary": "s", "source": "db1", "severity": "info", "custom_details": {"team": "db"}}})
+    assert ev.alert is not None
+    [p], _ = rs.place(ev.alert)
+    assert p.rule.name == "db-team" and p.severity == "critical"
+    [dd] = datadog.parse({"title": "[Triggered] x", "tags": "service:web,env:prod"})
+    [p], _ = rs.place(dd)
+    assert p.rule.name == "web" and p.severity == "warning"
+    [dd] = datadog.parse({"title": "[Triggered] x", "tags": "service:web,env:dev"})
+    [p], _ = rs.place(dd)
+    assert p.rule.name == "defaults"
