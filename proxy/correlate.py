@@ -58,10 +58,6 @@ class Group:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Group:
-        return cls(**d)
-
 
 @dataclass(slots=True)
 class Flush:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["SEVERITIES", "Action", "Alert", "OutEvent", "Severity", "Status"]
+__all__ = ["SEVERITIES", "Action", "Alert", "OutEvent", "Status"]
 
 Status = Literal["firing", "resolved"]
-Severity = Literal["critical", "error", "warning", "info"]
 Action = Literal["trigger", "acknowledge", "resolve", "change"]
 SEVERITIES: tuple[str, ...] = ("critical", "error", "warning", "info")
 
@@ -51,24 +50,6 @@ class Alert:
             "images": self.images,
             "dedup_key": self.dedup_key,
         }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Alert:
-        return cls(
-            fingerprint=d["fingerprint"],
-            status=d["status"],
-            labels=d["labels"],
-            source=d["source"],
-            annotations=d.get("annotations", {}),
-            summary=d.get("summary", ""),
-            severity=d.get("severity"),
-            starts_at=d.get("starts_at", ""),
-            ends_at=d.get("ends_at", ""),
-            custom_details=d.get("custom_details", {}),
-            links=d.get("links", []),
-            images=d.get("images", []),
-            dedup_key=d.get("dedup_key"),
-        )
 
 
 @dataclass(slots=True)
