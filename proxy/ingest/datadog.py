@@ -36,6 +36,11 @@ _TYPE_SEVERITY = {"error": "error", "warning": "warning", "info": "info", "succe
 _PRIORITY_SEVERITY = {"p1": "critical", "p2": "error", "p3": "warning", "p4": "info", "p5": "info"}
 _TITLE_PREFIX = re.compile(r"^\s*\[(?P<t>[^\]]+)\]\s*")
 _LABEL_CHARS = re.compile(r"[^A-Za-z0-9_]")
+_TEXT_KEYS = ("title", "body", "transition", "alert_type", "priority", "alert_id",
+              "alert_cycle_key", "aggreg_key", "scope", "hostname", "link", "snapshot")
+# payload key -> the label it becomes
+_LABELS = (("alert_id", "monitor_id"), ("hostname", "host"), ("scope", "scope"),
+           ("priority", "priority"), ("alert_type", "alert_type"), ("aggreg_key", "aggreg_key"))
 
 
 def _text(body: dict[str, Any], key: str, errors: list[str]) -> str:
@@ -73,14 +78,15 @@ def parse(body: Any) -> list[Alert]:
     if not isinstance(body, dict):
         raise InputError(["body must be a JSON object (Datadog webhook payload)"])
     errors: list[str] = []
-    title = _text(body, "title", errors)
+    t = {k: _text(body, k, errors) for k in _TEXT_KEYS}  # every field checked before use
+    title = t["title"]
     if not title.strip():
         errors.append("'title' is missing or blank (use \"title\": \"$EVENT_TITLE\")")
     m = _TITLE_PREFIX.match(title)
     name = title[m.end():] if m else title
-    transition = _text(body, "transition", errors) or (m.group("t") if m else "")
-    alert_type = _text(body, "alert_type", errors).lower()
-    priority = _text(body, "priority", errors).lower()
+    transition = t["transition"] or (m.group("t") if m else "")
+    alert_type = t["alert_type"].lower()
+    priority = t["priority"].lower()
     status: Status
     if transition:
         found = TRANSITIONS.get(transition.strip().lower())
@@ -95,30 +101,25 @@ def parse(body: Any) -> list[Alert]:
     org = body.get("org")
     if errors:
         raise InputError(errors)
-    for key, label in (("alert_id", "monitor_id"), ("hostname", "host"), ("scope", "scope"),
-                       ("priority", "priority"), ("alert_type", "alert_type"),
-                       ("aggreg_key", "aggreg_key")):
-        v = _text(body, key, errors)
-        if v:
-            labels.setdefault(label, v)
+    for key, label in _LABELS:
+        if t[key]:
+            labels.setdefault(label, t[key])
     labels.setdefault("alertname", name.strip())
     if transition:
         labels["transition"] = transition
     severity = _PRIORITY_SEVERITY.get(priority) or _TYPE_SEVERITY.get(alert_type)
     identity = (
-        _text(body, "alert_cycle_key", errors)
-        or (_text(body, "alert_id", errors) + "/" + _text(body, "scope", errors)
-            if body.get("alert_id") else "")
-        or _text(body, "aggreg_key", errors)
+        t["alert_cycle_key"]
+        or (t["alert_id"] + "/" + t["scope"] if t["alert_id"] else "")
+        or t["aggreg_key"]
         or name.strip()
     )
     starts = ""
     date = body.get("date")
     if isinstance(date, (int, float)) or (isinstance(date, str) and date.isdigit()):
         starts = datetime.fromtimestamp(int(date) / 1000, UTC).isoformat().replace("+00:00", "Z")
-    link = _text(body, "link", errors)
-    snapshot = _text(body, "snapshot", errors)
-    details: dict[str, Any] = {"body": _text(body, "body", errors)} if body.get("body") else {}
+    link, snapshot = t["link"], t["snapshot"]
+    details: dict[str, Any] = {"body": t["body"]} if t["body"] else {}
     if isinstance(org, dict) and org.get("id"):
         details["org_id"] = str(org["id"])
     return [
