@@ -95,9 +95,8 @@ class Proxy:
         resolved: list[Resolved] = []
         marks: list[tuple[str, str]] = []
         for alert in alerts:
-            data = alert.to_dict()
             if alert.status == "resolved":
-                resolved.append(Resolved(alert.fingerprint, orjson.dumps(data).decode(),
+                resolved.append(Resolved(alert.fingerprint, orjson.dumps(alert.to_dict()).decode(),
                                          bool(alert.labels)))
                 continue
             if self.rules.inhibit:
@@ -105,6 +104,9 @@ class Proxy:
             placements, reason = self.rules.place(alert)
             if reason:
                 self.metrics.suppressed.labels(reason).inc()
+            if not placements:
+                continue
+            data = alert.to_dict()
             for p in placements:
                 r = p.rule
                 data["placed_severity"] = p.severity
@@ -291,11 +293,7 @@ class Proxy:
     async def h_enqueue(self, request: web.Request) -> web.Response:
         try:
             ev = ingest.events_v2.parse(await self._body(request, "events"))
-            if ev.action == "trigger":
-                assert ev.alert is not None
-                await self.accept([ev.alert])
-            else:
-                await self._followup(ev.routing_key, ev.dedup_key, ev.action)
+            await self.accept_event(ev)
         except InputError as e:
             self.metrics.requests_rejected.labels("events_v2", str(e.status)).inc()
             return _pd_error(e)
@@ -303,6 +301,13 @@ class Proxy:
             return self._unavailable("events_v2", e)
         return _json({"status": "success", "message": "Event processed", "dedup_key": ev.dedup_key},
                      202)
+
+    async def accept_event(self, ev: ingest.events_v2.Event) -> None:
+        """An Events v2 event: a trigger is an alert; acknowledge and resolve follow up."""
+        if ev.alert is not None and ev.action == "trigger":
+            await self.accept([ev.alert])
+        else:
+            await self._followup(ev.routing_key, ev.dedup_key, ev.action)
 
     async def _followup(self, routing_key: str, dedup_key: str, action: str) -> None:
         """acknowledge/resolve for a sender's dedup_key: reach the groups that hold it; one

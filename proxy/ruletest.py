@@ -97,12 +97,7 @@ async def _feed(proxy: Proxy, kind: str, body: Any) -> None:
     elif kind == "datadog":
         await proxy.accept(datadog.parse(body))
     else:
-        ev = events_v2.parse(body)
-        if ev.action == "trigger":
-            assert ev.alert is not None
-            await proxy.accept([ev.alert])
-        else:
-            await proxy._followup(ev.routing_key, ev.dedup_key, ev.action)
+        await proxy.accept_event(events_v2.parse(body))
 
 
 async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) -> list[tuple[float, dict[str, Any]]]:
