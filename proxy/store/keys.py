@@ -1,6 +1,8 @@
 """Redis key names, all in one place. Every key starts with the hash-tagged prefix
 `{prefix}` so that a whole proxy's keys live in one Redis Cluster slot (the Lua scripts
-touch several keys at once). Routing keys never appear in key names: `rid` is a hash."""
+touch several keys at once). Routing keys never appear in key names: `rid` is a hash.
+The Lua scripts build the same names; their headers (lib_windows.lua, lib_outbox.lua,
+record.lua) list them."""
 
 from __future__ import annotations
 
@@ -44,3 +46,15 @@ def dead(p: str) -> str:
 
 def outbox_keys(p: str) -> str:
     return f"{p}:ob:keys"
+
+
+def due(p: str) -> str:
+    return f"{p}:due"
+
+
+def fingerprint(p: str, fp: str) -> str:
+    return f"{p}:fp:{fp}"
+
+
+def inhibit_mark(p: str, mark: str) -> str:
+    return f"{p}:inh:{mark}"

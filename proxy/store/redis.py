@@ -102,7 +102,7 @@ class RedisStore:
     async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
         async with self._r.pipeline(transaction=False) as pipe:
             for m in marks:
-                pipe.smembers(f"{self.p}:inh:{m}")
+                pipe.smembers(keys.inhibit_mark(self.p, m))
             raw = await pipe.execute()
         return {m: {fp.decode() for fp in fps} for m, fps in zip(marks, raw, strict=True)}
 
@@ -160,12 +160,12 @@ class RedisStore:
 
     @_wrapped
     async def groups(self) -> list[Group]:
-        ks = [_text(k) for k in await self._r.zrange(f"{self.p}:due", 0, -1)]
+        ks = [_text(k) for k in await self._r.zrange(keys.due(self.p), 0, -1)]
         return await self._groups(ks)
 
     @_wrapped
     async def groups_of(self, fingerprint: str) -> list[Group]:
-        ks = [_text(k) for k in await self._r.smembers(f"{self.p}:fp:{fingerprint}")]
+        ks = [_text(k) for k in await self._r.smembers(keys.fingerprint(self.p, fingerprint))]
         return await self._groups(ks)
 
     # -- outbox --------------------------------------------------------------------
@@ -233,7 +233,7 @@ class RedisStore:
     @_wrapped
     async def stats(self) -> Stats:
         async with self._r.pipeline(transaction=False) as pipe:
-            pipe.zcard(f"{self.p}:due")
+            pipe.zcard(keys.due(self.p))
             pipe.hlen(keys.dead(self.p))
             pipe.hvals(keys.items(self.p))
             n_groups, n_dead, items = await pipe.execute()
