@@ -23,6 +23,10 @@ class Auth:
     def __init__(self, expected: dict[str, str]) -> None:
         self._expected = expected  # source -> full Authorization header value
 
+    def configured(self, source: str) -> bool:
+        """Credentials are required for `source` (its own, or `*`)."""
+        return source in self._expected or "*" in self._expected
+
     def allows(self, source: str, header: str | None) -> bool:
         want = self._expected.get(source) or self._expected.get("*")
         if want is None:

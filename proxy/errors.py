@@ -1,14 +1,18 @@
-"""The proxy's errors.
+"""The proxy's errors, and how the HTTP layer answers each.
 
     ProxyError
-     ├── InputError          a request body the proxy refuses (answered 4xx, names the field)
+     ├── InputError          a request the proxy refuses: 4xx, every problem names its field
+     │    ├── NotJSON        the body does not decode (PagerDuty: "Unrecognized object")
+     │    ├── Unauthorized   missing or wrong credentials or signature (401)
+     │    └── TooLarge       the body is over the limit (413)
      ├── ConfigError         a rules file or a flag that does not validate (file:line: message)
-     └── StoreError          the store cannot be reached or answered wrongly (answered 503)
+     └── StoreError          the store cannot be reached or answered wrongly (503: retry)
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "InputError", "ProxyError", "StoreError"]
+__all__ = ["ConfigError", "InputError", "NotJSON", "ProxyError", "StoreError", "TooLarge",
+           "Unauthorized"]
 
 
 class ProxyError(Exception):
@@ -16,12 +20,30 @@ class ProxyError(Exception):
 
 
 class InputError(ProxyError):
-    """A request body was refused. `errors` lists every problem, each naming its field."""
+    """A request was refused. `errors` lists every problem, each naming its field."""
 
-    def __init__(self, errors: list[str], status: int = 400) -> None:
+    status = 400
+
+    def __init__(self, errors: list[str], status: int | None = None) -> None:
         super().__init__("; ".join(errors))
         self.errors = errors
-        self.status = status
+        if status is not None:
+            self.status = status
+
+
+class NotJSON(InputError):
+    """The body is not a JSON document (or not the object the path expects)."""
+
+    def __init__(self, detail: str = "body is not valid JSON") -> None:
+        super().__init__([detail])
+
+
+class Unauthorized(InputError):
+    status = 401
+
+
+class TooLarge(InputError):
+    status = 413
 
 
 class ConfigError(ProxyError):
@@ -33,4 +55,4 @@ class ConfigError(ProxyError):
 
 
 class StoreError(ProxyError):
-    """The store (memory or Redis) failed; the driver's error is chained as __cause__."""
+    """The store failed; the driver's error is chained as __cause__."""

@@ -1,11 +1,22 @@
-"""The data that flows through the pipeline: one Alert type for every source."""
+"""The data that flows through the pipeline, at the bottom of the house: every stage and
+every store imports it, it imports nothing of theirs.
+
+    Alert        one alert from any source, normalized
+    GroupAlert   an alert as a group holds it: the alert, its placed severity, its changes
+    Group        one window (rule, routing key, group_by values) and its state
+    Flush        what flushing a group decided
+    OutEvent     one call to PagerDuty waiting in the outbox
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-__all__ = ["SEVERITIES", "Action", "Alert", "OutEvent", "Status"]
+import orjson
+
+__all__ = ["SEVERITIES", "Action", "Alert", "Flush", "Group", "GroupAlert", "OutEvent", "Status",
+           "priority"]
 
 Status = Literal["firing", "resolved"]
 Action = Literal["trigger", "acknowledge", "resolve", "change"]
@@ -22,7 +33,7 @@ class Alert:
     fingerprint: str
     status: Status
     labels: dict[str, str]
-    source: str  # alertmanager | datadog | events_v2
+    source: str  # alertmanager | datadog | events_v2 | webhook:<name>
     annotations: dict[str, str] = field(default_factory=dict)
     summary: str = ""
     severity: str | None = None
@@ -33,8 +44,11 @@ class Alert:
     images: list[dict[str, str]] = field(default_factory=list)
     dedup_key: str | None = None  # Events v2: the sender's own dedup_key
     routing_key: str | None = None  # Events v2: the sender's own routing key
+    client: str | None = None  # Events v2: the sender's own client and client_url
+    client_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """What a group keeps of the alert (never the routing key: it is a secret)."""
         return {
             "fingerprint": self.fingerprint,
             "status": self.status,
@@ -49,7 +63,109 @@ class Alert:
             "links": self.links,
             "images": self.images,
             "dedup_key": self.dedup_key,
+            "client": self.client,
+            "client_url": self.client_url,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Alert:
+        return cls(fingerprint=d["fingerprint"], status=d["status"], labels=d["labels"],
+                   source=d.get("source", ""), annotations=d.get("annotations") or {},
+                   summary=d.get("summary") or "", severity=d.get("severity"),
+                   starts_at=d.get("starts_at") or "", ends_at=d.get("ends_at") or "",
+                   custom_details=d.get("custom_details") or {}, links=d.get("links") or [],
+                   images=d.get("images") or [], dedup_key=d.get("dedup_key"),
+                   client=d.get("client"), client_url=d.get("client_url"))
+
+
+@dataclass(slots=True)
+class GroupAlert:
+    """An alert as its group holds it. Stores keep `to_json()` text and the status apart
+    (an Events v2 resolve changes the status alone)."""
+
+    alert: Alert
+    severity: str  # the severity its rule placed it with
+    changes: tuple[float, ...] = ()  # times its status changed, oldest first (bounded)
+
+    @property
+    def status(self) -> Status:
+        return self.alert.status
+
+    @property
+    def firing(self) -> bool:
+        return self.alert.status == "firing"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.alert.labels
+
+    def to_json(self) -> str:
+        return orjson.dumps({**self.alert.to_dict(), "placed_severity": self.severity}).decode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes, status: str, changes: tuple[float, ...] = ()) -> GroupAlert:
+        d = orjson.loads(text)
+        d["status"] = status
+        return cls(Alert.from_dict(d), d.get("placed_severity") or "error", changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the status API shows it."""
+        return {**self.alert.to_dict(), "placed_severity": self.severity}
+
+
+@dataclass(slots=True)
+class Group:
+    """One window as the store keeps it."""
+
+    key: str  # the dedup_key sent to PagerDuty
+    rule: str
+    routing_key: str
+    key_name: str
+    group_labels: dict[str, str]
+    group_interval: float = 300.0
+    resolve_wait: float = 300.0
+    alerts: dict[str, GroupAlert] = field(default_factory=dict)  # fingerprint -> alert
+    opened_at: float = 0.0
+    due: float = 0.0
+    triggered: bool = False
+    grown: bool = False  # a firing alert joined after the last trigger
+    last_trigger_at: float = 0.0
+    last_flush_at: float = 0.0
+    overflow: int = 0  # alerts refused by max_alerts
+    version: int = 0
+
+    def firing(self) -> list[GroupAlert]:
+        return [a for a in self.alerts.values() if a.firing]
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the status API shows it: the routing key is left out (a secret)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("alerts", "key",
+                                                                                  "routing_key")}
+        d["dedup_key"] = self.key
+        d["alerts"] = [a.to_dict() for a in self.alerts.values()]
+        return d
+
+
+@dataclass(slots=True)
+class Flush:
+    """The outcome of flushing a group: what to send, and the group's next state."""
+
+    actions: list[str]  # "trigger" and/or "resolve"
+    delete: bool
+    next_due: float
+
+
+def priority(action: str, severity: str) -> int:
+    """Lower goes first under backlog: resolves and acknowledgements, then triggers by
+    severity, change events last."""
+    if action in ("resolve", "acknowledge"):
+        return 0
+    if action == "change":
+        return 9
+    try:
+        return 1 + SEVERITIES.index(severity)
+    except ValueError:
+        return 5
 
 
 @dataclass(slots=True)
@@ -73,15 +189,7 @@ class OutEvent:
 
     @property
     def priority(self) -> int:
-        """Lower goes first under backlog: resolves, then triggers by severity."""
-        if self.action in ("resolve", "acknowledge"):
-            return 0
-        if self.action == "change":
-            return 9
-        try:
-            return 1 + SEVERITIES.index(self.severity)
-        except ValueError:
-            return 5
+        return priority(self.action, self.severity)
 
     @property
     def path(self) -> str:

@@ -33,11 +33,13 @@ from typing import Any
 
 import orjson
 
-from proxy.app import Proxy, Settings
 from proxy.clock import ManualClock
 from proxy.durations import parse_duration
 from proxy.errors import ConfigError, InputError
 from proxy.ingest import alertmanager, datadog, events_v2
+from proxy.metrics import Metrics
+from proxy.pipeline import Pipeline
+from proxy.rules import RuleSet, load_rules
 from proxy.rules.schema import LDict, LList, load_yaml
 from proxy.store.memory import MemoryStore
 
@@ -88,23 +90,22 @@ def _parse_input(step: LDict, where: str) -> tuple[str, Any]:
     return given[0], step[given[0]]
 
 
-async def _feed(proxy: Proxy, kind: str, body: Any) -> None:
+async def _feed(pipeline: Pipeline, kind: str, body: Any) -> None:
     if kind == "alerts":
         body = {"alerts": [{"status": "firing", **a} for a in body]}
         kind = "alertmanager"
     if kind == "alertmanager":
-        await proxy.accept(alertmanager.parse(body))
+        await pipeline.accept(alertmanager.parse(body))
     elif kind == "datadog":
-        await proxy.accept(datadog.parse(body))
+        await pipeline.accept(datadog.parse(body))
     else:
-        await proxy.accept_event(events_v2.parse(body))
+        await pipeline.accept_event(events_v2.parse(body))
 
 
 async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) -> list[tuple[float, dict[str, Any]]]:
     clock = ManualClock(start=1_800_000_000.0)
     t0 = clock.now()
-    proxy = Proxy(Settings(rules=rule_files, upstream="http://unused", watch_interval=0),
-                  MemoryStore(), clock=clock)
+    pipeline = Pipeline(RuleSet(load_rules(rule_files)), MemoryStore(), clock, Metrics())
     inputs = test.get("input") or LList()
     steps: list[tuple[float, str, Any, str]] = []
     for i, step in enumerate(inputs):
@@ -133,13 +134,13 @@ async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) 
         while steps and steps[0][0] <= t + 1e-9:
             _, kind, body, sw = steps.pop(0)
             try:
-                await _feed(proxy, kind, body)
+                await _feed(pipeline, kind, body)
             except InputError as e:
                 raise ConfigError([f"{sw}: {kind}: {m}" for m in e.errors]) from None
-        await proxy.flush_due()
-        for ev in await proxy.store.pending():
+        await pipeline.flush_due()
+        for ev in await pipeline.store.pending():
             out.append((t, orjson.loads(ev.body)))
-            await proxy.store.done(ev, clock.now())
+            await pipeline.store.done(ev, clock.now())
         t += interval
     return out
 

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
 import aiohttp
 import orjson
@@ -34,30 +35,51 @@ from proxy.model import OutEvent
 from proxy.redact import mask
 from proxy.store.base import Store
 
-__all__ = ["Budget", "Decision", "Sender", "classify"]
+__all__ = ["Budget", "Decision", "Outcome", "Sender", "Verdict", "classify"]
 
 log = logging.getLogger("alert_proxy.sender")
 
 
+class Outcome(StrEnum):
+    """What PagerDuty's answer was; a metric label (`events_sent_total{outcome}`)."""
+
+    SUCCESS = "success"
+    DRY_RUN = "dry_run"
+    INVALID = "invalid"
+    REJECTED = "rejected"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    NETWORK = "network"
+
+
+class Verdict(StrEnum):
+    """What the sender does with the event."""
+
+    DONE = "done"
+    DEAD = "dead"
+    PAUSE = "pause"
+    RETRY = "retry"
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    outcome: str  # success | invalid | rejected | rate_limited | server_error | network
-    verdict: str  # done | dead | pause | retry
+    outcome: Outcome
+    verdict: Verdict
 
 
 def classify(status: int | None) -> Decision:
     """What to do with an event given PagerDuty's HTTP status (None: no answer)."""
     if status is None:
-        return Decision("network", "retry")
+        return Decision(Outcome.NETWORK, Verdict.RETRY)
     if 200 <= status < 300:
-        return Decision("success", "done")
+        return Decision(Outcome.SUCCESS, Verdict.DONE)
     if status == 429:
-        return Decision("rate_limited", "pause")
+        return Decision(Outcome.RATE_LIMITED, Verdict.PAUSE)
     if status == 400:
-        return Decision("invalid", "dead")
+        return Decision(Outcome.INVALID, Verdict.DEAD)
     if 400 <= status < 500:
-        return Decision("rejected", "dead")
-    return Decision("server_error", "retry")
+        return Decision(Outcome.REJECTED, Verdict.DEAD)
+    return Decision(Outcome.SERVER_ERROR, Verdict.RETRY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,15 +195,15 @@ class Sender:
         fields = {"dedup_key": ev.dedup_key, "action": ev.action, "key": ev.key_name,
                   "status": status, "outcome": d.outcome, "attempt": ev.attempts + 1}
         now = self.clock.now()
-        if d.verdict == "done":
+        if d.verdict is Verdict.DONE:
             self._pauses.pop(ev.routing_key, None)
             await self.store.done(ev, now)
             log.info("event delivered", extra={"fields": fields})
-        elif d.verdict == "dead":
+        elif d.verdict is Verdict.DEAD:
             await self.store.dead(ev, error, now)
             self.metrics.dead_letters.labels(ev.action).inc()
             log.error("event dead-lettered", extra={"fields": {**fields, "error": error}})
-        elif d.verdict == "pause":
+        elif d.verdict is Verdict.PAUSE:
             n = self._pauses.get(ev.routing_key, 0)
             self._pauses[ev.routing_key] = n + 1
             delay = _retry_after(headers) or backoff(n, self.retry_base * 4, self.retry_cap)

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from proxy.errors import InputError
+from proxy.errors import InputError, NotJSON
 from proxy.ingest.fields import fingerprint_of, link_list
 from proxy.model import SEVERITIES, Alert
 
-__all__ = ["Event", "check_timestamp", "parse", "parse_change", "valid_routing_key"]
+__all__ = ["Event", "check_timestamp", "fingerprint", "parse", "parse_change", "valid_routing_key"]
 
 _ACTIONS = ("trigger", "acknowledge", "resolve")
 _LABEL_FIELDS = ("source", "severity", "component", "group", "class", "summary")
@@ -71,13 +71,22 @@ def _details(payload: dict[str, Any]) -> dict[str, Any]:
     return cd if isinstance(cd, dict) else {"details": cd}
 
 
-def _unrecognized() -> InputError:
-    return InputError(["JSON parse error"], status=400)
+def fingerprint(routing_key: str, dedup_key: str) -> str:
+    """The alert fingerprint of an Events v2 (routing key, dedup_key): its identity."""
+    return "ev:" + fingerprint_of(routing_key, dedup_key)
+
+
+def _opt_text(body: dict[str, Any], key: str, errors: list[str]) -> str | None:
+    v = body.get(key)
+    if v is not None and not isinstance(v, str):
+        errors.append(f"'{key}' must be a string")
+        return None
+    return v
 
 
 def parse(body: Any) -> Event:
     if not isinstance(body, dict):
-        raise _unrecognized()
+        raise NotJSON("body must be a JSON object (a PagerDuty Events v2 event)")
     errors: list[str] = []
     rk = valid_routing_key(body, errors)
     action = body.get("event_action")
@@ -111,6 +120,8 @@ def parse(body: Any) -> Event:
         ts = check_timestamp(payload, errors)
         links = link_list(body.get("links"), "links", "href", errors)
         images = link_list(body.get("images"), "images", "src", errors)
+        client = _opt_text(body, "client", errors)
+        client_url = _opt_text(body, "client_url", errors)
         if errors:
             raise InputError(errors)
         dk = dk or uuid.uuid4().hex
@@ -120,7 +131,7 @@ def parse(body: Any) -> Event:
             if isinstance(v, (str, int, float)) and not isinstance(v, bool):
                 labels.setdefault(k, str(v))
         alert = Alert(
-            fingerprint="ev:" + fingerprint_of(rk, dk),
+            fingerprint=fingerprint(rk, dk),
             status="firing",
             labels=labels,
             source="events_v2",
@@ -132,12 +143,14 @@ def parse(body: Any) -> Event:
             images=images,
             dedup_key=dk,
             routing_key=rk,
+            client=client,
+            client_url=client_url,
         )
     if errors:
         raise InputError(errors)
     assert isinstance(action, str) and isinstance(dk, str)
     if action == "resolve":
-        alert = Alert(fingerprint="ev:" + fingerprint_of(rk, dk), status="resolved", labels={},
+        alert = Alert(fingerprint=fingerprint(rk, dk), status="resolved", labels={},
                       source="events_v2", dedup_key=dk, routing_key=rk)
     return Event(action=action, routing_key=rk, dedup_key=dk, alert=alert)
 
@@ -145,7 +158,7 @@ def parse(body: Any) -> Event:
 def parse_change(body: Any) -> dict[str, Any]:
     """A change event, validated; returned as the body to forward."""
     if not isinstance(body, dict):
-        raise _unrecognized()
+        raise NotJSON("body must be a JSON object (a PagerDuty change event)")
     errors: list[str] = []
     valid_routing_key(body, errors)
     payload = body.get("payload")

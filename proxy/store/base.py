@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from proxy.correlate import Group
-from proxy.model import OutEvent
+from proxy.model import Group, OutEvent
 
 __all__ = ["BudgetStore", "Entry", "OutboxStore", "Resolved", "Stats", "Store", "WindowStore"]
 

@@ -10,10 +10,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-import orjson
-
-from proxy.correlate import Group
-from proxy.model import OutEvent
+from proxy.model import Group, GroupAlert, OutEvent
 from proxy.store.base import Entry, Resolved, Stats
 
 __all__ = ["MemoryStore"]
@@ -30,7 +27,7 @@ class _Window:
     json: dict[str, str] = field(default_factory=dict)
 
     def group(self) -> Group:
-        alerts = {fp: {**orjson.loads(js), "status": self.status[fp]} for fp, js in self.json.items()}
+        alerts = {fp: GroupAlert.from_json(js, self.status[fp]) for fp, js in self.json.items()}
         return replace(self.head, alerts=alerts, group_labels=dict(self.head.group_labels))
 
 

@@ -17,9 +17,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from proxy.correlate import Group
 from proxy.errors import StoreError
-from proxy.model import OutEvent
+from proxy.model import Group, GroupAlert, OutEvent
 from proxy.store import keys
 from proxy.store.base import Entry, Resolved, Stats
 
@@ -133,9 +132,7 @@ class RedisStore:
                   last_trigger_at=float(s["last_trigger_at"]),
                   last_flush_at=float(s["last_flush_at"]))
         for fp, raw in alerts.items():
-            a = orjson.loads(raw)
-            a["status"] = status.get(fp, b"firing").decode()
-            g.alerts[fp.decode()] = a
+            g.alerts[fp.decode()] = GroupAlert.from_json(raw, status.get(fp, b"firing").decode())
         return g
 
     @_wrapped

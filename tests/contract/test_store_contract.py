@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from proxy import correlate
-from proxy.model import OutEvent
+from proxy.model import Flush, OutEvent
 from proxy.store import Entry, Resolved, Store, from_url
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -28,7 +28,8 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
 
 
 def entry(group: str, fp: str, status: str = "firing", wait: float = 30.0) -> Entry:
-    alert = {"fingerprint": fp, "labels": {"alertname": group, "i": fp}, "placed_severity": "error"}
+    alert = {"fingerprint": fp, "status": status, "labels": {"alertname": group, "i": fp},
+             "placed_severity": "error"}
     return Entry(group_key=group, meta={"rule": "r", "routing_key": KEY, "key_name": "PD",
                                         "group_labels": {"alertname": group}},
                  fingerprint=fp, alert_json=orjson.dumps(alert).decode(), status=status,
@@ -37,7 +38,8 @@ def entry(group: str, fp: str, status: str = "firing", wait: float = 30.0) -> En
 
 def resolved(fp: str) -> Resolved:
     """A resolve that carries only the fingerprint, as an Events v2 resolve does."""
-    return Resolved(fp, orjson.dumps({"fingerprint": fp, "labels": {}}).decode(), full=False)
+    return Resolved(fp, orjson.dumps({"fingerprint": fp, "status": "resolved", "labels": {}}).decode(),
+                    full=False)
 
 
 def ev(dk: str, action: str = "trigger", severity: str = "error", body: bytes = b"{}") -> OutEvent:
@@ -90,14 +92,14 @@ async def test_resolve_after_trigger_waits_group_interval(store):
     await store.claim_due(T0 + 30, 30, 10)
     g = await store.load("g1")
     assert g is not None
-    correlate.apply(g, correlate.Flush(["trigger"], False, T0 + 30 + 14400), T0 + 30)
+    correlate.apply(g, Flush(["trigger"], False, T0 + 30 + 14400), T0 + 30)
     assert await store.commit(g, False, [])
     await store.record([], [resolved("a")], T0 + 40)
     assert await store.claim_due(T0 + 329, 30, 10) == []
     assert await store.claim_due(T0 + 330, 30, 10) == ["g1"]
     g = await store.load("g1")
-    assert g is not None and g.alerts["a"]["status"] == "resolved"
-    assert g.alerts["a"]["labels"] == {"alertname": "g1", "i": "a"}  # kept from the firing alert
+    assert g is not None and g.alerts["a"].status == "resolved"
+    assert g.alerts["a"].labels == {"alertname": "g1", "i": "a"}  # kept from the firing alert
     assert await store.commit(g, True, [ev("g1", "resolve")])
     assert await store.groups() == [] and await store.groups_of("a") == []
 

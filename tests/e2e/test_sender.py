@@ -52,7 +52,7 @@ async def test_client_errors_go_to_dead_letters(make_proxy, fake_pd, caplog, sta
     metrics = await (await client.get("/metrics")).text()
     assert 'alert_proxy_dead_letters_total{action="trigger"} 1.0' in metrics
     assert any(r.getMessage() == "event dead-lettered" for r in caplog.records)
-    await client.proxy.flush_due()
+    await client.proxy.pipeline.flush_due()
     await asyncio.sleep(1.0)  # the sender keeps running meanwhile
     assert fake_pd.count(status) == 1  # never retried by itself
     # re-sent on request once the problem is fixed

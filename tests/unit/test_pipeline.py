@@ -1,4 +1,4 @@
-"""Window semantics through Proxy.accept/flush_due with a manual clock: no sleeping."""
+"""Window semantics through the pipeline (accept, flush_due) with a manual clock: no sleeping."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.app import Proxy, Settings
 from proxy.clock import ManualClock
 from proxy.ingest import alertmanager
+from proxy.metrics import Metrics
+from proxy.pipeline import Pipeline
+from proxy.rules import RuleSet, load_rules
 from proxy.store.memory import MemoryStore
 from tests.conftest import KEY, write_rules
 
@@ -33,23 +35,28 @@ rules:
 """
 
 
+def pipeline_for(rules_dir: Path) -> Pipeline:
+    return Pipeline(RuleSet(load_rules([str(rules_dir)])), MemoryStore(), ManualClock(), Metrics())
+
+
+def reload(p: Pipeline, rules_dir: Path) -> None:
+    p.rules = RuleSet(load_rules([str(rules_dir)]))
+
+
 @pytest.fixture
-def proxy(tmp_path: Path) -> Proxy:
-    rules = write_rules(tmp_path / "rules", RULES)
-    p = Proxy(Settings(rules=[str(rules)], upstream="http://127.0.0.1:9", watch_interval=0),
-              MemoryStore(), clock=ManualClock())
-    return p
+def proxy(tmp_path: Path) -> Pipeline:
+    return pipeline_for(write_rules(tmp_path / "rules", RULES))
 
 
 def alert(name: str, inst: str, status: str = "firing") -> dict[str, object]:
     return {"status": status, "labels": {"alertname": name, "instance": inst}, "annotations": {}}
 
 
-async def send(p: Proxy, *alerts: dict[str, object]) -> None:
+async def send(p: Pipeline, *alerts: dict[str, object]) -> None:
     await p.accept(alertmanager.parse({"alerts": list(alerts)}))
 
 
-async def step(p: Proxy, seconds: float) -> list[tuple[str, dict[str, object]]]:
+async def step(p: Pipeline, seconds: float) -> list[tuple[str, dict[str, object]]]:
     """Advance the clock and flush; returns the (action, body) enqueued since last time."""
     clock = p.clock
     assert isinstance(clock, ManualClock)
@@ -130,9 +137,7 @@ async def test_on_growth_update_at_most_every_group_interval(proxy):
 async def test_dedup_key_is_stable_across_processes(tmp_path):
     keys = []
     for _ in range(2):
-        rules = write_rules(tmp_path / "rules", RULES)
-        p = Proxy(Settings(rules=[str(rules)], upstream="http://x", watch_interval=0),
-                  MemoryStore(), clock=ManualClock())
+        p = pipeline_for(write_rules(tmp_path / "rules", RULES))
         await send(p, alert("Down", "a"))
         [(_, body)] = await step(p, 30)
         keys.append(body["dedup_key"])
@@ -150,8 +155,7 @@ async def test_resolve_reaches_group_even_after_rules_drop_the_alert(proxy, tmp_
     await send(proxy, alert("Down", "a"))
     [(_, trig)] = await step(proxy, 30)
     dropping = "rules:\n  - name: drop-down\n    match: {alertname: Down}\n    drop: true\n"
-    write_rules(tmp_path / "rules", RULES.replace("rules:\n", dropping, 1))
-    assert proxy.reload() == []
+    reload(proxy, write_rules(tmp_path / "rules", RULES.replace("rules:\n", dropping, 1)))
     await send(proxy, alert("Down", "a", "resolved"))
     [(action, body)] = await step(proxy, 301)
     assert action == "resolve" and body["dedup_key"] == trig["dedup_key"]
@@ -180,10 +184,8 @@ maintenance:
 
 
 @pytest.fixture
-def sproxy(tmp_path: Path) -> Proxy:
-    rules = write_rules(tmp_path / "rules", SUPPRESS)
-    return Proxy(Settings(rules=[str(rules)], upstream="http://127.0.0.1:9", watch_interval=0),
-                 MemoryStore(), clock=ManualClock())  # starts 2023-11-14T22:13:20Z
+def sproxy(tmp_path: Path) -> Pipeline:
+    return pipeline_for(write_rules(tmp_path / "rules", SUPPRESS))  # starts 2023-11-14T22:13:20Z
 
 
 def lab(name: str, **labels: str) -> dict[str, object]:
@@ -238,8 +240,7 @@ async def test_alerts_missing_the_group_by_labels_group_together(proxy):
 async def test_open_windows_survive_a_reload(proxy, tmp_path):
     await send(proxy, alert("Growing", "a"))
     await step(proxy, 10)
-    write_rules(tmp_path / "rules", RULES + "  - name: another\n    match: {alertname: Other}\n    drop: true\n")
-    assert proxy.reload() == []
+    reload(proxy, write_rules(tmp_path / "rules", RULES + "  - name: another\n    match: {alertname: Other}\n    drop: true\n"))
     [(action, body)] = await step(proxy, 20)  # the group opened before the reload flushes
     assert action == "trigger" and body["payload"]["custom_details"]["rule"] == "growth"
 

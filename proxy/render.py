@@ -1,0 +1,194 @@
+"""Every PagerDuty Events v2 body the proxy sends is built here, and every OutEvent made
+here: triggers (payload, links and images, details, the size cap), resolves,
+acknowledgements and change events. Pure: a group and its rule in, bytes out."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import orjson
+
+from proxy.model import SEVERITIES, Action, Group, GroupAlert, OutEvent
+from proxy.redact import mask
+from proxy.rules.schema import Rule
+
+__all__ = ["MAX_BODY_BYTES", "change_event", "followup_event", "trigger_event"]
+
+MAX_BODY_BYTES = 500_000  # PagerDuty takes 512 KB; keep a margin for the envelope
+MAX_DETAIL_ALERTS = 100
+MAX_LINKS = 10
+_SUMMARY_MAX = 1024
+
+
+def _common(dicts: list[dict[str, str]]) -> dict[str, str]:
+    if not dicts:
+        return {}
+    out = dict(dicts[0])
+    for d in dicts[1:]:
+        for k in [k for k, v in out.items() if d.get(k) != v]:
+            del out[k]
+    return out
+
+
+def template_context(g: Group, alerts: list[GroupAlert]) -> dict[str, Any]:
+    """What a rule's templates see: `labels`/`annotations` are those every firing alert
+    shares, `alert` the first firing one."""
+    firing = [a for a in alerts if a.firing]
+    basis = firing or alerts
+    return {
+        "alert": basis[0].to_dict() if basis else {},
+        "labels": _common([a.labels for a in basis]),
+        "annotations": _common([a.alert.annotations for a in basis]),
+        "group_labels": g.group_labels,
+        "alerts": [a.to_dict() for a in alerts],
+        "num_firing": len(firing),
+        "num_resolved": len(alerts) - len(firing),
+        "rule": g.rule,
+    }
+
+
+def _severity(firing: list[GroupAlert]) -> str:
+    ranks = [SEVERITIES.index(a.severity) for a in firing if a.severity in SEVERITIES]
+    return SEVERITIES[min(ranks)] if ranks else "error"
+
+
+def _summary(g: Group, rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert]) -> str:
+    if rule.summary is not None:
+        text = rule.summary.render(ctx).strip()
+    elif len(firing) == 1:
+        a = firing[0].alert
+        text = a.summary or a.labels.get("alertname") or "alert"
+    else:
+        ident = " ".join(f"{k}={v}" for k, v in g.group_labels.items() if v and k != "fingerprint")
+        first = firing[0].alert.summary or firing[0].labels.get("alertname", "")
+        text = f"[FIRING:{len(firing)}] {ident}: {first}" if ident else f"[FIRING:{len(firing)}] {first}"
+    return (text or "alert")[:_SUMMARY_MAX]
+
+
+def _alert_detail(a: GroupAlert) -> dict[str, Any]:
+    d: dict[str, Any] = {"status": a.status, "labels": a.labels, "summary": a.alert.summary}
+    if a.alert.annotations:
+        d["annotations"] = a.alert.annotations
+    if a.alert.starts_at:
+        d["starts_at"] = a.alert.starts_at
+    return d
+
+
+def _payload(g: Group, rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert],
+             details: dict[str, Any]) -> dict[str, Any]:
+    lone = firing[0] if len(firing) == 1 else None
+    labels = ctx["labels"]
+    payload: dict[str, Any] = {
+        "summary": _summary(g, rule, ctx, firing),
+        "source": (lone or firing[0]).labels.get("source") or labels.get("instance")
+        or labels.get("host") or labels.get("job") or "alert-proxy",
+        "severity": _severity(firing),
+        "custom_details": details,
+    }
+    if lone and lone.alert.source == "events_v2":
+        for f in ("component", "group", "class"):
+            if labels.get(f):
+                payload[f] = labels[f]
+    if lone and lone.alert.starts_at:
+        payload["timestamp"] = lone.alert.starts_at
+    return payload
+
+
+def _links_and_images(rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert]) -> dict[str, Any]:
+    """The rule's links and images first, then the alerts' own; only what PagerDuty takes
+    (http(s) links, https images), at most MAX_LINKS of each."""
+    links: list[dict[str, str]] = [{k: t.render(ctx) for k, t in lk.items()} for lk in rule.links]
+    images: list[dict[str, str]] = [{k: t.render(ctx) for k, t in im.items()} for im in rule.images]
+    for a in firing:
+        links += [lk for lk in a.alert.links if lk not in links]
+        images += [im for im in a.alert.images if im not in images]
+    out: dict[str, Any] = {}
+    good_links = [lk for lk in links if lk.get("href", "").startswith(("http://", "https://"))]
+    if good_links:
+        out["links"] = good_links[:MAX_LINKS]
+    good_images = [im for im in images if im.get("src", "").startswith("https://")]
+    if good_images:
+        out["images"] = good_images[:MAX_LINKS]
+    return out
+
+
+def _client(rule: Rule, ctx: dict[str, Any], lone: GroupAlert | None) -> dict[str, str]:
+    """The rule's client and client_url, else a lone Events v2 sender's own, else ours."""
+    if rule.client:
+        out = {"client": rule.client.render(ctx)}
+    elif lone and lone.alert.client:
+        out = {"client": lone.alert.client}
+    else:
+        out = {"client": "alert-proxy"}
+    if rule.client_url:
+        out["client_url"] = rule.client_url.render(ctx)
+    elif not rule.client and lone and lone.alert.client_url:
+        out["client_url"] = lone.alert.client_url
+    return out
+
+
+def _details(g: Group, rule: Rule, ctx: dict[str, Any], lone: GroupAlert | None,
+             extra: dict[str, Any] | None) -> dict[str, Any]:
+    details: dict[str, Any] = {
+        "num_firing": ctx["num_firing"],
+        "num_resolved": ctx["num_resolved"],
+        "group": {k: v for k, v in g.group_labels.items() if v},
+        "rule": g.rule,
+    }
+    if lone:  # a lone alert's own details win over ours (an Events v2 sender's, say)
+        details.update(lone.alert.custom_details)
+    details.update({k: t.render(ctx) for k, t in rule.custom_details.items()})
+    if extra:
+        details.update(extra)
+    return details
+
+
+def _capped(body: dict[str, Any], details: dict[str, Any], alerts: list[GroupAlert],
+            overflow: int) -> bytes:
+    """The body with as many alerts in its details as fit PagerDuty's size limit, firing
+    ones first; `truncated_alerts` counts the rest (and those max_alerts refused)."""
+    shown = [_alert_detail(a) for a in sorted(alerts, key=lambda a: not a.firing)]
+    limit = min(len(shown), MAX_DETAIL_ALERTS)
+    while True:
+        details["alerts"] = shown[:limit]
+        details.pop("truncated_alerts", None)
+        if len(shown) - limit + overflow:
+            details["truncated_alerts"] = len(shown) - limit + overflow
+        raw = orjson.dumps(body)
+        if len(raw) <= MAX_BODY_BYTES or limit == 0:
+            return raw
+        limit //= 2
+
+
+def trigger_event(g: Group, rule: Rule, now: float, muted: Collection[str] = (),
+                  extra: dict[str, Any] | None = None) -> OutEvent:
+    """The trigger for group `g`; muted alerts are left out, `extra` joins custom_details."""
+    alerts = [a for fp, a in g.alerts.items() if fp not in muted]
+    firing = [a for a in alerts if a.firing] or alerts
+    lone = firing[0] if len(firing) == 1 else None
+    ctx = template_context(g, alerts)
+    details = _details(g, rule, ctx, lone, extra)
+    payload = _payload(g, rule, ctx, firing, details)
+    body: dict[str, Any] = {"routing_key": g.routing_key, "event_action": "trigger",
+                            "dedup_key": g.key, "payload": payload,
+                            **_client(rule, ctx, lone), **_links_and_images(rule, ctx, firing)}
+    raw = _capped(body, details, alerts, g.overflow)
+    return OutEvent(routing_key=g.routing_key, dedup_key=g.key, action="trigger",
+                    severity=payload["severity"], body=raw, key_name=g.key_name, enqueued_at=now)
+
+
+def followup_event(routing_key: str, dedup_key: str, action: Action, now: float,
+                   key_name: str | None = None) -> OutEvent:
+    """A resolve or acknowledge: PagerDuty needs only the key and the dedup_key."""
+    body = orjson.dumps({"routing_key": routing_key, "event_action": action, "dedup_key": dedup_key})
+    return OutEvent(routing_key=routing_key, dedup_key=dedup_key, action=action, severity="info",
+                    body=body, key_name=key_name if key_name is not None else mask(routing_key),
+                    enqueued_at=now)
+
+
+def change_event(body: dict[str, Any], now: float, seq_hint: int) -> OutEvent:
+    """A change event, forwarded as the sender wrote it (validated by ingest.events_v2)."""
+    rk = body["routing_key"]
+    return OutEvent(routing_key=rk, dedup_key=f"change:{now}:{seq_hint}", action="change",
+                    severity="info", body=orjson.dumps(body), key_name=mask(rk), enqueued_at=now)

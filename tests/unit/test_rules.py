@@ -1,0 +1,102 @@
+"""Matchers (Alertmanager's syntax) and rule placement: first match wins, `continue`,
+drop, routing keys, severities, group identity."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.model import Alert
+from proxy.rules import RuleSet, load_rules
+from proxy.rules.engine import group_dedup_key
+from proxy.rules.matchers import matchers_from_mapping, matches_all, parse_matcher
+from tests.conftest import KEY, KEY2, write_rules
+
+
+@pytest.mark.parametrize("text,labels,hit", [
+    ('severity="critical"', {"severity": "critical"}, True),
+    ('severity="critical"', {"severity": "warning"}, False),
+    ('env!="dev"', {}, True),  # a missing label is the empty string
+    ('env=~"prod|staging"', {"env": "prod"}, True),
+    ('env=~"prod"', {"env": "production"}, False),  # anchored, as in Alertmanager
+    ('env!~"dev.*"', {"env": "dev-1"}, False),
+    ("team=db", {"team": "db"}, True),  # unquoted values
+    ('msg="a \\"quoted\\" word"', {"msg": 'a "quoted" word'}, True),
+])
+def test_matcher(text, labels, hit):
+    assert parse_matcher(text).matches(labels) is hit
+
+
+@pytest.mark.parametrize("bad", ["severity critical", 'a=~"x[', 'a="unterminated'])
+def test_bad_matcher(bad):
+    with pytest.raises(ValueError):
+        parse_matcher(bad)
+
+
+def test_mapping_matchers():
+    ms = matchers_from_mapping({"alertname": ["A", "B.c"], "env": "prod"})
+    assert matches_all(ms, {"alertname": "B.c", "env": "prod"})
+    assert not matches_all(ms, {"alertname": "Bxc", "env": "prod"})  # values are literal
+
+
+RULES = f"""
+defaults:
+  routing_key: ${{PD_ROUTING_KEY}}
+  group_by: [alertname]
+rules:
+  - name: drop-dev
+    match: ['env="dev"']
+    drop: true
+  - name: db
+    match: {{team: db}}
+    group_by: [cluster]
+    severity: critical
+    routing_key: {KEY2}
+    continue: true
+  - name: sev-map
+    match: {{team: db}}
+    severity_map: {{urgent: critical}}
+"""
+
+
+@pytest.fixture
+def rules(tmp_path):
+    return RuleSet(load_rules([str(write_rules(tmp_path, RULES))]))
+
+
+def am(**labels: str) -> Alert:
+    return Alert(fingerprint="f", status="firing", labels=labels, source="alertmanager",
+                 severity=labels.get("severity"))
+
+
+def test_drop(rules):
+    assert rules.place(am(alertname="X", env="dev")) == ([], "dropped")
+
+
+def test_continue_places_in_every_matching_rule(rules):
+    placed, reason = rules.place(am(alertname="X", team="db", cluster="c1", severity="urgent"))
+    assert reason is None
+    assert [(p.rule.name, p.routing_key, p.key_name, p.severity, p.group_labels) for p in placed] == [
+        ("db", KEY2, "fedc…3210", "critical", {"cluster": "c1"}),  # a literal key shows masked
+        ("sev-map", KEY, "PD_ROUTING_KEY", "critical", {"alertname": "X"}),
+    ]
+
+
+def test_defaults_and_builtin_severity_map(rules):
+    [p], _ = rules.place(am(alertname="X", severity="P2"))
+    assert p.rule.name == "defaults" and p.severity == "error"
+    [p], _ = rules.place(am(alertname="X", severity="whatever"))
+    assert p.severity == "error"
+
+
+def test_group_identity_is_a_stable_hash(rules):
+    [p], _ = rules.place(am(alertname="X", instance="a"))
+    [q], _ = rules.place(am(alertname="X", instance="b"))
+    assert p.group_key == q.group_key == group_dedup_key("defaults", KEY, {"alertname": "X"})
+    assert len(p.group_key) == 64
+
+
+def test_events_v2_sender_keeps_its_key_unless_a_rule_names_one(rules):
+    ev = Alert(fingerprint="ev:1", status="firing", labels={"alertname": "X"}, source="events_v2",
+               routing_key=KEY2, dedup_key="d")
+    [p], _ = rules.place(ev)
+    assert p.routing_key == KEY2
