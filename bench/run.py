@@ -109,13 +109,15 @@ class Bench:
             self.wrk(url, "webhook", 1, duration=1)
             self.row("bare aiohttp+orjson, 1 alert/request", self.wrk(url, "webhook", 1))
             self.row("bare aiohttp+orjson, 64 alerts/request", self.wrk(url, "webhook", 64))
-        for mode in ("memory", "redis"):
+        for mode in ("memory", "sqlite", "redis"):
             server = None
             store = "memory://"
             if mode == "redis":
                 server = RedisServer(self.work / "redis-tp", free_port())
                 server.start()
                 store = server.url
+            elif mode == "sqlite":
+                store = f"sqlite://{self.work}/bench-{mode}.db"
             try:
                 for batch in (1, 64):
                     with self.proxy(store) as (base, _):

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +24,8 @@ from proxy.metrics import Metrics
 from proxy.model import Alert, OutEvent
 from proxy.pipeline import Pipeline
 from proxy.rules.live import LiveRules
-from proxy.sender import Budget, Sender
-from proxy.store import Store
+from proxy.sender import Sender
+from proxy.store import Store, Window
 
 __all__ = ["Proxy", "Settings"]
 
@@ -37,11 +38,12 @@ class Settings:
     upstream: str = "https://events.pagerduty.com"
     dry_run: bool = False
     auth: Auth = field(default_factory=lambda: Auth({}))
-    budget: Budget = field(default_factory=Budget)
+    window: Window = field(default_factory=Window)
     watch_interval: float = 2.0  # seconds between rule file change checks (0: off)
     flush_poll: float = 0.05
     send_timeout: float = 10.0
     retry_base: float = 1.0
+    shutdown_timeout: float = 10.0  # SIGTERM to exit, whatever the backlog
 
 
 def _source(name: str) -> Callable[[Any], Any]:
@@ -64,11 +66,12 @@ class Proxy:
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(self.live.loaded_at)
         self.sender = Sender(store, settings.upstream, self.clock, self.metrics,
-                             budget=settings.budget, timeout=settings.send_timeout,
+                             window=settings.window, timeout=settings.send_timeout,
                              dry_run=settings.dry_run, retry_base=settings.retry_base)
         self.pipeline = Pipeline(self.live.current, store, self.clock, self.metrics,
                                  on_enqueue=self.sender.kick)
         self._tasks: list[asyncio.Task[None]] = []
+        self._sending: asyncio.Task[None] | None = None
         self._change_seq = itertools.count()
 
     # -- background work ------------------------------------------------------------
@@ -85,19 +88,14 @@ class Proxy:
             await asyncio.sleep(every)
 
     async def _observe(self) -> None:
-        stats = await self.store.stats()
-        self.metrics.groups_open.set(stats.groups_open)
         now = self.clock.now()
-        depth: dict[str, int] = {}
-        oldest: dict[str, float] = {}
-        for name, enqueued_at in stats.pending:
-            depth[name] = depth.get(name, 0) + 1
-            oldest[name] = max(oldest.get(name, 0.0), now - enqueued_at)
+        stats = await self.store.stats(now, self.settings.window)
+        self.metrics.groups_open.set(stats.groups_open)
         self.metrics.outbox_depth.clear()
         self.metrics.outbox_oldest.clear()
-        for k, n in depth.items():
-            self.metrics.outbox_depth.labels(k).set(n)
-            self.metrics.outbox_oldest.labels(k).set(oldest[k])
+        for name, k in stats.keys.items():
+            self.metrics.outbox_depth.labels(name).set(k.depth)
+            self.metrics.outbox_oldest.labels(name).set(max(0.0, now - k.oldest_enqueued_at) if k.depth else 0)
         self.metrics.dead_letter_depth.set(stats.dead)
 
     async def _watch(self) -> None:
@@ -108,19 +106,25 @@ class Proxy:
         s = self.settings
         self._tasks = [
             asyncio.create_task(self._loop("flush", s.flush_poll, self.pipeline.flush_due)),
-            asyncio.create_task(self.sender.run()),
             asyncio.create_task(self._loop("observe", 2.0, self._observe)),
         ]
+        self._sending = asyncio.create_task(self.sender.run())
         if s.watch_interval > 0:
             self._tasks.append(asyncio.create_task(self._loop("watch", s.watch_interval, self._watch)))
 
     async def stop(self, _app: web.Application | None = None) -> None:
+        """Stop flushing and sending within the shutdown timeout, whatever the backlog and
+        whether PagerDuty answers: what is in flight then is given back to the outbox."""
+        deadline = time.monotonic() + self.settings.shutdown_timeout
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        await self.store.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sender.stop(deadline - 1.0)
+        if self._sending is not None:
+            self._sending.cancel()
+            await asyncio.gather(self._sending, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.store.close(), timeout=max(0.1, deadline - time.monotonic()))
 
     def reload(self) -> list[str]:
         """Load the rules again; on error keep the old ones. Returns the errors."""

@@ -9,6 +9,7 @@ import os
 import signal
 import ssl
 import sys
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -55,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="events per routing key per 60 s (ALERT_PROXY_RATE_LIMIT)")
     s.add_argument("--send-timeout", type=float, default=float(_env("send_timeout", "10") or 10),
                    help="seconds to wait for PagerDuty's answer (ALERT_PROXY_SEND_TIMEOUT)")
+    s.add_argument("--shutdown-timeout", type=float,
+                   default=float(_env("shutdown_timeout", "10") or 10),
+                   help="seconds from SIGTERM to exit, whatever the backlog (ALERT_PROXY_SHUTDOWN_TIMEOUT)")
     s.add_argument("--dry-run", action="store_true",
                    default=(_env("dry_run", "") or "").lower() in ("1", "true", "yes"),
                    help="print the events that would be sent instead of sending (ALERT_PROXY_DRY_RUN)")
@@ -135,7 +139,7 @@ def _serve(args: Any) -> int:
     from proxy.app import Proxy, Settings
     from proxy.auth import parse_auth
     from proxy.logs import setup_logging
-    from proxy.sender import Budget
+    from proxy.sender import window_for
     from proxy.store import from_url
 
     setup_logging(args.log_level)
@@ -143,9 +147,11 @@ def _serve(args: Any) -> int:
     auth = args.auth if args.auth is not None else (_env("auth", "") or "").split()
     if args.rate_limit < 2:
         raise ConfigError(["--rate-limit: must be at least 2 events per 60 s"])
+    grace = min(2.0, args.shutdown_timeout / 4)  # for requests in progress; the rest for the outbox
     settings = Settings(rules=rules, upstream=args.upstream, dry_run=args.dry_run,
                         auth=parse_auth(auth), send_timeout=args.send_timeout,
-                        budget=Budget(limit=args.rate_limit, burst=max(1, min(10, args.rate_limit // 12))))
+                        window=window_for(args.rate_limit),
+                        shutdown_timeout=args.shutdown_timeout - grace)
     ssl_ctx = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -159,10 +165,12 @@ def _serve(args: Any) -> int:
     # p99 on 64-alert webhooks was 5x the default loop's.
     async def run() -> None:
         proxy = Proxy(settings, from_url(args.store, prefix=args.store_prefix))
-        runner = web.AppRunner(proxy.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(proxy.app(), access_log=None, handle_signals=False,
+                               shutdown_timeout=grace)
         await runner.setup()
         host, port = args.listen
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024,
+                           shutdown_timeout=grace)
         await site.start()
         gc.collect()
         gc.freeze()  # start-up objects never need scanning again
@@ -176,7 +184,13 @@ def _serve(args: Any) -> int:
                             "store": args.store.split("@")[-1], "rules": rules,
                             "dry_run": args.dry_run}).decode(), file=sys.stderr, flush=True)
         await stop.wait()
-        await runner.cleanup()
+        t0 = time.monotonic()
+        try:
+            await asyncio.wait_for(runner.cleanup(), timeout=args.shutdown_timeout + 1)
+        except TimeoutError:
+            print(orjson.dumps({"msg": "shutdown timed out; exiting anyway"}).decode(), file=sys.stderr)
+        print(orjson.dumps({"msg": "alert-proxy stopped", "seconds": round(time.monotonic() - t0, 2)}
+                           ).decode(), file=sys.stderr, flush=True)
 
     asyncio.run(run())
     return 0

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
-__all__ = ["SEVERITIES", "Action", "Alert", "Flush", "Group", "GroupAlert", "OutEvent", "Status",
+__all__ = ["SEVERITIES", "URGENT", "Action", "Alert", "Flush", "Group", "GroupAlert", "OutEvent", "Status",
            "priority"]
 
 Status = Literal["firing", "resolved"]
@@ -132,7 +132,10 @@ class Group:
     last_trigger_at: float = 0.0
     last_flush_at: float = 0.0
     overflow: int = 0  # alerts refused by max_alerts
-    version: int = 0
+    version: int = 0  # bumped by every change: a commit of an older version is refused
+    last_seen: float = 0.0  # when a source last sent any of its alerts
+    urgent: bool = False  # holds a critical alert: flushed before the others
+    state: dict[str, Any] = field(default_factory=dict)  # the pipeline's own; opaque to stores
 
     def firing(self) -> list[GroupAlert]:
         return [a for a in self.alerts.values() if a.firing]
@@ -155,13 +158,19 @@ class Flush:
     next_due: float
 
 
+URGENT = 0  # the priority of a critical trigger: it may spend the budget's reserve
+
+
 def priority(action: str, severity: str) -> int:
-    """Lower goes first under backlog: resolves and acknowledgements, then triggers by
-    severity, change events last."""
+    """Lower goes first under backlog: critical triggers, then resolves and
+    acknowledgements (they close pages), then the other triggers by severity, change
+    events last."""
     if action in ("resolve", "acknowledge"):
-        return 0
+        return 1
     if action == "change":
         return 9
+    if severity == "critical":
+        return URGENT
     try:
         return 1 + SEVERITIES.index(severity)
     except ValueError:

@@ -11,7 +11,9 @@ an acknowledge or resolve follows up on the groups that hold its dedup_key.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,15 +21,16 @@ from proxy import correlate, render
 from proxy.clock import Clock
 from proxy.ingest import events_v2
 from proxy.metrics import Metrics
-from proxy.model import Alert, Group, GroupAlert, OutEvent
+from proxy.model import Action, Alert, Flush, Group, GroupAlert, OutEvent
 from proxy.rules import RuleSet
-from proxy.store import Entry, Resolved, Store
+from proxy.rules.engine import own_identity_key
+from proxy.store import Commit, Entry, Resolved, Store
 
 __all__ = ["Pipeline"]
 
 log = logging.getLogger("alert_proxy")
 FLUSH_LEASE = 10.0  # seconds a claimed group stays with the replica that claimed it
-FLUSH_BATCH = 1000
+FLUSH_BATCH = 200  # groups claimed, decided and committed per store round trip
 
 
 class Pipeline:
@@ -42,15 +45,18 @@ class Pipeline:
 
         Firing alerts go to the groups their rules choose; resolved alerts go to every
         open group that holds them, whatever the rules say now (a drop, a reload or a
-        maintenance window never swallows a resolve)."""
+        maintenance window never swallows a resolve). A resolved alert also names the
+        groups today's rules would put it in, with their resolve: if the store lost them
+        (a restart of memory://), PagerDuty still hears the resolve."""
         rules = self.rules
+        now = self.clock.now()
         entries: list[Entry] = []
         resolved: list[Resolved] = []
         marks: list[tuple[str, str]] = []
         for alert in alerts:
             if alert.status == "resolved":
                 resolved.append(Resolved(alert.fingerprint, GroupAlert(alert, "error").to_json(),
-                                         bool(alert.labels)))
+                                         bool(alert.labels), self._candidates(alert, now)))
                 continue
             if rules.inhibit:
                 marks += [(m, alert.fingerprint) for m in rules.source_marks(alert.labels)]
@@ -64,33 +70,44 @@ class Pipeline:
                     alert_json=GroupAlert(alert, p.severity).to_json(), group_wait=r.group_wait,
                     group_interval=r.group_interval,
                     resolve_wait=r.group_interval if r.resolve_wait is None else r.resolve_wait,
-                    max_alerts=r.max_alerts))
-        await self.store.record(entries, resolved, self.clock.now(), marks)
+                    max_alerts=r.max_alerts, urgent=p.severity == "critical"))
+        if await self.store.record(entries, resolved, now, marks):
+            self.on_enqueue()  # the resolve of a group the store had lost
         if alerts:
             self.metrics.alerts_received.labels(alerts[0].source).inc(len(alerts))
 
-    async def accept_event(self, ev: events_v2.Event) -> None:
-        """An Events v2 event: a trigger is an alert; acknowledge and resolve follow up."""
-        if ev.alert is not None and ev.action == "trigger":
-            await self.accept([ev.alert])
-        else:
-            await self._followup(ev)
+    def _candidates(self, alert: Alert, now: float) -> list[tuple[str, OutEvent]]:
+        """Where today's rules would put a resolved alert, each with its resolve."""
+        if alert.labels:
+            placements, _ = self.rules.place(alert)
+            return [(p.group_key, render.followup_event(p.routing_key, p.group_key, "resolve", now,
+                                                        p.key_name)) for p in placements]
+        if alert.routing_key and alert.dedup_key:  # an Events v2 resolve: the key is all it has
+            return self._own_keys(alert.routing_key, alert.dedup_key, alert.fingerprint, "resolve", now)
+        return []
 
-    async def _followup(self, ev: events_v2.Event) -> None:
-        """acknowledge/resolve for a sender's dedup_key: reach the groups that hold it; one
-        the proxy never saw goes through as it is (it may predate the proxy)."""
-        groups = await self.store.groups_of(events_v2.fingerprint(ev.routing_key, ev.dedup_key))
-        if ev.action == "resolve" and groups and ev.alert is not None:
+    @staticmethod
+    def _own_keys(rk: str, dk: str, fp: str, action: Action, now: float) -> list[tuple[str, OutEvent]]:
+        """The follow-ups of an Events v2 dedup_key no open group holds: to the group it
+        would have opened (its own identity), and as it is (it may predate the proxy)."""
+        own = own_identity_key(rk, fp)
+        return [(own, render.followup_event(rk, own, action, now)),
+                (fp, render.followup_event(rk, dk, action, now))]
+
+    async def accept_event(self, ev: events_v2.Event) -> None:
+        """An Events v2 event: a trigger or a resolve is an alert; an acknowledge follows
+        up on the groups that hold its dedup_key."""
+        if ev.alert is not None:
             await self.accept([ev.alert])
             return
         now = self.clock.now()
+        fp = events_v2.fingerprint(ev.routing_key, ev.dedup_key)
+        groups = await self.store.groups_of(fp)
         if groups:
             events = [render.followup_event(g.routing_key, g.key, "acknowledge", now, g.key_name)
                       for g in groups if g.triggered]
         else:
-            events = [render.followup_event(ev.routing_key, ev.dedup_key,
-                                            "resolve" if ev.action == "resolve" else "acknowledge",
-                                            now)]
+            events = [e for _, e in self._own_keys(ev.routing_key, ev.dedup_key, fp, "acknowledge", now)]
         self.metrics.alerts_received.labels("events_v2").inc()
         await self.enqueue(events)
 
@@ -103,58 +120,81 @@ class Pipeline:
         self.on_enqueue()
 
     # -- the windows -------------------------------------------------------------------
-    async def muted(self, g: Group, now: float) -> dict[str, str]:
-        """Firing alerts of `g` that must not page now, with the reason."""
+    async def muted(self, groups: Sequence[Group], now: float) -> dict[str, dict[str, str]]:
+        """For each group, its firing alerts that must not page now, with the reason
+        (maintenance, inhibited); one store call for the inhibition marks of the batch."""
         rules = self.rules
-        out: dict[str, str] = {}
-        wanted: dict[str, list[str]] = {}
-        for fp, a in g.alerts.items():
-            if not a.firing:
-                continue
-            if rules.in_maintenance(a.labels, now):
-                out[fp] = "maintenance"
-            elif marks := rules.target_marks(a.labels):
-                wanted[fp] = marks
+        out: dict[str, dict[str, str]] = {}
+        wanted: dict[tuple[str, str], list[str]] = {}
+        for g in groups:
+            for fp, a in g.alerts.items():
+                if not a.firing:
+                    continue
+                if rules.in_maintenance(a.labels, now):
+                    out.setdefault(g.key, {})[fp] = "maintenance"
+                elif marks := rules.target_marks(a.labels):
+                    wanted[(g.key, fp)] = marks
         if wanted:
             sources = await self.store.marked(sorted({m for ms in wanted.values() for m in ms}))
-            for fp, ms in wanted.items():
+            for (key, fp), ms in wanted.items():
                 if any(sources.get(m, set()) - {fp} for m in ms):
-                    out[fp] = "inhibited"
+                    out.setdefault(key, {})[fp] = "inhibited"
         return out
 
-    async def flush_due(self) -> int:
-        """Flush every group that is due; returns how many events were enqueued."""
-        now = self.clock.now()
+    async def flush_due(self, budget_s: float = 0.02) -> int:
+        """Flush the groups that are due, in batches (urgent lane first), for at most about
+        `budget_s` of the event loop; returns how many events were enqueued."""
+        t0 = time.monotonic()
         sent = 0
-        for key in await self.store.claim_due(now, lease=FLUSH_LEASE, limit=FLUSH_BATCH):
-            for _ in range(10):  # a concurrent change means: decide again on fresh state
-                g = await self.store.load(key)
-                if g is None:
-                    break
-                n = await self._flush(g, now)
-                if n is not None:
-                    sent += n
-                    break
+        while True:
+            now = self.clock.now()
+            groups = await self.store.claim_due(now, lease=FLUSH_LEASE, limit=FLUSH_BATCH)
+            if not groups:
+                break
+            sent += await self._flush(groups, now)
+            if len(groups) < FLUSH_BATCH or time.monotonic() - t0 > budget_s:
+                break
+            await asyncio.sleep(0)
         if sent:
             self.on_enqueue()
         return sent
 
-    async def _flush(self, g: Group, now: float) -> int | None:
-        """One group: decide, render, commit. None when the group changed meanwhile."""
+    async def _flush(self, groups: list[Group], now: float) -> int:
+        """Decide, render and commit a batch of groups; one that changed meanwhile is
+        loaded and decided again."""
+        sent = 0
+        for _ in range(10):
+            muted = await self.muted(groups, now)
+            plans = [self._plan(g, now, muted.get(g.key, {})) for g in groups]
+            done = await self.store.commit([c for c, _ in plans])
+            retry = []
+            for (c, f), ok in zip(plans, done, strict=True):
+                if ok:
+                    sent += len(c.events)
+                    self._account(c, f, muted.get(c.group.key, {}))
+                else:
+                    retry.append(c.group.key)
+            if not retry:
+                break
+            groups = [g for g in [await self.store.load(k) for k in retry] if g is not None]
+        return sent
+
+    def _plan(self, g: Group, now: float, muted: dict[str, str]) -> tuple[Commit, Flush]:
+        """One group: what it sends now, and its next state (pure)."""
         rule = self.rules.rule(g.rule)
-        muted = await self.muted(g, now)
         f = correlate.decide(g, rule, now, muted)
         events = [render.trigger_event(g, rule, now, muted) if action == "trigger"
                   else render.followup_event(g.routing_key, g.key, "resolve", now, g.key_name)
                   for action in f.actions]
         correlate.apply(g, f, now)
-        if not await self.store.commit(g, f.delete, events):
-            return None
+        return Commit(g, f.delete, events), f
+
+    def _account(self, c: Commit, f: Flush, muted: dict[str, str]) -> None:
         self.metrics.flushes.labels("/".join(f.actions) or ("transient" if f.delete else "none")).inc()
         for reason in muted.values():
             self.metrics.suppressed.labels(reason).inc()
-        if events:
+        if c.events:
+            g = c.group
             log.info("group flushed", extra={"fields": {
                 "dedup_key": g.key, "rule": g.rule, "key": g.key_name, "actions": f.actions,
                 "firing": len(g.firing()), "alerts": len(g.alerts)}})
-        return len(events)

@@ -140,7 +140,7 @@ async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) 
         await pipeline.flush_due()
         for ev in await pipeline.store.pending():
             out.append((t, orjson.loads(ev.body)))
-            await pipeline.store.done(ev, clock.now())
+            await pipeline.store.done(ev, 0, clock.now())
         t += interval
     return out
 

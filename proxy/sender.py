@@ -1,4 +1,4 @@
-"""Delivery: take events from the outbox, spend the per-key budget, post, decide.
+"""Delivery: take events from the outbox within the per-key budget, post, decide.
 
 Every answer class maps to one decision (`classify`), and the outcome is a fixed set
 that doubles as a metric label:
@@ -11,6 +11,12 @@ that doubles as a metric label:
                                  Retry-After honoured; the event stays first in line
     5xx            server_error  retry with backoff
     timeout, reset network       retry with backoff (delivery is at-least-once)
+    (--dry-run)    dry_run       done: printed, not sent
+
+The budget is PagerDuty's own rule, exactly: at most `limit` events in any 60 s per
+routing key (a sliding window kept in the store, shared by replicas), sent at once while
+the window has room, most urgent first when it has not. A few places of the window are
+kept for critical triggers, so a critical page is never stuck behind a storm of others.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import sys
 import time
@@ -33,11 +40,12 @@ from proxy.errors import StoreError
 from proxy.metrics import Metrics
 from proxy.model import OutEvent
 from proxy.redact import mask
-from proxy.store.base import Store
+from proxy.store.base import Store, Window
 
-__all__ = ["Budget", "Decision", "Outcome", "Sender", "Verdict", "classify"]
+__all__ = ["Decision", "Outcome", "Sender", "Verdict", "backoff", "classify", "window_for"]
 
 log = logging.getLogger("alert_proxy.sender")
+IDLE_POLL = 1.0  # a worker with nothing to do looks again after this (other replicas enqueue too)
 
 
 class Outcome(StrEnum):
@@ -82,18 +90,9 @@ def classify(status: int | None) -> Decision:
     return Decision(Outcome.SERVER_ERROR, Verdict.RETRY)
 
 
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """Token bucket per routing key. In any window of `window` seconds at most
-    `limit` events go out: burst + rate * window == limit."""
-
-    limit: int = 120
-    window: float = 60.0
-    burst: int = 10
-
-    @property
-    def rate(self) -> float:
-        return (self.limit - self.burst) / self.window
+def window_for(limit: int) -> Window:
+    """The budget for `--rate-limit N`: N per 60 s, a twelfth kept for critical triggers."""
+    return Window(limit=limit, seconds=60.0, reserve=max(1, limit // 12))
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -113,94 +112,114 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 class Sender:
     def __init__(self, store: Store, upstream: str, clock: Clock, metrics: Metrics, *,
-                 budget: Budget = Budget(), timeout: float = 10.0, dry_run: bool = False,
-                 retry_base: float = 1.0, retry_cap: float = 300.0, poll: float = 0.05) -> None:
+                 window: Window | None = None, timeout: float = 10.0, dry_run: bool = False,
+                 retry_base: float = 1.0, retry_cap: float = 300.0) -> None:
         self.store, self.clock, self.metrics = store, clock, metrics
         self.upstream = upstream.rstrip("/")
-        self.budget, self.timeout, self.dry_run = budget, timeout, dry_run
-        self.retry_base, self.retry_cap, self.poll = retry_base, retry_cap, poll
+        self.window, self.timeout, self.dry_run = window or Window(), timeout, dry_run
+        self.retry_base, self.retry_cap = retry_base, retry_cap
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._kick = asyncio.Event()
+        self._stopping = False
         self._pauses: dict[str, int] = {}  # consecutive 429s per key
+        self._inflight: dict[int, tuple[OutEvent, int]] = {}  # seq -> (event, budget stamp)
+        self._names: dict[str, str] = {}  # routing key -> its name in metrics
         self._session: aiohttp.ClientSession | None = None
 
     def kick(self) -> None:
-        """Something was enqueued: look now rather than at the next poll."""
+        """Something was enqueued: every waiting worker looks now. A worker holds the
+        event it got before asking the store, so a kick during that call still wakes it."""
         self._kick.set()
+        self._kick = asyncio.Event()
+
+    async def _wait(self, kicked: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(kicked.wait(), timeout=seconds)
 
     async def run(self) -> None:
+        """Start a worker per routing key with pending events, as they appear."""
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             headers={"Content-Type": "application/json", "User-Agent": "alert-proxy"},
         )
-        try:
-            while True:
-                try:
-                    for rk in await self.store.outbox_keys():
-                        task = self._workers.get(rk)
-                        if task is None or task.done():
-                            self._workers[rk] = asyncio.create_task(self._work(rk))
-                except StoreError:
-                    log.warning("outbox unavailable; retrying")
-                    self.metrics.store_errors.labels("outbox_keys").inc()
-                self._kick.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), timeout=self.poll * 4)
-        finally:
-            for t in self._workers.values():
-                t.cancel()
-            await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        while not self._stopping:
+            kicked = self._kick
+            try:
+                for rk in await self.store.outbox_keys():
+                    task = self._workers.get(rk)
+                    if task is None or task.done():
+                        self._workers[rk] = asyncio.create_task(self._work(rk))
+            except StoreError:
+                log.warning("outbox unavailable; retrying")
+                self.metrics.store_errors.labels("outbox_keys").inc()
+            await self._wait(kicked, IDLE_POLL)
+
+    async def stop(self, deadline: float) -> None:
+        """Stop taking events; let what is in flight finish until `deadline` (monotonic),
+        then cancel it and give its events back to the outbox for the next start."""
+        self._stopping = True
+        self.kick()
+        tasks = [t for t in self._workers.values() if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        now = self.clock.now()
+        for ev, stamp in list(self._inflight.values()):
+            with contextlib.suppress(StoreError, asyncio.TimeoutError):
+                await asyncio.wait_for(self.store.release(ev, stamp, now),
+                                       timeout=max(0.1, deadline - time.monotonic() + 1.0))
+        self._inflight.clear()
+        if self._session is not None:
             await self._session.close()
 
     async def _work(self, rk: str) -> None:
-        """One routing key's line, until it has been idle for 5 s; a store that fails
-        makes it wait and go on (what it had leased is taken again when the lease ends)."""
-        while True:
+        """One routing key: send its events one at a time, most urgent first, within the
+        budget; sleep exactly as long as the store says nothing can go (or until kicked).
+        Ends after IDLE_POLL with nothing queued; run() starts it again when work comes."""
+        while not self._stopping:
+            kicked = self._kick
             try:
-                await self._line(rk)
-                return
+                take = await self.store.take(rk, self.clock.now(), self.timeout + 5.0, self.window)
             except StoreError as e:
                 self.metrics.store_errors.labels("send").inc()
                 log.warning("store unavailable; sender waits", extra={"fields": {"error": str(e)}})
                 await asyncio.sleep(1.0)
+                continue
+            if take.event is None:
+                if math.isinf(take.wait):
+                    return
+                if take.wait > 0.05:
+                    self.metrics.budget_waits.labels(self._names.get(rk, mask(rk))).inc()
+                await self._wait(kicked, min(take.wait, IDLE_POLL))
+                continue
+            ev = take.event
+            self._names[rk] = ev.key_name
+            self._inflight[ev.seq] = (ev, take.stamp)
+            try:
+                await self._deliver(ev, take.stamp)
+            except StoreError as e:
+                self.metrics.store_errors.labels("send").inc()
+                log.warning("store unavailable after a send; the event's lease will end and it "
+                            "goes again", extra={"fields": {"error": str(e)}})
+                await asyncio.sleep(1.0)
+            finally:
+                self._inflight.pop(ev.seq, None)
 
-    async def _line(self, rk: str) -> None:
-        """Send rk's events one at a time, most urgent first."""
-        idle_since = time.monotonic()
-        while True:
-            now = self.clock.now()
-            paused = await self.store.paused_until(rk)
-            if paused > now:
-                await asyncio.sleep(min(paused - now, 1.0))
-                continue
-            ev = await self.store.take(rk, now, lease=self.timeout + 5.0)
-            if ev is None:
-                if time.monotonic() - idle_since > 5.0:
-                    return  # the loop in run() starts a new worker when work arrives
-                await asyncio.sleep(self.poll)
-                continue
-            wait = await self.store.acquire(rk, self.budget.rate, self.budget.burst, now)
-            if wait > 0:
-                self.metrics.budget_waits.labels(ev.key_name).inc()
-                await self.store.retry(ev, now, "waiting for budget", count=False, now=now)
-                await asyncio.sleep(wait)
-                continue
-            await self._deliver(ev)
-            idle_since = time.monotonic()
-
-    async def _deliver(self, ev: OutEvent) -> None:
+    async def _deliver(self, ev: OutEvent, stamp: int) -> None:
         status, headers, error = await self._post(ev)
-        d = classify(status)
+        d = Decision(Outcome.DRY_RUN, Verdict.DONE) if self.dry_run else classify(status)
         self.metrics.events_sent.labels(ev.action, d.outcome).inc()
         fields = {"dedup_key": ev.dedup_key, "action": ev.action, "key": ev.key_name,
                   "status": status, "outcome": d.outcome, "attempt": ev.attempts + 1}
         now = self.clock.now()
         if d.verdict is Verdict.DONE:
             self._pauses.pop(ev.routing_key, None)
-            await self.store.done(ev, now)
+            await self.store.done(ev, stamp, now)
             log.info("event delivered", extra={"fields": fields})
         elif d.verdict is Verdict.DEAD:
-            await self.store.dead(ev, error, now)
+            await self.store.dead(ev, stamp, error, now)
             self.metrics.dead_letters.labels(ev.action).inc()
             log.error("event dead-lettered", extra={"fields": {**fields, "error": error}})
         elif d.verdict is Verdict.PAUSE:
@@ -208,13 +227,13 @@ class Sender:
             self._pauses[ev.routing_key] = n + 1
             delay = _retry_after(headers) or backoff(n, self.retry_base * 4, self.retry_cap)
             await self.store.pause(ev.routing_key, now + delay)
-            await self.store.retry(ev, now + delay, error, count=False, now=now)
+            await self.store.retry(ev, stamp, now + delay, error, count=False, now=now)
             self.metrics.rate_limited.labels(ev.key_name).inc()
             self.metrics.retries.labels(d.outcome).inc()
             log.warning("rate limited; key paused", extra={"fields": {**fields, "pause_s": round(delay, 2)}})
         else:
             delay = backoff(ev.attempts, self.retry_base, self.retry_cap)
-            await self.store.retry(ev, now + delay, error, count=True, now=now)
+            await self.store.retry(ev, stamp, now + delay, error, count=True, now=now)
             self.metrics.retries.labels(d.outcome).inc()
             log.warning("event will be retried", extra={"fields": {**fields, "error": error,
                                                                    "retry_in_s": round(delay, 2)}})

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from proxy.app import Proxy, Settings
-from proxy.sender import Budget
 from proxy.store.memory import MemoryStore
 from tests.support.fakepd import FakePagerDuty
 from tests.support.net import free_port
@@ -59,7 +58,6 @@ def make_proxy(aiohttp_client: Any, tmp_path: Path) -> Callable[..., Any]:
 
     async def make(upstream: str, rules: str = FAST_RULES, store: Any = None, **kw: Any) -> Any:
         rules_dir = write_rules(tmp_path / "rules", rules)
-        kw.setdefault("budget", Budget())
         settings = Settings(rules=[str(rules_dir)], upstream=upstream, watch_interval=0,
                             retry_base=0.05, **kw)
         proxy = Proxy(settings, store or MemoryStore())

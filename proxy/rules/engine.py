@@ -18,7 +18,7 @@ from proxy.redact import mask
 from proxy.rules.matchers import matches_all
 from proxy.rules.schema import ALL_LABELS, Rule, RuleFile
 
-__all__ = ["SUPPRESS_REASONS", "Placement", "RuleSet", "group_dedup_key"]
+__all__ = ["SUPPRESS_REASONS", "Placement", "RuleSet", "group_dedup_key", "own_identity_key"]
 
 SUPPRESS_REASONS = ("dropped", "no_routing_key", "inhibited", "maintenance")
 _BUILTIN_SEVERITY_MAP = {
@@ -54,6 +54,13 @@ class Placement:
 def group_dedup_key(rule_name: str, routing_key: str, labels: dict[str, str]) -> str:
     """Stable hash of a group's identity: the same on every replica and every restart."""
     return _dedup_key(rule_name, routing_key, tuple(sorted(labels.items())))
+
+
+def own_identity_key(routing_key: str, fingerprint: str) -> str:
+    """The group of an Events v2 event that keeps its own identity: it depends only on the
+    routing key and the sender's dedup_key (not on the rule), so a resolve that carries
+    nothing else finds it again, even after the store lost it."""
+    return _dedup_key("", routing_key, (("fingerprint", fingerprint),))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -120,6 +127,8 @@ class RuleSet:
                 # an Events v2 event without the grouping labels keeps its own identity
                 # (Alertmanager's pagerduty_configs already grouped it upstream)
                 glabels = {"fingerprint": alert.fingerprint}
-            out.append(Placement(alert, rule, rk, name, group_dedup_key(rule.name, rk, glabels),
-                                 glabels, self.severity(rule, alert)))
+                key = own_identity_key(rk, alert.fingerprint)
+            else:
+                key = group_dedup_key(rule.name, rk, glabels)
+            out.append(Placement(alert, rule, rk, name, key, glabels, self.severity(rule, alert)))
         return out, (None if out else "no_routing_key")

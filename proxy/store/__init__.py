@@ -1,11 +1,12 @@
-"""Stores built from a URL: `memory://` (embedded) or `redis://host:port/db` / `rediss://`."""
+"""Stores built from a URL: `memory://` (embedded, lost on restart), `sqlite://PATH`
+(embedded, durable), or Redis in any of its forms (store.redis_url.SCHEMES)."""
 
 from __future__ import annotations
 
 from proxy.errors import ConfigError
-from proxy.store.base import Entry, Resolved, Stats, Store
+from proxy.store.base import Commit, Entry, Resolved, Stats, Store, Take, Window
 
-__all__ = ["Entry", "Resolved", "Stats", "Store", "from_url"]
+__all__ = ["Commit", "Entry", "Resolved", "Stats", "Store", "Take", "Window", "from_url"]
 
 
 def from_url(url: str, prefix: str = "alert-proxy") -> Store:
@@ -13,8 +14,15 @@ def from_url(url: str, prefix: str = "alert-proxy") -> Store:
         from proxy.store.memory import MemoryStore
 
         return MemoryStore()
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith("sqlite://"):
+        from proxy.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    from proxy.store.redis_url import SCHEMES
+
+    if url.startswith(SCHEMES):
         from proxy.store.redis import RedisStore
 
         return RedisStore(url, prefix=prefix)
-    raise ConfigError([f"--store: {url!r} is not a store URL (memory:// or redis://host:port/db)"])
+    raise ConfigError([f"--store: {url!r} is not a store URL (memory://, sqlite:///path/state.db, "
+                       "redis://host:port/db, rediss://, redis+sentinel://, redis+cluster://)"])

@@ -1,26 +1,38 @@
-"""The store protocol, split by capability; memory.py and redis.py implement all of it.
+"""The store protocol, split by capability; memory.py, sqlite.py and redis.py implement
+all of it, and tests/contract runs one behaviour suite against each.
 
-Scheduling rule applied by `record` (both stores, atomically per request):
-- a firing alert for an unknown group opens it, due at now + group_wait;
-- a resolved alert for an unknown group is ignored (nothing was ever sent for it);
-- a new alert, or one whose status changes, bumps the group's version; in a group that
-  has triggered it makes the group due at max(now, last_flush + group_interval)
-  (resolve_wait for a resolve), if earlier;
+Scheduling rule applied by `record` (every store, atomically per request):
+- a firing alert for an unknown group opens it, due at now + group_wait, in the urgent
+  lane if the alert is critical (a group turns urgent when a critical alert joins);
+- a resolved alert reaches every open group holding its fingerprint; when none does, each
+  of its candidate groups (where today's rules would put it) that is neither open nor
+  tombstoned gets its resolve event enqueued (the state was lost: a restart of the memory
+  store, a deleted file), and is then tombstoned so the resolve goes once;
+- a new alert, or one whose status changes, bumps the group's version and is noted in the
+  alert's `changes`; in a group flushed before it makes the group due at
+  max(now, last_flush + group_interval) (resolve_wait for a resolve), if earlier;
+- every alert recorded refreshes the group's `last_seen`;
 - an alert's stored JSON is replaced when the update is `full` (it has labels); an
   Events v2 resolve, which carries only its dedup_key, changes the status alone.
-Alerts are kept as JSON text (a str: orjson's bytes keep a 4 KB buffer each), compact
-and invisible to Python's garbage collector.
+
+Costs: `record` is one round trip per request (Redis); `take` and `claim_due` use ordered
+indexes, never a scan of the backlog; `stats` reads counters kept as work happens.
+Deleting a group leaves a tombstone for TOMBSTONE_TTL seconds and nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from proxy.model import Group, OutEvent
 
-__all__ = ["BudgetStore", "Entry", "OutboxStore", "Resolved", "Stats", "Store", "WindowStore"]
+__all__ = ["CHANGES_KEPT", "TOMBSTONE_TTL", "BudgetStore", "Commit", "Entry", "KeyStats",
+           "OutboxStore", "Resolved", "Stats", "Store", "Take", "Window", "WindowStore"]
+
+TOMBSTONE_TTL = 3600.0  # seconds a deleted group's key is remembered (a late resolve is ignored)
+CHANGES_KEPT = 20  # status changes remembered per alert (flap detection)
 
 
 @dataclass(slots=True)
@@ -28,59 +40,103 @@ class Entry:
     """One firing alert placed in one group, as `record` takes it."""
 
     group_key: str
-    meta: dict[str, Any]  # rule, routing_key, key_name, group_labels
+    meta: dict[str, object]  # rule, routing_key, key_name, group_labels (kept as given)
     fingerprint: str
-    alert_json: str  # Alert.to_dict() plus placed_severity
+    alert_json: str  # GroupAlert.to_json()
     group_wait: float
     group_interval: float
     resolve_wait: float
     max_alerts: int
-    status: str = "firing"
+    urgent: bool = False  # a critical alert: the group goes to the urgent lane
 
 
 @dataclass(slots=True)
 class Resolved:
-    """A resolved alert: it reaches every open group holding its fingerprint."""
+    """A resolved alert: it reaches every open group holding its fingerprint.
+
+    `candidates` are the groups today's rules would put it in, each with the resolve to
+    send if the store has lost that group (see the scheduling rule)."""
 
     fingerprint: str
     alert_json: str
     full: bool  # False: only the status changes (an Events v2 resolve has no labels)
+    candidates: list[tuple[str, OutEvent]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Commit:
+    """A flushed group's new state: stored (or deleted) with its events, atomically, only if
+    its version is still `group.version`."""
+
+    group: Group
+    delete: bool
+    events: list[OutEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The send budget of one routing key: at most `limit` events in any `seconds`;
+    events less urgent than a critical trigger may use only `limit - reserve` of it."""
+
+    limit: int = 120
+    seconds: float = 60.0
+    reserve: int = 10
+
+
+@dataclass(slots=True)
+class Take:
+    """What `take` gives: an event leased to the caller, or none and how long to wait
+    before anything could be taken (the budget, a pause, a backoff; inf: nothing queued)."""
+
+    event: OutEvent | None
+    wait: float
+    stamp: int = 0  # the budget stamp the event spent (settled by done/retry/dead)
+
+
+@dataclass(slots=True)
+class KeyStats:
+    depth: int
+    oldest_enqueued_at: float
+    sent_in_window: int
 
 
 @dataclass(slots=True)
 class Stats:
-    """What the metrics show, cheap to get at any size."""
+    """What the metrics show: counters kept by the store, O(routing keys) to read."""
 
     groups_open: int
     dead: int
-    pending: list[tuple[str, float]]  # (key name, enqueued_at) of each waiting event
+    keys: dict[str, KeyStats]  # key name -> figures
 
 
 class WindowStore(Protocol):
-    async def record(self, entries: Sequence[Entry], orphans: Sequence[Resolved],
-                     now: float, marks: Sequence[tuple[str, str]] = ()) -> None:
+    async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
+                     marks: Sequence[tuple[str, str]] = ()) -> int:
         """Atomically add `entries` to their groups (opening them as needed), apply
-        `orphans` (resolved alerts) to every open group holding their fingerprint, and
-        record the inhibition `marks` (mark, fingerprint) of firing source alerts (an
-        orphan's fingerprint leaves every mark). One round trip for the whole request."""
+        `resolved` alerts by the scheduling rule, and record the inhibition `marks`
+        (mark, fingerprint) of firing source alerts (a resolved fingerprint leaves every
+        mark). One round trip for the whole request. Returns the number of resolves
+        enqueued for lost groups."""
         ...
 
     async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
         """The fingerprints of firing source alerts that left each mark."""
         ...
 
-    async def claim_due(self, now: float, lease: float, limit: int) -> list[str]:
-        """Atomically take up to `limit` groups due at `now`, pushing their due time to
-        now + lease so no other replica takes them meanwhile."""
+    async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
+        """Atomically take up to `limit` groups due at `now`, urgent lane first, pushing
+        their due time to now + lease so that no other replica takes them meanwhile;
+        returns them loaded."""
+        ...
+
+    async def commit(self, commits: Sequence[Commit]) -> list[bool]:
+        """For each commit, atomically: if the group's version is unchanged, store its
+        flush state (due, triggered, grown, last_trigger_at, last_flush_at, state) with
+        the version bumped, or delete it (leaving a tombstone), and enqueue its events.
+        False for a group that changed meanwhile: load it and decide again."""
         ...
 
     async def load(self, key: str) -> Group | None: ...
-
-    async def commit(self, g: Group, delete: bool, events: Sequence[OutEvent]) -> bool:
-        """Atomically store g's flush state (due, triggered, grown, last_trigger_at,
-        last_flush_at) or delete the group, and enqueue `events`, only if the group's
-        version is still g.version. False means it changed: load and decide again."""
-        ...
 
     async def groups(self) -> list[Group]: ...
 
@@ -99,49 +155,59 @@ class OutboxStore(Protocol):
         """Routing keys with pending events."""
         ...
 
-    async def take(self, routing_key: str, now: float, lease: float) -> OutEvent | None:
-        """Atomically lease the most urgent event of `routing_key` that is first in its
-        dedup_key's line and due; its lease ends at now + lease (then it is taken again)."""
+    async def take(self, routing_key: str, now: float, lease: float, window: Window) -> Take:
+        """Atomically: unless the key is paused, lease the most urgent due head of the
+        key's lines (priority, then age) if the budget window has room for it, and stamp
+        the window. The lease ends at now + lease (then the event is taken again)."""
         ...
 
-    async def done(self, ev: OutEvent, now: float) -> None: ...
+    async def done(self, ev: OutEvent, stamp: int, now: float) -> None:
+        """The event was delivered: drop it, settle its budget stamp at `now`."""
+        ...
 
-    async def retry(self, ev: OutEvent, not_before: float, error: str, count: bool,
+    async def retry(self, ev: OutEvent, stamp: int, not_before: float, error: str, count: bool,
                     now: float) -> None:
         """Give the event back, due again at not_before; `count` adds one attempt."""
         ...
 
-    async def dead(self, ev: OutEvent, error: str, now: float) -> None:
+    async def dead(self, ev: OutEvent, stamp: int, error: str, now: float) -> None:
         """Move the event to the dead letters (it stops blocking its dedup_key)."""
         ...
 
-    async def pending(self) -> list[OutEvent]: ...
+    async def pending(self, limit: int = 1000) -> list[OutEvent]: ...
 
-    async def dead_letters(self) -> list[OutEvent]: ...
+    async def dead_letters(self, limit: int = 1000) -> list[OutEvent]: ...
 
     async def requeue_dead(self, seqs: Sequence[int] | None) -> int:
         """Put dead letters (all, or those with these seqs) back in the outbox."""
         ...
 
-
-class BudgetStore(Protocol):
-    async def acquire(self, routing_key: str, rate: float, burst: float, now: float) -> float:
-        """Atomically take one token of the key's bucket: 0.0 if taken, else the seconds
-        to wait. Shared by every replica on the same store."""
+    async def release(self, ev: OutEvent, stamp: int, now: float) -> None:
+        """Give back a leased event that was never sent (shutdown): due at once, its
+        budget stamp returned, no attempt counted."""
         ...
 
-    async def pause(self, routing_key: str, until: float) -> None: ...
 
-    async def paused_until(self, routing_key: str) -> float: ...
+class BudgetStore(Protocol):
+    async def pause(self, routing_key: str, until: float) -> None:
+        """Nothing of this key is taken before `until` (PagerDuty said 429)."""
+        ...
+
+    async def sent_in_window(self, routing_key: str, now: float, window: Window) -> int: ...
 
 
 class Store(WindowStore, OutboxStore, BudgetStore, Protocol):
     url: str
 
-    async def stats(self) -> Stats: ...
+    async def stats(self, now: float, window: Window) -> Stats: ...
 
     async def ping(self) -> None:
         """Raise StoreError if the store cannot serve."""
+        ...
+
+    async def footprint(self) -> dict[str, int]:
+        """How many objects (keys, rows) the store holds, by kind; for tests and ops, not
+        for a hot path (Redis: a SCAN)."""
         ...
 
     async def close(self) -> None: ...

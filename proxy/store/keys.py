@@ -1,18 +1,26 @@
-"""Redis key names, all in one place. Every key starts with the hash-tagged prefix
-`{prefix}` so that a whole proxy's keys live in one Redis Cluster slot (the Lua scripts
-touch several keys at once). Routing keys never appear in key names: `rid` is a hash.
-The Lua scripts build the same names; their headers (lib_windows.lua, lib_outbox.lua,
-record.lua) list them."""
+"""Redis key names, all in one place: the Lua scripts never build one, they get every
+key they touch in KEYS (Redis Cluster requires it). Every key starts with the
+hash-tagged prefix `{prefix}`, so a whole proxy's keys live in one Cluster slot.
+Routing keys never appear in key names: `rid` is a hash.
+
+    windows  g:<k> (hash: the group's fields)   ga:<k> (hash fp -> alert JSON)
+             gs:<k> (hash fp -> status|change times)   due:u, due:n (zsets: urgent lane,
+             the others; group key -> due)   fp:<fp> (set of group keys)
+             tomb:<k> (a deleted group, with a TTL)
+             inh:<mark> (set of source fps)   inhfp:<fp> (set of marks)
+    outbox   ob:seq (counter)   ob:items (hash seq -> event JSON)   ob:dead (hash)
+             ob:keys (hash rid -> routing key)   ob:names (hash rid -> key name)
+             ob:lines:<rid> (hash dk -> "seq seq ...")   ob:ready:<rid> (zset seq ->
+             priority*1e13+seq)   ob:wait:<rid> (zset seq -> time)   ob:age:<rid> (zset seq
+             -> enqueued_at)
+    budget   bud:<rid> (zset stamp -> send time)   bud:seq (counter)   pause:<rid>
+"""
 
 from __future__ import annotations
 
 import hashlib
 
-__all__ = ["group", "group_alerts", "group_status", "pause", "rid", "tagged"]
-
-
-def tagged(prefix: str) -> str:
-    return "{" + prefix + "}"
+__all__ = ["Names"]
 
 
 def rid(routing_key: str) -> str:
@@ -20,41 +28,44 @@ def rid(routing_key: str) -> str:
     return hashlib.sha256(routing_key.encode()).hexdigest()[:20]
 
 
-def group(p: str, key: str) -> str:
-    return f"{p}:g:{key}"
+class Names:
+    """The key names of one proxy (one prefix)."""
 
+    def __init__(self, prefix: str) -> None:
+        self.p = "{" + prefix + "}"
+        p = self.p
+        self.due_urgent, self.due_other = f"{p}:due:u", f"{p}:due:n"
+        self.ob_seq, self.ob_items, self.ob_dead = f"{p}:ob:seq", f"{p}:ob:items", f"{p}:ob:dead"
+        self.ob_keys, self.ob_names = f"{p}:ob:keys", f"{p}:ob:names"
+        self.bud_seq = f"{p}:bud:seq"
 
-def group_alerts(p: str, key: str) -> str:
-    return f"{p}:ga:{key}"
+    def all(self) -> str:
+        """A SCAN pattern of every key (footprint, tests)."""
+        return self.p.replace("[", "\\[").replace("]", "\\]") + ":*"
 
+    # -- windows ---------------------------------------------------------------------
+    def group(self, key: str) -> tuple[str, str, str, str]:
+        """g, ga, gs and tomb of a group."""
+        p = self.p
+        return f"{p}:g:{key}", f"{p}:ga:{key}", f"{p}:gs:{key}", f"{p}:tomb:{key}"
 
-def group_status(p: str, key: str) -> str:
-    return f"{p}:gs:{key}"
+    def fingerprint(self, fp: str) -> str:
+        return f"{self.p}:fp:{fp}"
 
+    def mark(self, mark: str) -> str:
+        return f"{self.p}:inh:{mark}"
 
-def pause(p: str, routing_key: str) -> str:
-    return f"{p}:pause:{rid(routing_key)}"
+    def marks_of(self, fp: str) -> str:
+        return f"{self.p}:inhfp:{fp}"
 
+    # -- outbox and budget -----------------------------------------------------------------
+    def outbox(self, routing_key: str) -> tuple[str, str, str, str]:
+        """lines, ready, wait and age of a routing key."""
+        r, p = rid(routing_key), self.p
+        return f"{p}:ob:lines:{r}", f"{p}:ob:ready:{r}", f"{p}:ob:wait:{r}", f"{p}:ob:age:{r}"
 
-def items(p: str) -> str:
-    return f"{p}:ob:items"
+    def budget(self, routing_key: str) -> str:
+        return f"{self.p}:bud:{rid(routing_key)}"
 
-
-def dead(p: str) -> str:
-    return f"{p}:ob:dead"
-
-
-def outbox_keys(p: str) -> str:
-    return f"{p}:ob:keys"
-
-
-def due(p: str) -> str:
-    return f"{p}:due"
-
-
-def fingerprint(p: str, fp: str) -> str:
-    return f"{p}:fp:{fp}"
-
-
-def inhibit_mark(p: str, mark: str) -> str:
-    return f"{p}:inh:{mark}"
+    def pause(self, routing_key: str) -> str:
+        return f"{self.p}:pause:{rid(routing_key)}"

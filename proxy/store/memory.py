@@ -1,34 +1,79 @@
 """The embedded store: everything in this process's memory, nothing to run.
 
 Every method runs without an await inside, so each is atomic under asyncio. State is
-lost when the process ends; use redis:// where that matters."""
+lost when the process ends: use sqlite:// (one machine) or redis:// where that matters.
+
+Orders are heaps with lazy deletion: an entry is checked against the current state when
+it comes to the top and dropped if stale, so every step costs O(log n) of the backlog,
+never a scan. Alerts are kept as JSON text in dicts of plain `str`, which Python's
+garbage collector never tracks: the cost of an alert stays flat however many are open.
+"""
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from proxy.model import Group, GroupAlert, OutEvent
-from proxy.store.base import Entry, Resolved, Stats
+from proxy.model import URGENT, Group, GroupAlert, OutEvent
+from proxy.store.base import (
+    CHANGES_KEPT,
+    TOMBSTONE_TTL,
+    Commit,
+    Entry,
+    KeyStats,
+    Resolved,
+    Stats,
+    Take,
+    Window,
+)
 
 __all__ = ["MemoryStore"]
+
+
+def split_status(raw: str) -> tuple[str, tuple[float, ...]]:
+    """`firing|t1|t2` -> ("firing", (t1, t2)): an alert's status and its change times."""
+    status, *changes = raw.split("|")
+    return status, tuple(float(c) for c in changes)
+
+
+def join_status(status: str, changes: Sequence[float]) -> str:
+    return "|".join([status, *(repr(t) for t in changes[-CHANGES_KEPT:])])
 
 
 @dataclass(slots=True)
 class _Window:
     """A group as kept here: its fields (`head`, alerts left empty), and its alerts'
-    status and JSON in two dicts of plain str, which the garbage collector never
-    tracks: the cost of an alert stays flat however many are open."""
+    status (with change times) and JSON in two dicts of plain str."""
 
     head: Group
     status: dict[str, str] = field(default_factory=dict)
     json: dict[str, str] = field(default_factory=dict)
 
     def group(self) -> Group:
-        alerts = {fp: GroupAlert.from_json(js, self.status[fp]) for fp, js in self.json.items()}
-        return replace(self.head, alerts=alerts, group_labels=dict(self.head.group_labels))
+        alerts = {}
+        for fp, js in self.json.items():
+            status, changes = split_status(self.status[fp])
+            alerts[fp] = GroupAlert.from_json(js, status, changes)
+        return replace(self.head, alerts=alerts, group_labels=dict(self.head.group_labels),
+                       state=dict(self.head.state))
+
+
+@dataclass(slots=True)
+class _Key:
+    """One routing key's outbox: lines per dedup_key, heaps of their heads, its budget."""
+
+    lines: dict[str, deque[int]] = field(default_factory=dict)
+    ready: list[tuple[int, int, str]] = field(default_factory=list)  # (priority, seq, dk)
+    waiting: list[tuple[float, int, str]] = field(default_factory=list)  # (time, seq, dk)
+    leased: dict[int, float] = field(default_factory=dict)  # seq -> lease end
+    age: list[tuple[float, int]] = field(default_factory=list)  # (enqueued_at, seq)
+    depth: int = 0
+    stamps: dict[int, float] = field(default_factory=dict)  # budget: stamp -> send time
+    paused_until: float = 0.0
+    name: str = ""
 
 
 class MemoryStore:
@@ -37,24 +82,29 @@ class MemoryStore:
     def __init__(self) -> None:
         self._groups: dict[str, _Window] = {}
         self._by_fp: dict[str, str] = {}  # fingerprint -> group keys, space-separated
-        self._due: list[tuple[float, str]] = []
-        self._items: dict[int, OutEvent] = {}
-        self._lines: dict[str, dict[str, deque[int]]] = {}
-        self._leases: dict[int, float] = {}
-        self._dead: dict[int, OutEvent] = {}
-        self._seq = 0
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._pauses: dict[str, float] = {}
+        self._due: tuple[list[tuple[float, str]], list[tuple[float, str]]] = ([], [])  # urgent, other
+        self._tombs: dict[str, float] = {}
+        self._tomb_q: deque[tuple[float, str]] = deque()
         self._marks: dict[str, set[str]] = {}
         self._marks_of: dict[str, set[str]] = {}
+        self._items: dict[int, OutEvent] = {}
+        self._keys: dict[str, _Key] = {}
+        self._dead: dict[int, OutEvent] = {}
+        self._seq = 0
+        self._stamp = 0
 
     # -- windows -------------------------------------------------------------------
+    def _schedule(self, g: Group, at: float) -> None:
+        g.due = at
+        heapq.heappush(self._due[0 if g.urgent else 1], (at, g.key))
+
     def _put(self, w: _Window, fp: str, status: str, js: str, full: bool, max_alerts: int,
              now: float) -> None:
         """One alert into one window, by the scheduling rule of store.base."""
         g = w.head
-        prev = w.status.get(fp)
-        if prev is None:
+        g.last_seen = now
+        raw = w.status.get(fp)
+        if raw is None:
             if status != "firing":
                 return
             if len(w.status) >= max_alerts:
@@ -62,80 +112,112 @@ class MemoryStore:
                 return
             held = self._by_fp.get(fp)
             self._by_fp[fp] = f"{held} {g.key}" if held else g.key
-        if full or prev is None:
             w.json[fp] = js
-        w.status[fp] = status
-        if prev == status:
-            return
+            w.status[fp] = status
+        else:
+            if full:
+                w.json[fp] = js
+            prev, changes = split_status(raw)
+            if prev == status:
+                return
+            w.status[fp] = join_status(status, (*changes, now))
         g.version += 1
-        if g.triggered:
-            if status == "firing":
+        if g.last_flush_at > 0:
+            if status == "firing" and g.triggered:
                 g.grown = True
             at = max(now, g.last_flush_at + (g.group_interval if status == "firing" else g.resolve_wait))
             if at < g.due:
-                g.due = at
-                heapq.heappush(self._due, (at, g.key))
+                self._schedule(g, at)
 
-    async def record(self, entries: Sequence[Entry], orphans: Sequence[Resolved],
-                     now: float, marks: Sequence[tuple[str, str]] = ()) -> None:
+    def _sweep_tombs(self, now: float) -> None:
+        while self._tomb_q and self._tomb_q[0][0] <= now:
+            until, key = self._tomb_q.popleft()
+            if self._tombs.get(key) == until:
+                del self._tombs[key]
+
+    def _tomb(self, key: str, now: float) -> None:
+        until = now + TOMBSTONE_TTL
+        self._tombs[key] = until
+        self._tomb_q.append((until, key))
+
+    async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
+                     marks: Sequence[tuple[str, str]] = ()) -> int:
+        self._sweep_tombs(now)
+        lost: list[OutEvent] = []
         for mark, fp in marks:
             self._marks.setdefault(mark, set()).add(fp)
             self._marks_of.setdefault(fp, set()).add(mark)
         for e in entries:
             w = self._groups.get(e.group_key)
             if w is None:
-                if e.status != "firing":
-                    continue
-                w = _Window(Group(key=e.group_key, opened_at=now, due=now + e.group_wait,
-                                  group_interval=e.group_interval, resolve_wait=e.resolve_wait,
-                                  **e.meta))
-                self._groups[e.group_key] = w
-                heapq.heappush(self._due, (w.head.due, e.group_key))
-            self._put(w, e.fingerprint, e.status, e.alert_json, True, e.max_alerts, now)
-        for o in orphans:
-            for mark in self._marks_of.pop(o.fingerprint, ()):
-                self._marks[mark].discard(o.fingerprint)
+                g = Group(key=e.group_key, opened_at=now, group_interval=e.group_interval,
+                          resolve_wait=e.resolve_wait, urgent=e.urgent, **e.meta)  # type: ignore[arg-type]
+                w = self._groups[e.group_key] = _Window(g)
+                self._schedule(g, now + e.group_wait)
+            elif e.urgent and not w.head.urgent:
+                w.head.urgent = True
+                self._schedule(w.head, w.head.due)
+            self._put(w, e.fingerprint, "firing", e.alert_json, True, e.max_alerts, now)
+        for r in resolved:
+            for mark in self._marks_of.pop(r.fingerprint, ()):
+                self._marks[mark].discard(r.fingerprint)
                 if not self._marks[mark]:
                     del self._marks[mark]
-            for key in self._by_fp.get(o.fingerprint, "").split():
-                self._put(self._groups[key], o.fingerprint, "resolved", o.alert_json, o.full,
+            held = self._by_fp.get(r.fingerprint, "").split()
+            for key in held:
+                self._put(self._groups[key], r.fingerprint, "resolved", r.alert_json, r.full,
                           1 << 62, now)
+            if not held:
+                for key, ev in r.candidates:
+                    if key not in self._groups and key not in self._tombs:
+                        self._tomb(key, now)
+                        lost.append(ev)
+        await self.enqueue(lost)
+        return len(lost)
 
-    async def claim_due(self, now: float, lease: float, limit: int) -> list[str]:
-        out: list[str] = []
-        while self._due and self._due[0][0] <= now and len(out) < limit:
-            due, key = heapq.heappop(self._due)
-            w = self._groups.get(key)
-            if w is None or w.head.due != due:
-                continue  # stale heap entry
-            w.head.due = now + lease
-            heapq.heappush(self._due, (w.head.due, key))
-            out.append(key)
+    async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
+        out: list[Group] = []
+        for heap in self._due:
+            while heap and heap[0][0] <= now and len(out) < limit:
+                due, key = heapq.heappop(heap)
+                w = self._groups.get(key)
+                if w is None or w.head.due != due or (heap is self._due[1]) == w.head.urgent:
+                    continue  # a stale entry
+                self._schedule(w.head, now + lease)
+                out.append(w.group())
         return out
 
     async def load(self, key: str) -> Group | None:
         w = self._groups.get(key)
         return w.group() if w else None
 
-    async def commit(self, g: Group, delete: bool, events: Sequence[OutEvent]) -> bool:
-        w = self._groups.get(g.key)
-        if w is None or w.head.version != g.version:
-            return False
-        if delete:
-            del self._groups[g.key]
-            for fp in w.status:
-                rest = " ".join(k for k in self._by_fp.get(fp, "").split() if k != g.key)
-                if rest:
-                    self._by_fp[fp] = rest
-                else:
-                    self._by_fp.pop(fp, None)
-        else:
-            h = w.head
-            h.due, h.triggered, h.grown = g.due, g.triggered, g.grown
-            h.last_trigger_at, h.last_flush_at = g.last_trigger_at, g.last_flush_at
-            heapq.heappush(self._due, (h.due, h.key))
-        await self.enqueue(events)
-        return True
+    async def commit(self, commits: Sequence[Commit]) -> list[bool]:
+        out = []
+        for c in commits:
+            g = c.group
+            w = self._groups.get(g.key)
+            if w is None or w.head.version != g.version:
+                out.append(False)
+                continue
+            if c.delete:
+                del self._groups[g.key]
+                self._tomb(g.key, g.last_flush_at)
+                for fp in w.status:
+                    rest = " ".join(k for k in self._by_fp.get(fp, "").split() if k != g.key)
+                    if rest:
+                        self._by_fp[fp] = rest
+                    else:
+                        self._by_fp.pop(fp, None)
+            else:
+                h = w.head
+                h.triggered, h.grown = g.triggered, g.grown
+                h.last_trigger_at, h.last_flush_at = g.last_trigger_at, g.last_flush_at
+                h.state = dict(g.state)
+                h.version += 1
+                self._schedule(h, g.due)
+            await self.enqueue(c.events)
+            out.append(True)
+        return out
 
     async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
         return {m: set(self._marks.get(m, ())) for m in marks}
@@ -146,80 +228,161 @@ class MemoryStore:
     async def groups_of(self, fingerprint: str) -> list[Group]:
         return [self._groups[k].group() for k in self._by_fp.get(fingerprint, "").split()]
 
-    async def stats(self) -> Stats:
-        return Stats(groups_open=len(self._groups), dead=len(self._dead),
-                     pending=[(e.key_name, e.enqueued_at) for e in self._items.values()])
-
     # -- outbox --------------------------------------------------------------------
+    def _key(self, rk: str) -> _Key:
+        k = self._keys.get(rk)
+        if k is None:
+            k = self._keys[rk] = _Key()
+        return k
+
+    def _head_ready(self, k: _Key, seq: int, dk: str) -> None:
+        """`seq` heads its line and is not leased: into `ready`, or `waiting` for its time."""
+        ev = self._items[seq]
+        if ev.not_before > 0:
+            heapq.heappush(k.waiting, (ev.not_before, seq, dk))
+        else:
+            heapq.heappush(k.ready, (ev.priority, seq, dk))
+
     async def enqueue(self, events: Sequence[OutEvent]) -> None:
         for ev in events:
-            line = self._lines.setdefault(ev.routing_key, {}).setdefault(ev.dedup_key, deque())
-            if ev.action == "trigger" and line and line[-1] not in self._leases:
+            k = self._key(ev.routing_key)
+            k.name = ev.key_name
+            line = k.lines.setdefault(ev.dedup_key, deque())
+            if ev.action == "trigger" and line and line[-1] not in k.leased:
                 last = self._items[line[-1]]
                 if last.action == "trigger":
                     last.body, last.severity = ev.body, ev.severity
+                    if len(line) == 1:
+                        self._head_ready(k, line[0], ev.dedup_key)  # its priority may change
                     continue
             self._seq += 1
             ev = replace(ev, seq=self._seq)
             self._items[ev.seq] = ev
             line.append(ev.seq)
+            k.depth += 1
+            heapq.heappush(k.age, (ev.enqueued_at, ev.seq))
+            if len(line) == 1:
+                self._head_ready(k, ev.seq, ev.dedup_key)
 
     async def outbox_keys(self) -> list[str]:
-        return list(self._lines)
+        return [rk for rk, k in self._keys.items() if k.depth]
 
-    async def take(self, routing_key: str, now: float, lease: float) -> OutEvent | None:
-        best: OutEvent | None = None
-        for line in self._lines.get(routing_key, {}).values():
-            seq = line[0]
-            if self._leases.get(seq, 0.0) > now:
+    def _is_head(self, k: _Key, seq: int, dk: str) -> bool:
+        line = k.lines.get(dk)
+        return bool(line) and line[0] == seq  # type: ignore[index]
+
+    def _budget_wait(self, k: _Key, prio: int, now: float, window: Window) -> float:
+        """0 if the window has room for an event of this priority, else the seconds until
+        it has (stamps older than the window are forgotten first)."""
+        horizon = now - window.seconds
+        for s in [s for s, t in k.stamps.items() if t <= horizon]:
+            del k.stamps[s]
+        allowed = window.limit if prio == URGENT else window.limit - window.reserve
+        n = len(k.stamps)
+        if n < allowed:
+            return 0.0
+        times = sorted(k.stamps.values())
+        return max(0.001, times[n - allowed] + window.seconds - now)
+
+    async def take(self, routing_key: str, now: float, lease: float, window: Window) -> Take:
+        k = self._keys.get(routing_key)
+        if k is None or not k.depth:
+            return Take(None, math.inf)
+        if k.paused_until > now:
+            return Take(None, k.paused_until - now)
+        while k.waiting and k.waiting[0][0] <= now:  # backoffs over, leases run out
+            _, seq, dk = heapq.heappop(k.waiting)
+            if self._is_head(k, seq, dk) and k.leased.get(seq, 0.0) <= now:
+                k.leased.pop(seq, None)
+                heapq.heappush(k.ready, (self._items[seq].priority, seq, dk))
+        while k.ready:
+            prio, seq, dk = k.ready[0]
+            ev = self._items.get(seq)
+            if ev is None or ev.priority != prio or seq in k.leased or not self._is_head(k, seq, dk):
+                heapq.heappop(k.ready)
                 continue
-            ev = self._items[seq]
             if ev.not_before > now:
+                heapq.heappop(k.ready)
+                heapq.heappush(k.waiting, (ev.not_before, seq, dk))
                 continue
-            if best is None or (ev.priority, ev.seq) < (best.priority, best.seq):
-                best = ev
-        if best is None:
-            return None
-        self._leases[best.seq] = now + lease
-        return replace(best)
+            wait = self._budget_wait(k, prio, now, window)
+            if wait:
+                return Take(None, wait)
+            heapq.heappop(k.ready)
+            k.leased[seq] = now + lease
+            heapq.heappush(k.waiting, (now + lease, seq, dk))
+            self._stamp += 1
+            k.stamps[self._stamp] = now
+            return Take(replace(ev), 0.0, self._stamp)
+        return Take(None, max(0.001, k.waiting[0][0] - now) if k.waiting else math.inf)
+
+    def _settle(self, k: _Key, stamp: int, now: float) -> None:
+        if stamp in k.stamps:
+            k.stamps[stamp] = max(k.stamps[stamp], now)
 
     def _remove(self, ev: OutEvent) -> OutEvent | None:
+        """Take the event off its line; the next of the line becomes a head."""
         item = self._items.pop(ev.seq, None)
-        self._leases.pop(ev.seq, None)
-        lines = self._lines.get(ev.routing_key, {})
-        line = lines.get(ev.dedup_key)
+        k = self._keys.get(ev.routing_key)
+        if item is None or k is None:
+            return item
+        k.leased.pop(ev.seq, None)
+        k.depth -= 1
+        line = k.lines.get(ev.dedup_key)
         if line is not None and ev.seq in line:
             line.remove(ev.seq)
-            if not line:
-                del lines[ev.dedup_key]
-                if not lines:
-                    del self._lines[ev.routing_key]
+            if line:
+                self._head_ready(k, line[0], ev.dedup_key)
+            else:
+                del k.lines[ev.dedup_key]
+        while k.age and k.age[0][1] not in self._items:
+            heapq.heappop(k.age)
         return item
 
-    async def done(self, ev: OutEvent, now: float) -> None:
+    async def done(self, ev: OutEvent, stamp: int, now: float) -> None:
         self._remove(ev)
+        if k := self._keys.get(ev.routing_key):
+            self._settle(k, stamp, now)
 
-    async def retry(self, ev: OutEvent, not_before: float, error: str, count: bool,
+    async def retry(self, ev: OutEvent, stamp: int, not_before: float, error: str, count: bool,
                     now: float) -> None:
         item = self._items.get(ev.seq)
-        if item is None:
+        k = self._keys.get(ev.routing_key)
+        if item is None or k is None:
             return
-        self._leases.pop(ev.seq, None)
+        self._settle(k, stamp, now)
+        k.leased.pop(ev.seq, None)
         item.not_before, item.last_error = not_before, error
         item.attempts += 1 if count else 0
+        if self._is_head(k, ev.seq, ev.dedup_key):
+            self._head_ready(k, ev.seq, ev.dedup_key)
 
-    async def dead(self, ev: OutEvent, error: str, now: float) -> None:
+    async def release(self, ev: OutEvent, stamp: int, now: float) -> None:
+        k = self._keys.get(ev.routing_key)
+        if k is None or ev.seq not in self._items:
+            return
+        k.stamps.pop(stamp, None)
+        k.leased.pop(ev.seq, None)
+        if self._is_head(k, ev.seq, ev.dedup_key):
+            self._head_ready(k, ev.seq, ev.dedup_key)
+
+    async def dead(self, ev: OutEvent, stamp: int, error: str, now: float) -> None:
         item = self._remove(ev)
+        if k := self._keys.get(ev.routing_key):
+            self._settle(k, stamp, now)
         if item is not None:
             item.last_error = error
             item.attempts += 1
             self._dead[item.seq] = item
 
-    async def pending(self) -> list[OutEvent]:
-        return [replace(e) for _, e in sorted(self._items.items())]
+    async def pending(self, limit: int = 1000) -> list[OutEvent]:
+        out = []
+        for seq in sorted(self._items)[:limit]:
+            out.append(replace(self._items[seq]))
+        return out
 
-    async def dead_letters(self) -> list[OutEvent]:
-        return [replace(e) for _, e in sorted(self._dead.items())]
+    async def dead_letters(self, limit: int = 1000) -> list[OutEvent]:
+        return [replace(e) for _, e in sorted(self._dead.items())[:limit]]
 
     async def requeue_dead(self, seqs: Sequence[int] | None) -> int:
         chosen = [s for s in self._dead if seqs is None or s in seqs]
@@ -227,23 +390,31 @@ class MemoryStore:
         return len(chosen)
 
     # -- budget --------------------------------------------------------------------
-    async def acquire(self, routing_key: str, rate: float, burst: float, now: float) -> float:
-        tokens, ts = self._buckets.get(routing_key, (burst, now))
-        tokens = min(burst, tokens + max(0.0, now - ts) * rate)
-        if tokens >= 1.0:
-            self._buckets[routing_key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[routing_key] = (tokens, now)
-        return (1.0 - tokens) / rate
-
     async def pause(self, routing_key: str, until: float) -> None:
-        self._pauses[routing_key] = max(until, self._pauses.get(routing_key, 0.0))
+        k = self._key(routing_key)
+        k.paused_until = max(until, k.paused_until)
 
-    async def paused_until(self, routing_key: str) -> float:
-        return self._pauses.get(routing_key, 0.0)
+    async def sent_in_window(self, routing_key: str, now: float, window: Window) -> int:
+        k = self._keys.get(routing_key)
+        return sum(1 for t in k.stamps.values() if t > now - window.seconds) if k else 0
+
+    async def stats(self, now: float, window: Window) -> Stats:
+        keys: dict[str, KeyStats] = {}
+        for rk, k in self._keys.items():
+            if not k.depth and not k.stamps:
+                continue
+            oldest = k.age[0][0] if k.depth and k.age else now
+            keys[k.name] = KeyStats(k.depth, oldest, await self.sent_in_window(rk, now, window))
+        return Stats(groups_open=len(self._groups), dead=len(self._dead), keys=keys)
 
     async def ping(self) -> None:
         return None
 
     async def close(self) -> None:
         return None
+
+    async def footprint(self) -> dict[str, int]:
+        return {"groups": len(self._groups), "fingerprints": len(self._by_fp),
+                "tombstones": len(self._tombs), "events": len(self._items),
+                "lines": sum(len(k.lines) for k in self._keys.values()), "dead": len(self._dead),
+                "marks": len(self._marks), "budgets": sum(1 for k in self._keys.values() if k.stamps)}

@@ -1,36 +1,50 @@
-"""The Redis store: windows, outbox and budgets shared by every replica on one Redis.
+"""The Redis store: windows, outbox and budgets shared by every replica on one Redis
+(standalone, over TLS, behind Sentinel, or a Cluster: see redis_url.py).
 
-Each atomic step is one Lua script in lua/ (loaded once with importlib.resources and run
-by EVALSHA, reloaded by redis-py when a restarted Redis has forgotten it). Recording a
-request's alerts is one round trip whatever their number. Driver errors become
+Each atomic step is one Lua script in lua/ (loaded with importlib.resources, run by
+EVALSHA, reloaded by redis-py when a restarted Redis has forgotten it), and every key a
+script touches is passed in KEYS, named by keys.py, so Redis Cluster runs them as they
+are. Recording a request's alerts is one round trip whatever their number (two when a
+resolved alert sits in a group today's rules would not put it in). Driver errors become
 StoreError, which the HTTP layer answers with 503."""
 
 from __future__ import annotations
 
 import functools
-import time
+import math
 from collections.abc import Callable, Coroutine, Sequence
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from proxy.errors import StoreError
 from proxy.model import Group, GroupAlert, OutEvent
 from proxy.store import keys
-from proxy.store.base import Entry, Resolved, Stats
+from proxy.store.base import (
+    CHANGES_KEPT,
+    TOMBSTONE_TTL,
+    Commit,
+    Entry,
+    KeyStats,
+    Resolved,
+    Stats,
+    Take,
+    Window,
+)
+from proxy.store.memory import split_status
+from proxy.store.redis_url import connect
 
 __all__ = ["RedisStore"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-GROUP_TTL = 7 * 86400.0  # a group nobody touched for a week is forgotten
-_LIBS = {"record": "lib_windows", "claim_due": "lib_windows", "commit": "lib_windows+lib_outbox",
-         "enqueue": "lib_outbox", "take": "lib_outbox", "done": "lib_outbox", "dead": "lib_outbox",
-         "retry": "lib_outbox", "requeue": "lib_outbox", "acquire": ""}
+GROUP_TTL = 7 * 86400  # a group nobody touched for a week is forgotten
+_LIBS = {"record": "lib_windows+lib_outbox", "claim_due": "", "commit": "lib_outbox",
+         "enqueue": "lib_outbox", "take": "", "done": "lib_outbox", "dead": "lib_outbox",
+         "retry": "lib_outbox", "release": "lib_outbox", "requeue": "lib_outbox", "pause": ""}
 
 
 def _lua(name: str) -> str:
@@ -72,53 +86,127 @@ def _event(raw: bytes | str) -> OutEvent:
                     last_error=d["last_error"] or "")
 
 
+class _Keys:
+    """The KEYS of one script call: fixed ones first, then each declared once; ARGV names
+    them by their 1-based index."""
+
+    def __init__(self, fixed: Sequence[str]) -> None:
+        self.keys: list[str] = []
+        self._at: dict[str, int] = {}
+        for k in fixed:
+            self.idx(k)
+
+    def idx(self, name: str) -> int:
+        i = self._at.get(name)
+        if i is None:
+            self.keys.append(name)
+            i = self._at[name] = len(self.keys)
+        return i
+
+    def many(self, names: Sequence[str]) -> list[int]:
+        return [self.idx(n) for n in names]
+
+
 class RedisStore:
     def __init__(self, url: str, prefix: str = "alert-proxy") -> None:
         self.url = url
-        self.p = keys.tagged(prefix)
-        self._r = aioredis.from_url(url, socket_timeout=3, socket_connect_timeout=2,
-                                    health_check_interval=10)
+        self.n = keys.Names(prefix)
+        self._r = connect(url)
         self._s = {name: self._r.register_script(_lua(name)) for name in _LIBS}
 
-    async def _run(self, name: str, *args: Any) -> Any:
-        return await self._s[name](keys=[self.p], args=list(args))
+    async def _run(self, name: str, keys_: Sequence[str], *args: Any) -> Any:
+        return await self._s[name](keys=list(keys_), args=list(args))
+
+    def _outbox_fixed(self) -> list[str]:
+        n = self.n
+        return [n.ob_items, n.ob_seq, n.ob_keys, n.ob_names]
 
     # -- windows -------------------------------------------------------------------
     @_wrapped
-    async def record(self, entries: Sequence[Entry], orphans: Sequence[Resolved],
-                     now: float, marks: Sequence[tuple[str, str]] = ()) -> None:
-        if not entries and not orphans and not marks:
-            return
-        es = [[e.group_key, {**e.meta, "group_interval": e.group_interval,
-                             "resolve_wait": e.resolve_wait},
-               e.fingerprint, e.status, e.alert_json, e.group_wait, e.max_alerts]
-              for e in entries]
-        os_ = [[o.fingerprint, o.alert_json, o.full] for o in orphans]
-        await self._run("record", now, orjson.dumps(es), orjson.dumps(os_), GROUP_TTL,
-                        orjson.dumps(marks))
+    async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
+                     marks: Sequence[tuple[str, str]] = ()) -> int:
+        if not entries and not resolved and not marks:
+            return 0
+        n = self.n
+        kl = _Keys([n.due_urgent, n.due_other, *self._outbox_fixed()])
+        groups: dict[str, list[Any]] = {}
+
+        def group(k: str, meta: list[Any] | None = None) -> None:
+            if k not in groups:
+                groups[k] = [*kl.many(n.group(k)), False]
+            if meta is not None and groups[k][4] is False:
+                groups[k][4] = meta
+
+        mk: dict[str, int] = {}
+        es = []
+        for e in entries:
+            m = e.meta
+            group(e.group_key, [m["rule"], m["routing_key"], m["key_name"],
+                                orjson.dumps(m["group_labels"]).decode(), e.group_wait,
+                                e.group_interval, e.resolve_wait])
+            es.append([e.group_key, e.fingerprint, kl.idx(n.fingerprint(e.fingerprint)),
+                       e.alert_json, e.max_alerts, e.urgent])
+        rs = []
+        for r in resolved:
+            cands = []
+            for ck, ev in r.candidates:
+                group(ck)
+                cands.append([ck, _event_json(ev), kl.many(n.outbox(ev.routing_key))])
+            rs.append([r.fingerprint, kl.idx(n.fingerprint(r.fingerprint)),
+                       kl.idx(n.marks_of(r.fingerprint)), r.alert_json, r.full, cands])
+        ms = []
+        for mark, fp in marks:
+            mk[mark] = kl.idx(n.mark(mark))
+            ms.append([mk[mark], kl.idx(n.marks_of(fp)), mark, fp])
+        for _ in range(5):
+            req = {"now": now, "ttl": GROUP_TTL, "tomb": int(TOMBSTONE_TTL), "kept": CHANGES_KEPT,
+                   "g": groups, "e": es, "r": rs, "m": ms, "mk": mk}
+            out = await self._run("record", kl.keys, orjson.dumps(req))
+            if not isinstance(out, bytes | str):
+                return int(out)
+            missing = orjson.loads(out)["missing"]  # groups or marks only the script knew
+            for k in missing.get("groups") or []:
+                group(k)
+            for m in missing.get("marks") or []:
+                mk[m] = kl.idx(n.mark(m))
+        raise StoreError("redis: record: the groups of a resolved alert kept changing")
 
     @_wrapped
     async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
         async with self._r.pipeline(transaction=False) as pipe:
             for m in marks:
-                pipe.smembers(keys.inhibit_mark(self.p, m))
+                pipe.smembers(self.n.mark(m))
             raw = await pipe.execute()
-        return {m: {fp.decode() for fp in fps} for m, fps in zip(marks, raw, strict=True)}
+        return {m: {_text(fp) for fp in fps} for m, fps in zip(marks, raw, strict=True)}
 
     @_wrapped
-    async def claim_due(self, now: float, lease: float, limit: int) -> list[str]:
-        return [_text(k) for k in await self._run("claim_due", now, lease, limit)]
+    async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
+        n = self.n
+        ks = [_text(k) for k in await self._run("claim_due", [n.due_urgent, n.due_other], now,
+                                                  lease, limit)]
+        groups = await self._load(ks)
+        gone = set(ks) - {g.key for g in groups}
+        if gone:  # expired by their TTL
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.zrem(n.due_urgent, *gone)
+                pipe.zrem(n.due_other, *gone)
+                await pipe.execute()
+        for g in groups:
+            g.due = now + lease
+        return groups
 
-    @_wrapped
-    async def load(self, key: str) -> Group | None:
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hgetall(keys.group(self.p, key))
-            pipe.hgetall(keys.group_alerts(self.p, key))
-            pipe.hgetall(keys.group_status(self.p, key))
-            f, alerts, status = await pipe.execute()
-        if not f:
-            return None
-        return self._group(key, f, alerts, status)
+    async def _load(self, group_keys: Sequence[str]) -> list[Group]:
+        if not group_keys:
+            return []
+        async with self._r.pipeline(transaction=False) as pipe:
+            for k in group_keys:
+                g, ga, gs, _ = self.n.group(k)
+                pipe.hgetall(g)
+                pipe.hgetall(ga)
+                pipe.hgetall(gs)
+            raw = await pipe.execute()
+        return [self._group(k, raw[3 * i], raw[3 * i + 1], raw[3 * i + 2])
+                for i, k in enumerate(group_keys) if raw[3 * i]]
 
     @staticmethod
     def _group(key: str, f: dict[bytes, bytes], alerts: dict[bytes, bytes],
@@ -128,121 +216,191 @@ class RedisStore:
                   group_labels=orjson.loads(s["group_labels"]), triggered=s["triggered"] == "1",
                   grown=s["grown"] == "1", overflow=int(s["overflow"]), version=int(s["version"]),
                   group_interval=float(s["group_interval"]), resolve_wait=float(s["resolve_wait"]),
-                  opened_at=float(s["opened_at"]), due=float(s["due"]),
-                  last_trigger_at=float(s["last_trigger_at"]),
-                  last_flush_at=float(s["last_flush_at"]))
+                  opened_at=float(s["opened_at"]), last_trigger_at=float(s["last_trigger_at"]),
+                  last_flush_at=float(s["last_flush_at"]), last_seen=float(s["last_seen"]),
+                  urgent=s["urgent"] == "1", state=orjson.loads(s["state"]))
         for fp, raw in alerts.items():
-            g.alerts[fp.decode()] = GroupAlert.from_json(raw, status.get(fp, b"firing").decode())
+            st, changes = split_status(status.get(fp, b"firing").decode())
+            g.alerts[fp.decode()] = GroupAlert.from_json(raw, st, changes)
         return g
 
     @_wrapped
-    async def commit(self, g: Group, delete: bool, events: Sequence[OutEvent]) -> bool:
-        fields = {"due": g.due, "triggered": "1" if g.triggered else "0",
-                  "grown": "1" if g.grown else "0", "last_trigger_at": g.last_trigger_at,
-                  "last_flush_at": g.last_flush_at}
-        ok = await self._run("commit", g.key, str(g.version), "1" if delete else "0",
-                             orjson.dumps(fields), orjson.dumps([_event_json(e) for e in events]),
-                             g.last_flush_at, GROUP_TTL)
-        return bool(ok)
+    async def load(self, key: str) -> Group | None:
+        [*found] = await self._load([key])
+        if not found:
+            return None
+        g = found[0]
+        score = await self._r.zscore(self.n.due_urgent if g.urgent else self.n.due_other, key)
+        g.due = float(score) if score is not None else 0.0
+        return g
 
-    async def _groups(self, group_keys: list[str]) -> list[Group]:
-        async with self._r.pipeline(transaction=False) as pipe:
-            for k in group_keys:
-                pipe.hgetall(keys.group(self.p, k))
-                pipe.hgetall(keys.group_alerts(self.p, k))
-                pipe.hgetall(keys.group_status(self.p, k))
-            raw = await pipe.execute()
-        return [self._group(k, raw[3 * i], raw[3 * i + 1], raw[3 * i + 2])
-                for i, k in enumerate(group_keys) if raw[3 * i]]
+    @_wrapped
+    async def commit(self, commits: Sequence[Commit]) -> list[bool]:
+        if not commits:
+            return []
+        n = self.n
+        kl = _Keys([n.due_urgent, n.due_other, *self._outbox_fixed()])
+        cs = []
+        for c in commits:
+            g = c.group
+            fields = {"due": repr(g.due), "triggered": "1" if g.triggered else "0",
+                      "grown": "1" if g.grown else "0", "last_trigger_at": repr(g.last_trigger_at),
+                      "last_flush_at": repr(g.last_flush_at), "state": orjson.dumps(g.state).decode()}
+            fps = [kl.idx(n.fingerprint(fp)) for fp in g.alerts] if c.delete else []
+            evs = [[_event_json(e), kl.many(n.outbox(e.routing_key))] for e in c.events]
+            cs.append([*kl.many(n.group(g.key)), g.key, g.version, c.delete, fields, fps, evs])
+        req = {"now": max(c.group.last_flush_at for c in commits), "ttl": GROUP_TTL,
+               "tomb": int(TOMBSTONE_TTL), "c": cs}
+        out = await self._run("commit", kl.keys, orjson.dumps(req))
+        return [bool(x) for x in out]
 
     @_wrapped
     async def groups(self) -> list[Group]:
-        ks = [_text(k) for k in await self._r.zrange(keys.due(self.p), 0, -1)]
-        return await self._groups(ks)
+        n = self.n
+        ks = [_text(k) for z in (n.due_urgent, n.due_other) for k in await self._r.zrange(z, 0, -1)]
+        return await self._load(ks)
 
     @_wrapped
     async def groups_of(self, fingerprint: str) -> list[Group]:
-        ks = [_text(k) for k in await self._r.smembers(keys.fingerprint(self.p, fingerprint))]
-        return await self._groups(ks)
+        ks = [_text(k) for k in await self._r.smembers(self.n.fingerprint(fingerprint))]
+        return await self._load(sorted(ks))
 
     # -- outbox --------------------------------------------------------------------
     @_wrapped
     async def enqueue(self, events: Sequence[OutEvent]) -> None:
-        if events:
-            now = max(e.enqueued_at for e in events)
-            await self._run("enqueue", now, orjson.dumps([_event_json(e) for e in events]))
+        if not events:
+            return
+        kl = _Keys(self._outbox_fixed())
+        es = [[_event_json(e), kl.many(self.n.outbox(e.routing_key))] for e in events]
+        now = max(e.enqueued_at for e in events)
+        await self._run("enqueue", kl.keys, orjson.dumps({"now": now, "e": es}))
 
     @_wrapped
     async def outbox_keys(self) -> list[str]:
-        return [_text(v) for v in await self._r.hvals(keys.outbox_keys(self.p))]
+        return [_text(v) for v in await self._r.hvals(self.n.ob_keys)]
 
     @_wrapped
-    async def take(self, routing_key: str, now: float, lease: float) -> OutEvent | None:
-        raw = await self._run("take", keys.rid(routing_key), now, lease)
-        return _event(raw) if raw else None
+    async def take(self, routing_key: str, now: float, lease: float, window: Window) -> Take:
+        n = self.n
+        _, ready, wait, age = n.outbox(routing_key)
+        raw, w, *stamp = await self._run(
+            "take", [n.ob_items, ready, wait, age, n.budget(routing_key), n.bud_seq,
+                     n.pause(routing_key)], now, lease, window.limit, window.seconds, window.reserve)
+        if raw is None:
+            return Take(None, math.inf if _text(w) == "inf" else float(w))
+        return Take(_event(raw), 0.0, int(stamp[0]))
+
+    def _pop_keys(self, ev: OutEvent) -> list[str]:
+        return [*self._outbox_fixed(), *self.n.outbox(ev.routing_key), self.n.budget(ev.routing_key)]
 
     @_wrapped
-    async def done(self, ev: OutEvent, now: float) -> None:
-        await self._run("done", keys.rid(ev.routing_key), ev.dedup_key, ev.seq, now)
+    async def done(self, ev: OutEvent, stamp: int, now: float) -> None:
+        await self._run("done", self._pop_keys(ev), keys.rid(ev.routing_key), ev.dedup_key,
+                        ev.seq, stamp, now)
 
     @_wrapped
-    async def retry(self, ev: OutEvent, not_before: float, error: str, count: bool,
+    async def dead(self, ev: OutEvent, stamp: int, error: str, now: float) -> None:
+        await self._run("dead", [*self._pop_keys(ev), self.n.ob_dead], keys.rid(ev.routing_key),
+                        ev.dedup_key, ev.seq, stamp, now, error)
+
+    def _head_keys(self, ev: OutEvent) -> list[str]:
+        _, ready, wait, _ = self.n.outbox(ev.routing_key)
+        return [self.n.ob_items, ready, wait, self.n.budget(ev.routing_key)]
+
+    @_wrapped
+    async def retry(self, ev: OutEvent, stamp: int, not_before: float, error: str, count: bool,
                     now: float) -> None:
-        await self._run("retry", keys.rid(ev.routing_key), ev.dedup_key, ev.seq, now,
-                        not_before, error, 1 if count else 0)
+        await self._run("retry", self._head_keys(ev), ev.seq, stamp, now, not_before, error,
+                        1 if count else 0)
 
     @_wrapped
-    async def dead(self, ev: OutEvent, error: str, now: float) -> None:
-        await self._run("dead", keys.rid(ev.routing_key), ev.dedup_key, ev.seq, now, error)
+    async def release(self, ev: OutEvent, stamp: int, now: float) -> None:
+        await self._run("release", self._head_keys(ev), ev.seq, stamp, now)
 
     @_wrapped
-    async def pending(self) -> list[OutEvent]:
-        return sorted((_event(v) for v in (await self._r.hgetall(keys.items(self.p))).values()),
-                      key=lambda e: e.seq)
+    async def pending(self, limit: int = 1000) -> list[OutEvent]:
+        rks = await self.outbox_keys()
+        async with self._r.pipeline(transaction=False) as pipe:
+            for rk in rks:
+                pipe.zrange(self.n.outbox(rk)[3], 0, limit - 1)
+            seqs = sorted({int(s) for found in await pipe.execute() for s in found})[:limit]
+        if not seqs:
+            return []
+        return [_event(r) for r in await self._r.hmget(self.n.ob_items, seqs) if r is not None]
 
     @_wrapped
-    async def dead_letters(self) -> list[OutEvent]:
-        return sorted((_event(v) for v in (await self._r.hgetall(keys.dead(self.p))).values()),
-                      key=lambda e: e.seq)
+    async def dead_letters(self, limit: int = 1000) -> list[OutEvent]:
+        out: list[OutEvent] = []
+        async for _, raw in self._r.hscan_iter(self.n.ob_dead, count=500):
+            out.append(_event(raw))
+        return sorted(out, key=lambda e: e.seq)[:limit]
 
     @_wrapped
     async def requeue_dead(self, seqs: Sequence[int] | None) -> int:
-        arg = "all" if seqs is None else orjson.dumps([str(s) for s in seqs])
-        return int(await self._run("requeue", time.time(), arg))
+        chosen = [e for e in await self.dead_letters(limit=1 << 30) if seqs is None or e.seq in seqs]
+        if not chosen:
+            return 0
+        kl = _Keys([*self._outbox_fixed(), self.n.ob_dead])
+        es = [[e.seq, kl.many(self.n.outbox(e.routing_key))] for e in chosen]
+        now = max(e.enqueued_at for e in chosen)
+        return int(await self._run("requeue", kl.keys, orjson.dumps({"now": now, "e": es})))
 
     # -- budget --------------------------------------------------------------------
     @_wrapped
-    async def acquire(self, routing_key: str, rate: float, burst: float, now: float) -> float:
-        return float(await self._run("acquire", keys.rid(routing_key), rate, burst, now))
-
-    @_wrapped
     async def pause(self, routing_key: str, until: float) -> None:
-        k = keys.pause(self.p, routing_key)
-        cur = await self._r.get(k)
-        if cur is None or float(cur) < until:
-            await self._r.set(k, str(until), ex=max(1, int(until - time.time()) + 60))
+        await self._run("pause", [self.n.pause(routing_key)], repr(until), 3600 * 24)
 
     @_wrapped
-    async def paused_until(self, routing_key: str) -> float:
-        v = await self._r.get(keys.pause(self.p, routing_key))
-        return float(v) if v is not None else 0.0
+    async def sent_in_window(self, routing_key: str, now: float, window: Window) -> int:
+        return int(await self._r.zcount(self.n.budget(routing_key), f"({now - window.seconds}", "+inf"))
 
     @_wrapped
-    async def stats(self) -> Stats:
+    async def stats(self, now: float, window: Window) -> Stats:
+        n = self.n
         async with self._r.pipeline(transaction=False) as pipe:
-            pipe.zcard(keys.due(self.p))
-            pipe.hlen(keys.dead(self.p))
-            pipe.hvals(keys.items(self.p))
-            n_groups, n_dead, items = await pipe.execute()
-        pending = []
-        for raw in items:
-            d = orjson.loads(raw)
-            pending.append((d["key_name"], float(d["enqueued_at"])))
-        return Stats(groups_open=int(n_groups), dead=int(n_dead), pending=pending)
+            pipe.zcard(n.due_urgent)
+            pipe.zcard(n.due_other)
+            pipe.hlen(n.ob_dead)
+            pipe.hgetall(n.ob_keys)
+            pipe.hgetall(n.ob_names)
+            urgent, other, dead, rks, names = await pipe.execute()
+        rids = sorted(rks)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for r in rids:
+                rk = _text(rks[r])
+                age = n.outbox(rk)[3]
+                pipe.zcard(age)
+                pipe.zrange(age, 0, 0, withscores=True)
+                pipe.zcount(n.budget(rk), f"({now - window.seconds}", "+inf")
+            raw = await pipe.execute()
+        out: dict[str, KeyStats] = {}
+        for i, r in enumerate(rids):
+            depth, oldest, sent = raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]
+            name = _text(names.get(r, b"?"))
+            out[name] = KeyStats(int(depth), float(oldest[0][1]) if oldest else now, int(sent))
+        return Stats(groups_open=int(urgent) + int(other), dead=int(dead), keys=out)
 
     @_wrapped
     async def ping(self) -> None:
         await self._r.ping()
+
+    @_wrapped
+    async def footprint(self) -> dict[str, int]:
+        kinds = {"g": "groups", "fp": "fingerprints", "tomb": "tombstones", "inh": "marks",
+                 "bud": "budgets"}
+        out: dict[str, int] = {"lines": 0}
+        async for raw in self._r.scan_iter(match=self.n.all(), count=1000):
+            kind, _, rest = _text(raw)[len(self.n.p) + 1:].partition(":")
+            if kind == "ob":
+                out["lines"] += rest.startswith("lines:")
+            elif kind in kinds and (kind, rest) != ("bud", "seq"):
+                out[kinds[kind]] = out.get(kinds[kind], 0) + 1
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hlen(self.n.ob_items)
+            pipe.hlen(self.n.ob_dead)
+            items, dead = await pipe.execute()
+        out.update(events=int(items), dead=int(dead))
+        return out
 
     async def close(self) -> None:
         await self._r.aclose()

@@ -1,14 +1,16 @@
--- KEYS[1] = prefix; ARGV[1] = now, ARGV[2] = lease (s), ARGV[3] = limit.
--- Atomically take the groups due at now, pushing them to now + lease so that no other
--- replica flushes them meanwhile (a replica that dies mid-flush loses them for a lease).
-local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
-local keys = redis.call('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
-for _, k in ipairs(keys) do
-  if redis.call('EXISTS', g_key(k)) == 1 then
-    redis.call('ZADD', DUE, now + lease, k)
-    redis.call('HSET', g_key(k), 'due', tostring(now + lease))
-  else
-    redis.call('ZREM', DUE, k)  -- expired by its TTL
+-- claim_due: take up to `limit` groups due at `now`, urgent lane first, pushing their due
+-- time to now + lease so that no other replica flushes them meanwhile (a replica that
+-- dies mid-flush loses them for one lease). Returns their keys; the caller loads them
+-- (a key whose group expired by its TTL is dropped by the caller with ZREM).
+-- KEYS: 1 due:u, 2 due:n.  ARGV: 1 now, 2 lease (s), 3 limit.
+local now, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for _, zset in ipairs({KEYS[1], KEYS[2]}) do
+  if #out >= limit then break end
+  local ks = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, limit - #out)
+  for _, k in ipairs(ks) do
+    redis.call('ZADD', zset, now + lease, k)
+    out[#out + 1] = k
   end
 end
-return keys
+return out

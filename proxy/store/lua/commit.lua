@@ -1,22 +1,46 @@
--- KEYS[1] = prefix; ARGV[1] = group key, ARGV[2] = expected version, ARGV[3] = "1" to
--- delete, ARGV[4] = JSON of fields to store, ARGV[5] = JSON array of events, ARGV[6] = now,
--- ARGV[7] = TTL (s).
--- Atomically, if the group is still at the expected version: store (or delete) it and
--- enqueue its events. Returns 0 when the group changed meanwhile (decide again).
-local k, now = ARGV[1], tonumber(ARGV[6])
-if redis.call('HGET', g_key(k), 'version') ~= ARGV[2] then return 0 end
-if ARGV[3] == '1' then
-  for _, fp in ipairs(redis.call('HKEYS', gs_key(k))) do redis.call('SREM', fp_key(fp), k) end
-  redis.call('DEL', g_key(k), ga_key(k), gs_key(k))
-  redis.call('ZREM', DUE, k)
-else
-  local f = cjson.decode(ARGV[4])
-  for name, value in pairs(f) do redis.call('HSET', g_key(k), name, tostring(value)) end
-  redis.call('ZADD', DUE, f.due, k)
-  local ttl = tonumber(ARGV[7])
-  redis.call('EXPIRE', g_key(k), ttl)
-  redis.call('EXPIRE', ga_key(k), ttl)
-  redis.call('EXPIRE', gs_key(k), ttl)
+-- commit: a batch of flushed groups, each atomically: if its version is unchanged, store
+-- its flush state with the version bumped (or delete it, leaving a tombstone) and
+-- enqueue its events. Returns a list of 1 (done) / 0 (the group changed: decide again).
+-- KEYS: 1 due:u, 2 due:n, 3 ob:items, 4 ob:seq, 5 ob:keys, 6 ob:names, then by index.
+-- ARGV[1]: JSON {now, ttl, tomb, c: [[i_g, i_ga, i_gs, i_tomb, group key, version,
+--   delete, fields {due, triggered, grown, last_trigger_at, last_flush_at, state},
+--   [i_fpkey...] (delete: the group's fingerprints), [[event, [i_lines, i_ready, i_wait,
+--   i_age]]...]]]}
+local R = cjson.decode(ARGV[1])
+local DUE_U, DUE_N = KEYS[1], KEYS[2]
+local F = {items = KEYS[3], seq = KEYS[4], keys = KEYS[5], names = KEYS[6]}
+local out = {}
+for _, c in ipairs(R.c) do
+  local g, ga, gs, tomb, k = KEYS[c[1]], KEYS[c[2]], KEYS[c[3]], KEYS[c[4]], c[5]
+  if redis.call('HGET', g, 'version') ~= tostring(c[6]) then
+    out[#out + 1] = 0
+  else
+    if c[7] then
+      for _, i in ipairs(c[9]) do redis.call('SREM', KEYS[i], k) end
+      redis.call('DEL', g, ga, gs)
+      redis.call('ZREM', DUE_U, k)
+      redis.call('ZREM', DUE_N, k)
+      redis.call('SET', tomb, '1', 'EX', R.tomb)
+    else
+      local f = c[8]
+      redis.call('HSET', g, 'triggered', f.triggered, 'grown', f.grown,
+        'last_trigger_at', f.last_trigger_at, 'last_flush_at', f.last_flush_at, 'state', f.state)
+      redis.call('HINCRBY', g, 'version', 1)
+      if redis.call('HGET', g, 'urgent') == '1' then
+        redis.call('ZADD', DUE_U, f.due, k)
+      else
+        redis.call('ZADD', DUE_N, f.due, k)
+      end
+      redis.call('EXPIRE', g, R.ttl)
+      redis.call('EXPIRE', ga, R.ttl)
+      redis.call('EXPIRE', gs, R.ttl)
+    end
+    for _, e in ipairs(c[10]) do
+      local o = e[2]
+      ob_enqueue(F, {lines = KEYS[o[1]], ready = KEYS[o[2]], wait = KEYS[o[3]], age = KEYS[o[4]]},
+                 e[1], R.now)
+    end
+    out[#out + 1] = 1
+  end
 end
-for _, ev in ipairs(cjson.decode(ARGV[5])) do ob_enqueue(ev, now) end
-return 1
+return out

@@ -1,70 +1,86 @@
--- Shared outbox helpers, prepended to every script that touches the outbox.
--- Keys (P = KEYS[1], the hash-tagged prefix "{prefix}"; rid = a hash of the routing key):
---   P:ob:seq                 INCR counter of event numbers
---   P:ob:items               hash seq -> event JSON
---   P:ob:line:<rid>:<dk>     list of seqs, one dedup_key's events in order
---   P:ob:ready:<rid>         zset dk -> prio*1e13+seq: lines whose head may go now
---   P:ob:wait:<rid>          zset dk -> time: lines whose head waits (backoff or lease)
---   P:ob:keys                hash rid -> routing key, for keys with pending lines
---   P:ob:dead                hash seq -> event JSON
-local P = KEYS[1]
-local ITEMS = P .. ':ob:items'
+-- Outbox helpers, prepended to the scripts that touch the outbox. Every key comes from
+-- KEYS (see keys.py): F = {items=, seq=, keys=, names=} are the shared ones, and a
+-- routing key's are O = {lines=, ready=, wait=, age=}.
+--   items  hash seq -> event JSON {rid, rk, dk, action, severity, prio, body, key_name,
+--          enqueued_at, attempts, not_before, last_error, lease, seq}
+--   lines  hash dk -> "seq seq ...": one dedup_key's events, in order
+--   ready  zset seq -> prio*1e13+seq: line heads that may go now
+--   wait   zset seq -> time: line heads waiting for a backoff or a lease to end
+--   age    zset seq -> enqueued_at: every pending event of the key (depth, oldest)
 
-local function ob_line(rid, dk) return P .. ':ob:line:' .. rid .. ':' .. dk end
-local function ob_ready(rid) return P .. ':ob:ready:' .. rid end
-local function ob_wait(rid) return P .. ':ob:wait:' .. rid end
+local function ob_head(line)
+  return string.match(line or '', '^(%d+)')
+end
 
--- Put the line's head in ready or wait, by its not_before; forget an empty line.
-local function ob_schedule(rid, dk, now)
-  local head = redis.call('LINDEX', ob_line(rid, dk), 0)
-  if not head then
-    redis.call('ZREM', ob_ready(rid), dk)
-    redis.call('ZREM', ob_wait(rid), dk)
-    if redis.call('ZCARD', ob_ready(rid)) + redis.call('ZCARD', ob_wait(rid)) == 0 then
-      redis.call('HDEL', P .. ':ob:keys', rid)
-    end
-    return
-  end
-  local item = cjson.decode(redis.call('HGET', ITEMS, head))
+-- Put the line head `seq` in ready or wait, by its not_before.
+local function ob_schedule(F, O, seq, now)
+  local item = cjson.decode(redis.call('HGET', F.items, seq))
   if item.not_before > now then
-    redis.call('ZREM', ob_ready(rid), dk)
-    redis.call('ZADD', ob_wait(rid), item.not_before, dk)
+    redis.call('ZREM', O.ready, seq)
+    redis.call('ZADD', O.wait, item.not_before, seq)
   else
-    redis.call('ZREM', ob_wait(rid), dk)
-    redis.call('ZADD', ob_ready(rid), item.prio * 1e13 + item.seq, dk)
+    redis.call('ZREM', O.wait, seq)
+    redis.call('ZADD', O.ready, item.prio * 1e13 + item.seq, seq)
   end
 end
 
 -- Append one event (a decoded table); a trigger replaces a pending trigger last in line.
-local function ob_enqueue(ev, now)
-  local line = ob_line(ev.rid, ev.dk)
-  if ev.action == 'trigger' then
-    local last = redis.call('LINDEX', line, -1)
-    if last then
-      local item = cjson.decode(redis.call('HGET', ITEMS, last))
-      if item.action == 'trigger' and (item.lease or 0) <= now then
-        item.body, item.severity = ev.body, ev.severity
-        redis.call('HSET', ITEMS, last, cjson.encode(item))
-        return
+local function ob_enqueue(F, O, ev, now)
+  local line = redis.call('HGET', O.lines, ev.dk)
+  if ev.action == 'trigger' and line then
+    local last = string.match(line, '(%d+)$')
+    local item = cjson.decode(redis.call('HGET', F.items, last))
+    if item.action == 'trigger' and (item.lease or 0) <= now then
+      item.body, item.severity, item.prio = ev.body, ev.severity, ev.prio
+      redis.call('HSET', F.items, last, cjson.encode(item))
+      if ob_head(line) == last and redis.call('ZSCORE', O.ready, last) then
+        redis.call('ZADD', O.ready, item.prio * 1e13 + item.seq, last)
       end
+      return 0
     end
   end
-  ev.seq = redis.call('INCR', P .. ':ob:seq')
-  ev.attempts, ev.not_before, ev.lease, ev.last_error = ev.attempts or 0, ev.not_before or 0, 0, ev.last_error or ''
-  redis.call('HSET', ITEMS, ev.seq, cjson.encode(ev))
-  redis.call('RPUSH', line, ev.seq)
-  redis.call('HSET', P .. ':ob:keys', ev.rid, ev.rk)
-  if redis.call('LLEN', line) == 1 then
-    ob_schedule(ev.rid, ev.dk, now)
+  ev.seq = redis.call('INCR', F.seq)
+  ev.attempts, ev.not_before, ev.lease = ev.attempts or 0, ev.not_before or 0, 0
+  ev.last_error = ev.last_error or ''
+  redis.call('HSET', F.items, ev.seq, cjson.encode(ev))
+  redis.call('ZADD', O.age, ev.enqueued_at, ev.seq)
+  redis.call('HSET', F.keys, ev.rid, ev.rk)
+  redis.call('HSET', F.names, ev.rid, ev.key_name)
+  if line then
+    redis.call('HSET', O.lines, ev.dk, line .. ' ' .. ev.seq)
+  else
+    redis.call('HSET', O.lines, ev.dk, tostring(ev.seq))
+    ob_schedule(F, O, ev.seq, now)
   end
+  return 1
 end
 
--- Take seq off the head of its line (if it is there) and schedule the next head.
-local function ob_pop(rid, dk, seq, now)
-  local line = ob_line(rid, dk)
-  redis.call('LREM', line, 1, seq)
-  local raw = redis.call('HGET', ITEMS, seq)
-  redis.call('HDEL', ITEMS, seq)
-  ob_schedule(rid, dk, now)
+-- Take seq out of its line; the next of the line becomes its head. Returns the item JSON.
+local function ob_pop(F, O, rid, dk, seq, now)
+  local raw = redis.call('HGET', F.items, seq)
+  if not raw then return nil end
+  redis.call('HDEL', F.items, seq)
+  redis.call('ZREM', O.ready, seq)
+  redis.call('ZREM', O.wait, seq)
+  redis.call('ZREM', O.age, seq)
+  local rest = {}
+  for s in string.gmatch(redis.call('HGET', O.lines, dk) or '', '%d+') do
+    if s ~= tostring(seq) then rest[#rest + 1] = s end
+  end
+  if #rest == 0 then
+    redis.call('HDEL', O.lines, dk)
+  else
+    redis.call('HSET', O.lines, dk, table.concat(rest, ' '))
+    ob_schedule(F, O, rest[1], now)
+  end
+  if redis.call('ZCARD', O.age) == 0 then
+    redis.call('HDEL', F.keys, rid)
+    redis.call('HDEL', F.names, rid)
+  end
   return raw
+end
+
+-- The budget stamp now holds the answer's time (never earlier than it was).
+local function settle(bud, stamp, now)
+  if stamp and stamp ~= 0 then redis.call('ZADD', bud, 'XX', 'GT', now, stamp) end
 end

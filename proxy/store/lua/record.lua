@@ -1,54 +1,110 @@
--- KEYS[1] = prefix; ARGV[1] = now (s); ARGV[2] = JSON array of entries
---   [group_key, meta (object), fingerprint, status, alert JSON, group_wait, max_alerts];
--- ARGV[3] = JSON array of resolved alerts [fingerprint, alert JSON, full];
--- ARGV[4] = TTL (s) of a group's keys; ARGV[5] = JSON array of inhibition marks
---   [mark, fingerprint] left by firing source alerts (P:inh:<mark> set of fingerprints,
---   P:inhfp:<fp> set of marks; a resolved fingerprint leaves all its marks).
--- Atomically record a whole request's alerts in their groups (one round trip), opening
--- groups as needed, and apply resolved alerts to every open group that holds them.
-local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[4])
-local touched = {}
-for _, e in ipairs(cjson.decode(ARGV[2])) do
-  local k, meta, fp, status = e[1], e[2], e[3], e[4]
-  if touched[k] == nil and redis.call('EXISTS', g_key(k)) == 0 then
-    if status == 'firing' then
-      local due = now + e[6]
-      redis.call('HSET', g_key(k), 'rule', meta.rule, 'routing_key', meta.routing_key,
-        'key_name', meta.key_name, 'group_labels', cjson.encode(meta.group_labels),
-        'group_interval', tostring(meta.group_interval), 'resolve_wait', tostring(meta.resolve_wait),
-        'opened_at', tostring(now), 'due', tostring(due), 'triggered', '0', 'grown', '0',
-        'last_trigger_at', '0', 'last_flush_at', '0', 'overflow', '0', 'version', '0')
-      redis.call('ZADD', DUE, due, k)
-      touched[k] = true
-    else
-      touched[k] = false
+-- record: a whole request's alerts into their groups, atomically, in one round trip.
+-- KEYS: 1 due:u, 2 due:n, 3 ob:items, 4 ob:seq, 5 ob:keys, 6 ob:names, then the keys the
+--   request names by index in ARGV[1].
+-- ARGV[1]: JSON {now, ttl, tomb, kept,
+--   g: {group key: [i_g, i_ga, i_gs, i_tomb, meta or false]}, meta = [rule, routing_key,
+--      key_name, group_labels JSON, group_wait, group_interval, resolve_wait]
+--   e: [[group key, fp, i_fpkey, alert JSON, max_alerts, urgent]]          firing entries
+--   r: [[fp, i_fpkey, i_marks_of, alert JSON, full, [[group key, event, [i_lines, i_ready,
+--        i_wait, i_age]]...]]]                     resolved alerts with their candidates
+--   m: [[i_mark, i_marks_of, mark, fp]]                 inhibition marks of firing sources
+--   mk: {mark: i_mark}                                   every mark key declared}
+-- A resolved alert's groups and marks are known only here (SMEMBERS): if one was not
+-- declared, nothing is written and the answer is {"missing": {"groups": [...], "marks":
+-- [...]}}; the caller declares them and calls again. Else returns the number of resolves
+-- enqueued for lost groups.
+local R = cjson.decode(ARGV[1])
+local now, ttl, kept = R.now, R.ttl, R.kept
+local DUE_U, DUE_N = KEYS[1], KEYS[2]
+local F = {items = KEYS[3], seq = KEYS[4], keys = KEYS[5], names = KEYS[6]}
+
+local function G(k)
+  local i = R.g[k]
+  return {g = KEYS[i[1]], ga = KEYS[i[2]], gs = KEYS[i[3]], tomb = KEYS[i[4]]}
+end
+
+-- 1. Everything declared?
+local miss_g, miss_m = {}, {}
+for _, r in ipairs(R.r) do
+  for _, k in ipairs(redis.call('SMEMBERS', KEYS[r[2]])) do
+    if not R.g[k] then miss_g[#miss_g + 1] = k end
+  end
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[r[3]])) do
+    if not R.mk[m] then miss_m[#miss_m + 1] = m end
+  end
+end
+if #miss_g > 0 or #miss_m > 0 then
+  return cjson.encode({missing = {groups = miss_g, marks = miss_m}})
+end
+
+-- 2. Firing entries, opening groups as needed.
+local seen = {}
+for _, e in ipairs(R.e) do
+  local k, fp = e[1], e[2]
+  local g = G(k)
+  if not seen[k] then
+    seen[k] = true
+    if redis.call('EXISTS', g.g) == 0 then
+      local m = R.g[k][5]
+      local urgent = e[6] and '1' or '0'
+      redis.call('HSET', g.g, 'rule', m[1], 'routing_key', m[2], 'key_name', m[3],
+        'group_labels', m[4], 'group_interval', tostring(m[6]), 'resolve_wait', tostring(m[7]),
+        'opened_at', string.format('%.17g', now), 'triggered', '0', 'grown', '0',
+        'last_trigger_at', '0', 'last_flush_at', '0', 'overflow', '0', 'version', '0',
+        'last_seen', string.format('%.17g', now), 'urgent', urgent, 'state', '{}')
+      redis.call('ZADD', urgent == '1' and DUE_U or DUE_N, now + m[5], k)
     end
-  elseif touched[k] == nil then
-    touched[k] = true
   end
-  if touched[k] then put_alert(k, fp, status, e[5], true, e[7], now) end
-end
-for _, m in ipairs(cjson.decode(ARGV[5])) do
-  redis.call('SADD', P .. ':inh:' .. m[1], m[2])
-  redis.call('EXPIRE', P .. ':inh:' .. m[1], ttl)
-  redis.call('SADD', P .. ':inhfp:' .. m[2], m[1])
-  redis.call('EXPIRE', P .. ':inhfp:' .. m[2], ttl)
-end
-for _, o in ipairs(cjson.decode(ARGV[3])) do
-  for _, m in ipairs(redis.call('SMEMBERS', P .. ':inhfp:' .. o[1])) do
-    redis.call('SREM', P .. ':inh:' .. m, o[1])
+  if e[6] and redis.call('HGET', g.g, 'urgent') ~= '1' then
+    local due = redis.call('ZSCORE', DUE_N, k)
+    redis.call('HSET', g.g, 'urgent', '1')
+    redis.call('ZREM', DUE_N, k)
+    if due then redis.call('ZADD', DUE_U, due, k) end
   end
-  redis.call('DEL', P .. ':inhfp:' .. o[1])
-  for _, k in ipairs(redis.call('SMEMBERS', fp_key(o[1]))) do
-    put_alert(k, o[1], 'resolved', o[2], o[3], 1e9, now)
-    touched[k] = true
+  put_alert(g, k, fp, 'firing', e[4], true, e[5], now, KEYS[e[3]], DUE_U, DUE_N, ttl, kept)
+end
+
+-- 3. Inhibition marks left by firing sources.
+for _, m in ipairs(R.m) do
+  redis.call('SADD', KEYS[m[1]], m[4])
+  redis.call('EXPIRE', KEYS[m[1]], ttl)
+  redis.call('SADD', KEYS[m[2]], m[3])
+  redis.call('EXPIRE', KEYS[m[2]], ttl)
+end
+
+-- 4. Resolved alerts: every group holding them; else their lost candidates.
+local lost = 0
+for _, r in ipairs(R.r) do
+  local fp = r[1]
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[r[3]])) do
+    redis.call('SREM', KEYS[R.mk[m]], fp)
+  end
+  redis.call('DEL', KEYS[r[3]])
+  local held = redis.call('SMEMBERS', KEYS[r[2]])
+  for _, k in ipairs(held) do
+    seen[k] = true
+    put_alert(G(k), k, fp, 'resolved', r[4], r[5], 1e18, now, KEYS[r[2]], DUE_U, DUE_N, ttl, kept)
+  end
+  if #held == 0 then
+    for _, c in ipairs(r[6]) do
+      local g = G(c[1])
+      if redis.call('EXISTS', g.g) == 0 and redis.call('EXISTS', g.tomb) == 0 then
+        redis.call('SET', g.tomb, '1', 'EX', R.tomb)
+        local o = c[3]
+        lost = lost + ob_enqueue(F, {lines = KEYS[o[1]], ready = KEYS[o[2]], wait = KEYS[o[3]],
+                                     age = KEYS[o[4]]}, c[2], now)
+      end
+    end
   end
 end
-for k, live in pairs(touched) do
-  if live then
-    redis.call('EXPIRE', g_key(k), ttl)
-    redis.call('EXPIRE', ga_key(k), ttl)
-    redis.call('EXPIRE', gs_key(k), ttl)
+
+-- 5. Groups touched live a TTL more.
+for k, _ in pairs(seen) do
+  local g = G(k)
+  if redis.call('EXISTS', g.g) == 1 then
+    redis.call('EXPIRE', g.g, ttl)
+    redis.call('EXPIRE', g.ga, ttl)
+    redis.call('EXPIRE', g.gs, ttl)
   end
 end
-return 1
+return lost

@@ -1,0 +1,69 @@
+"""A Redis client from a store URL, for every way Redis is deployed:
+
+    redis://[:password@]host:port/db                    one server
+    rediss://host:port/db?ssl_ca_certs=ca.pem&ssl_certfile=c.pem&ssl_keyfile=k.pem
+                                                        TLS (CA, client certificate)
+    redis+sentinel://[:password@]h1:p1,h2:p2/service/db  Sentinel: follows the master
+    redis+cluster://[:password@]h1:p1,h2:p2              a Cluster (every key of one proxy
+                                                         sits in one slot: keys.py)
+    unix:///run/redis.sock?db=0                          a local socket
+
+TLS options (`ssl_*` query parameters) work with the Sentinel and Cluster forms too
+(`rediss+sentinel://`, `rediss+cluster://`)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+from proxy.errors import ConfigError
+
+__all__ = ["SCHEMES", "connect"]
+
+SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://",
+           "redis+cluster://", "rediss+cluster://")
+_TIMEOUTS: dict[str, Any] = {"socket_timeout": 3, "socket_connect_timeout": 2}
+
+
+def _hosts(netloc: str, url: str) -> list[tuple[str, int]]:
+    out = []
+    for part in netloc.rpartition("@")[2].split(","):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError([f"--store: {url!r}: {part!r} is not host:port"])
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def _options(query: str, tls: bool) -> dict[str, Any]:
+    opts: dict[str, Any] = {k: unquote(v[0]) for k, v in parse_qs(query).items()}
+    if tls:
+        opts["ssl"] = True
+    return opts
+
+
+def connect(url: str) -> Any:
+    """A redis.asyncio client (Redis, Sentinel master, or RedisCluster) for `url`."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return aioredis.from_url(url, health_check_interval=10, **_TIMEOUTS)
+    u = urlsplit(url)
+    tls = u.scheme.startswith("rediss")
+    password = unquote(u.password) if u.password else None
+    opts = {**_options(u.query, tls), **_TIMEOUTS}
+    if u.scheme.endswith("+sentinel"):
+        parts = [p for p in u.path.split("/") if p]
+        if not parts:
+            raise ConfigError([f"--store: {url!r}: name the Sentinel service "
+                               "(redis+sentinel://host:port/service/db)"])
+        db = int(parts[1]) if len(parts) > 1 else 0
+        hosts = _hosts(u.netloc, url)
+        sentinel = Sentinel(hosts, sentinel_kwargs={**_TIMEOUTS}, password=password, db=db, **opts)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(parts[0], **_TIMEOUTS)
+    if u.scheme.endswith("+cluster"):
+        nodes = [ClusterNode(h, p) for h, p in _hosts(u.netloc, url)]
+        return RedisCluster(startup_nodes=nodes, password=password, **opts)
+    raise ConfigError([f"--store: {url!r} is not a Redis URL ({', '.join(SCHEMES)})"])
