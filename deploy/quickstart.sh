@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install the proxy in .venv and run it: embedded memory store, the example rules.
+# Install the proxy in .venv and run it: the embedded durable store (SQLite under .state/,
+# so a restart forgets nothing), the example rules. ALERT_PROXY_STORE=memory:// for a
+# throw-away run.
 # Without PD_ROUTING_KEY it runs in dry-run mode and prints every event it would send
 # to PagerDuty on standard output, so you can watch an alert storm become a few pages.
 set -euo pipefail
@@ -19,4 +21,4 @@ if [ -z "${PD_ROUTING_KEY:-}" ]; then
 fi
 export PD_DB_KEY="${PD_DB_KEY:-$PD_ROUTING_KEY}"
 exec .venv/bin/alert-proxy serve --listen "${ALERT_PROXY_LISTEN:-127.0.0.1:8080}" \
-  --rules rules/ --store memory:// "${dry[@]}" "$@"
+  --rules rules/ --store "${ALERT_PROXY_STORE:-sqlite://.state/state.db}" "${dry[@]}" "$@"

@@ -15,7 +15,7 @@ from proxy.app import Proxy, Settings
 from proxy.store.memory import MemoryStore
 from tests.support.fakepd import FakePagerDuty
 from tests.support.net import free_port
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisCluster, RedisSentinel, RedisServer, RedisTLS
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "0123456789abcdef0123456789abcdef"
@@ -131,3 +131,27 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisTLS]:
+    server = RedisTLS(tmp_path_factory.mktemp("redis-tls"), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinel]:
+    s = RedisSentinel(tmp_path_factory.mktemp("redis-sentinel"))
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    c = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    c.start()
+    yield c
+    c.stop()

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Coroutine, Sequence
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import orjson
 from redis.exceptions import RedisError
@@ -107,15 +108,39 @@ class _Keys:
         return [self.idx(n) for n in names]
 
 
+def _wait_option(url: str) -> tuple[str, int, int]:
+    """`?wait_replicas=N[&wait_timeout_ms=T]`: (the URL without them, N, T)."""
+    u = urlsplit(url)
+    q = parse_qs(u.query)
+    n = int(q.pop("wait_replicas", ["0"])[0])
+    t = int(q.pop("wait_timeout_ms", ["1000"])[0])
+    return urlunsplit(u._replace(query=urlencode(q, doseq=True))), n, t
+
+
 class RedisStore:
+    """`wait_replicas=N` in the URL: a write that a 2xx answer depends on (recording
+    alerts, enqueueing events) counts only once N replicas have it (Redis WAIT, in the same
+    round trip); else the answer is 503 and the sender retries. Behind Sentinel, with
+    N = 1, a failover loses nothing that was answered 2xx."""
+
     def __init__(self, url: str, prefix: str = "alert-proxy") -> None:
         self.url = url
         self.n = keys.Names(prefix)
-        self._r = connect(url)
+        plain, self._replicas, self._wait_ms = _wait_option(url)
+        self._r = connect(plain)
         self._s = {name: self._r.register_script(_lua(name)) for name in _LIBS}
 
-    async def _run(self, name: str, keys_: Sequence[str], *args: Any) -> Any:
-        return await self._s[name](keys=list(keys_), args=list(args))
+    async def _run(self, name: str, keys_: Sequence[str], *args: Any, durable: bool = False) -> Any:
+        if not (durable and self._replicas):
+            return await self._s[name](keys=list(keys_), args=list(args))
+        async with self._r.pipeline(transaction=False) as pipe:
+            await self._s[name](keys=list(keys_), args=list(args), client=pipe)
+            pipe.execute_command("WAIT", self._replicas, self._wait_ms)
+            out, acked = await pipe.execute()
+        if int(acked) < self._replicas:
+            raise StoreError(f"redis: the write reached {acked} of {self._replicas} replica(s) "
+                             f"in {self._wait_ms} ms")
+        return out
 
     def _outbox_fixed(self) -> list[str]:
         n = self.n
@@ -161,7 +186,7 @@ class RedisStore:
         for _ in range(5):
             req = {"now": now, "ttl": GROUP_TTL, "tomb": int(TOMBSTONE_TTL), "kept": CHANGES_KEPT,
                    "g": groups, "e": es, "r": rs, "m": ms, "mk": mk}
-            out = await self._run("record", kl.keys, orjson.dumps(req))
+            out = await self._run("record", kl.keys, orjson.dumps(req), durable=True)
             if not isinstance(out, bytes | str):
                 return int(out)
             missing = orjson.loads(out)["missing"]  # groups or marks only the script knew
@@ -273,7 +298,7 @@ class RedisStore:
         kl = _Keys(self._outbox_fixed())
         es = [[_event_json(e), kl.many(self.n.outbox(e.routing_key))] for e in events]
         now = max(e.enqueued_at for e in events)
-        await self._run("enqueue", kl.keys, orjson.dumps({"now": now, "e": es}))
+        await self._run("enqueue", kl.keys, orjson.dumps({"now": now, "e": es}), durable=True)
 
     @_wrapped
     async def outbox_keys(self) -> list[str]:

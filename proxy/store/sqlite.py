@@ -232,45 +232,62 @@ class SqliteStore:
 
     def _record(self, c: sqlite3.Connection, entries: Sequence[Entry], resolved: Sequence[Resolved],
                 now: float, marks: Sequence[tuple[str, str]]) -> int:
+        """A whole request in a fixed number of statements, whatever its number of groups."""
         c.execute("DELETE FROM tombs WHERE until <= ?", (now,))
         if marks:
             c.executemany("INSERT OR IGNORE INTO marks (mark, fp) VALUES (?, ?)", marks)
-        by_group: dict[str, list[Entry]] = {}
+        # what goes where: group key -> [(fp, status, json, full)], and each group's max_alerts
+        puts: dict[str, list[tuple[str, str, str, bool]]] = {}
+        caps: dict[str, int] = {}
+        first: dict[str, Entry] = {}
         for e in entries:
-            by_group.setdefault(e.group_key, []).append(e)
-        for key, es in by_group.items():
-            head = self._head(c, key)
-            if head is None:
-                e = es[0]
-                m = e.meta
-                head = {"key": key, "due": now + e.group_wait, "urgent": int(e.urgent), "triggered": 0,
-                        "grown": 0, "last_flush_at": 0.0, "overflow": 0, "version": 0,
-                        "last_seen": now, "n_alerts": 0, "group_interval": e.group_interval,
-                        "resolve_wait": e.resolve_wait}
-                c.execute(f"INSERT INTO groups ({_GROUP_COLS}) VALUES "
+            puts.setdefault(e.group_key, []).append((e.fingerprint, "firing", e.alert_json, True))
+            caps[e.group_key] = e.max_alerts
+            first.setdefault(e.group_key, e)
+        held: dict[str, list[str]] = {}
+        if resolved:
+            fps = [r.fingerprint for r in resolved]
+            c.executemany("DELETE FROM marks WHERE fp = ?", [(fp,) for fp in fps])
+            for chunk in _chunks(fps):
+                q = f"SELECT fp, gkey FROM alerts WHERE fp IN ({','.join('?' * len(chunk))})"
+                for fp, gkey in c.execute(q, chunk):
+                    held.setdefault(fp, []).append(gkey)
+            for r in resolved:
+                for gkey in held.get(r.fingerprint, ()):
+                    puts.setdefault(gkey, []).append((r.fingerprint, "resolved", r.alert_json, r.full))
+                    caps.setdefault(gkey, 1 << 62)
+        heads = self._heads(c, list(puts))
+        new = [e for k, e in first.items() if k not in heads]
+        if new:
+            c.executemany(f"INSERT INTO groups ({_GROUP_COLS}) VALUES "
                           "(?,?,?,?,?,?,?,?,?,?,0,0,0,0,0,0,?,0,'{}')",
-                          (key, m["rule"], m["routing_key"], m["key_name"],
-                           orjson.dumps(m["group_labels"]).decode(), e.group_interval, e.resolve_wait,
-                           now, head["due"], int(e.urgent), now))
-                self._count("groups", 1)
-            if any(e.urgent for e in es):
-                head["urgent"] = 1
-            self._put(c, head, [(e.fingerprint, "firing", e.alert_json, True) for e in es],
-                      es[0].max_alerts, now)
+                          [(e.group_key, e.meta["rule"], e.meta["routing_key"], e.meta["key_name"],
+                            orjson.dumps(e.meta["group_labels"]).decode(), e.group_interval,
+                            e.resolve_wait, now, now + e.group_wait, int(e.urgent), now) for e in new])
+            self._count("groups", len(new))
+            for e in new:
+                heads[e.group_key] = {"key": e.group_key, "due": now + e.group_wait,
+                                      "urgent": int(e.urgent), "triggered": 0, "grown": 0,
+                                      "last_flush_at": 0.0, "overflow": 0, "version": 0,
+                                      "last_seen": now, "n_alerts": 0,
+                                      "group_interval": e.group_interval, "resolve_wait": e.resolve_wait}
+        for e in entries:
+            if e.urgent and e.group_key in heads:
+                heads[e.group_key]["urgent"] = 1
+        self._put_many(c, heads, puts, caps, now)
         lost: list[OutEvent] = []
-        for r in resolved:
-            c.execute("DELETE FROM marks WHERE fp = ?", (r.fingerprint,))
-            held = [k for (k,) in c.execute("SELECT gkey FROM alerts WHERE fp = ?", (r.fingerprint,))]
-            for key in held:
-                head = self._head(c, key)
-                assert head is not None
-                self._put(c, head, [(r.fingerprint, "resolved", r.alert_json, r.full)], 1 << 62, now)
-            if held:
-                continue
-            for key, ev in r.candidates:
-                gone = c.execute("SELECT 1 FROM groups WHERE key = ? UNION ALL SELECT 1 FROM tombs "
-                                 "WHERE key = ?", (key, key)).fetchone() is None
-                if gone:
+        candidates = [(k, ev) for r in resolved if r.fingerprint not in held for k, ev in r.candidates]
+        if candidates:
+            ks = list(dict.fromkeys(k for k, _ in candidates))
+            known: set[str] = set()
+            for chunk in _chunks(ks):
+                marks_ = ",".join("?" * len(chunk))
+                known.update(k for (k,) in c.execute(
+                    f"SELECT key FROM groups WHERE key IN ({marks_}) UNION "
+                    f"SELECT key FROM tombs WHERE key IN ({marks_})", (*chunk, *chunk)))
+            for key, ev in candidates:
+                if key not in known:
+                    known.add(key)
                     c.execute("INSERT OR REPLACE INTO tombs (key, until) VALUES (?, ?)",
                               (key, now + TOMBSTONE_TTL))
                     lost.append(ev)
@@ -278,64 +295,72 @@ class SqliteStore:
         return len(lost)
 
     @staticmethod
-    def _head(c: sqlite3.Connection, key: str) -> dict[str, Any] | None:
-        row = c.execute("SELECT due, urgent, triggered, grown, last_flush_at, overflow, version, "
-                        "last_seen, n_alerts, group_interval, resolve_wait FROM groups WHERE key = ?",
-                        (key,)).fetchone()
-        if row is None:
-            return None
-        names = ("due", "urgent", "triggered", "grown", "last_flush_at", "overflow", "version",
+    def _heads(c: sqlite3.Connection, keys: list[str]) -> dict[str, dict[str, Any]]:
+        names = ("key", "due", "urgent", "triggered", "grown", "last_flush_at", "overflow", "version",
                  "last_seen", "n_alerts", "group_interval", "resolve_wait")
-        return {"key": key, **dict(zip(names, row, strict=True))}
+        out: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(keys):
+            q = (f"SELECT {', '.join(names)} FROM groups WHERE key IN ({','.join('?' * len(chunk))})")
+            for row in c.execute(q, chunk):
+                out[row[0]] = dict(zip(names, row, strict=True))
+        return out
 
-    def _put(self, c: sqlite3.Connection, g: dict[str, Any], alerts: list[tuple[str, str, str, bool]],
-             max_alerts: int, now: float) -> None:
-        """Alerts into one group, by the scheduling rule of store.base; one read of the
-        alerts it already holds, one write of the group."""
-        key = g["key"]
-        have: dict[str, tuple[str, str]] = {}
-        fps = list(dict.fromkeys(fp for fp, *_ in alerts))
-        for chunk in _chunks(fps):
-            q = f"SELECT fp, status, json FROM alerts WHERE gkey = ? AND fp IN ({','.join('?' * len(chunk))})"
-            have.update((fp, (st, js)) for fp, st, js in c.execute(q, (key, *chunk)))
+    @staticmethod
+    def _put_many(c: sqlite3.Connection, heads: dict[str, dict[str, Any]],
+                  puts: dict[str, list[tuple[str, str, str, bool]]], caps: dict[str, int],
+                  now: float) -> None:
+        """Alerts into their groups, by the scheduling rule of store.base: one read of the
+        alerts the groups already hold, then one batch of writes of each kind."""
+        pairs = list(dict.fromkeys((k, fp) for k, alerts in puts.items() if k in heads
+                                   for fp, *_ in alerts))
+        have: dict[tuple[str, str], tuple[str, str]] = {}
+        for chunk in _chunks(pairs, 400):
+            q = ("SELECT gkey, fp, status, json FROM alerts WHERE (gkey, fp) IN (VALUES "
+                 + ",".join(["(?,?)"] * len(chunk)) + ")")
+            for gkey, fp, st, js in c.execute(q, [x for pair in chunk for x in pair]):
+                have[(gkey, fp)] = (st, js)
         inserts, updates = [], []
-        for fp, status, js, full in alerts:
-            g["last_seen"] = now
-            old = have.get(fp)
-            if old is None:
-                if status != "firing":
-                    continue
-                if g["n_alerts"] >= max_alerts:
-                    g["overflow"] += 1
-                    continue
-                have[fp] = (status, js)
-                g["n_alerts"] += 1
-                inserts.append((key, fp, status, js))
-            else:
-                raw, old_js = old
-                prev, changes = split_status(raw)
-                new_js = js if full else old_js
-                new_raw = raw if prev == status else join_status(status, (*changes, now))
-                if (new_raw, new_js) == old:
-                    continue
-                have[fp] = (new_raw, new_js)
-                updates.append((new_raw, new_js, key, fp))
-                if prev == status:
-                    continue
-            g["version"] += 1
-            if g["last_flush_at"] > 0:
-                if status == "firing" and g["triggered"]:
-                    g["grown"] = 1
-                wait = g["group_interval"] if status == "firing" else g["resolve_wait"]
-                g["due"] = min(g["due"], max(now, g["last_flush_at"] + wait))
+        for key, alerts in puts.items():
+            g = heads.get(key)
+            if g is None:
+                continue
+            for fp, status, js, full in alerts:
+                g["last_seen"] = now
+                old = have.get((key, fp))
+                if old is None:
+                    if status != "firing":
+                        continue
+                    if g["n_alerts"] >= caps[key]:
+                        g["overflow"] += 1
+                        continue
+                    have[(key, fp)] = (status, js)
+                    g["n_alerts"] += 1
+                    inserts.append((key, fp, status, js))
+                else:
+                    raw, old_js = old
+                    prev, changes = split_status(raw)
+                    new = (raw if prev == status else join_status(status, (*changes, now)),
+                           js if full else old_js)
+                    if new == old:
+                        continue
+                    have[(key, fp)] = new
+                    updates.append((*new, key, fp))
+                    if prev == status:
+                        continue
+                g["version"] += 1
+                if g["last_flush_at"] > 0:
+                    if status == "firing" and g["triggered"]:
+                        g["grown"] = 1
+                    wait = g["group_interval"] if status == "firing" else g["resolve_wait"]
+                    g["due"] = min(g["due"], max(now, g["last_flush_at"] + wait))
         if inserts:
             c.executemany("INSERT INTO alerts (gkey, fp, status, json) VALUES (?, ?, ?, ?)", inserts)
         if updates:
             c.executemany("UPDATE alerts SET status = ?, json = ? WHERE gkey = ? AND fp = ?", updates)
-        c.execute("UPDATE groups SET due = ?, urgent = ?, grown = ?, overflow = ?, version = ?, "
-                  "last_seen = ?, n_alerts = ? WHERE key = ?",
-                  (g["due"], g["urgent"], g["grown"], g["overflow"], g["version"], g["last_seen"],
-                   g["n_alerts"], key))
+        c.executemany("UPDATE groups SET due = ?, urgent = ?, grown = ?, overflow = ?, version = ?, "
+                      "last_seen = ?, n_alerts = ? WHERE key = ?",
+                      [(g["due"], g["urgent"], g["grown"], g["overflow"], g["version"], g["last_seen"],
+                        g["n_alerts"], key) for key, g in heads.items() if key in puts])
 
     async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
         def run(c: sqlite3.Connection) -> dict[str, set[str]]:

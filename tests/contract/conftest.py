@@ -9,7 +9,7 @@ import pytest
 
 from proxy.store import Store, from_url
 
-STORES = ["memory", "sqlite", "redis"]
+STORES = ["memory", "sqlite", "redis", "redis_tls", "redis_sentinel", "redis_cluster"]
 
 
 @pytest.fixture(params=STORES)
@@ -20,7 +20,7 @@ async def store(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Store
     elif kind == "sqlite":
         s = from_url(f"sqlite://{tmp_path}/state.db")
     else:
-        server = request.getfixturevalue({"redis": "redis_server"}.get(kind, f"{kind}_server"))
+        server = request.getfixturevalue(f"{kind}_server")
         s = from_url(server.url, prefix=f"t-{uuid.uuid4().hex[:8]}")
     yield s
     await s.close()

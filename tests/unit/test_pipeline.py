@@ -65,7 +65,7 @@ async def step(p: Pipeline, seconds: float) -> list[tuple[str, dict[str, object]
     out = []
     for ev in await p.store.pending():
         out.append((ev.action, orjson.loads(ev.body)))
-        await p.store.done(ev, clock.now())
+        await p.store.done(ev, 0, clock.now())
     return out
 
 

@@ -2,9 +2,37 @@
 -- (see keys.py); a group is a table G = {g=, ga=, gs=, tomb=} of its key names.
 --   g   hash: rule, routing_key, key_name, group_labels (JSON), group_interval,
 --       resolve_wait, opened_at, triggered, grown, last_trigger_at, last_flush_at,
---       overflow, version, last_seen, urgent, state (JSON)
+--       overflow, version, last_seen, urgent, state (JSON), n (alerts held), ttl_at
 --   ga  hash fingerprint -> alert JSON (opaque here)
 --   gs  hash fingerprint -> "status|t1|t2..." (the times its status changed)
+-- A script reads a group's fields once (gload), changes them in a Lua table, and writes
+-- them back once (gsave): the cost of a request is its alerts, not its groups' fields.
+
+local GFIELDS = {'version', 'overflow', 'n', 'last_flush_at', 'triggered', 'group_interval',
+                 'resolve_wait', 'urgent', 'grown', 'last_seen', 'ttl_at'}
+
+local function gload(G)
+  local v = redis.call('HMGET', G.g, unpack(GFIELDS))
+  if not v[1] then return nil end
+  local t = {}
+  for i, name in ipairs(GFIELDS) do t[name] = v[i] end
+  t.version, t.overflow, t.n = tonumber(t.version), tonumber(t.overflow), tonumber(t.n)
+  t.last_flush_at, t.group_interval = tonumber(t.last_flush_at), tonumber(t.group_interval)
+  t.resolve_wait, t.ttl_at = tonumber(t.resolve_wait), tonumber(t.ttl_at or '0')
+  return t
+end
+
+-- Write the fields back; refresh the TTLs at most once a day (they are a week).
+local function gsave(G, t, now, ttl)
+  redis.call('HSET', G.g, 'version', t.version, 'overflow', t.overflow, 'n', t.n,
+    'grown', t.grown, 'last_seen', t.last_seen, 'urgent', t.urgent)
+  if now - t.ttl_at > 86400 then
+    redis.call('HSET', G.g, 'ttl_at', string.format('%.17g', now))
+    redis.call('EXPIRE', G.g, ttl)
+    redis.call('EXPIRE', G.ga, ttl)
+    redis.call('EXPIRE', G.gs, ttl)
+  end
+end
 
 -- "firing|1.5|2.5" -> "firing", "1.5|2.5"
 local function split_status(raw)
@@ -24,43 +52,37 @@ local function with_change(status, changes, now, kept)
   return table.concat(out, '|')
 end
 
-local function lane(G, due_u, due_n)
-  if redis.call('HGET', G.g, 'urgent') == '1' then return due_u end
-  return due_n
-end
-
--- One alert into one group, by the scheduling rule of store/base.py.
--- fpkey: the fingerprint's set of groups (only used when the alert is new here).
-local function put_alert(G, k, fp, status, json, full, max_alerts, now, fpkey, due_u, due_n, ttl, kept)
-  redis.call('HSET', G.g, 'last_seen', string.format('%.17g', now))
+-- One alert into one group (t: its fields from gload), by the scheduling rule of
+-- store/base.py. fpkey: the fingerprint's set of groups (used when the alert is new here).
+local function put_alert(G, t, k, fp, status, json, full, max_alerts, now, fpkey, due_u, due_n, ttl, kept)
+  t.last_seen = string.format('%.17g', now)
   local raw = redis.call('HGET', G.gs, fp)
   if not raw then
     if status ~= 'firing' then return end
-    if redis.call('HLEN', G.gs) >= max_alerts then
-      redis.call('HINCRBY', G.g, 'overflow', 1)
+    if t.n >= max_alerts then
+      t.overflow = t.overflow + 1
       return
     end
-    redis.call('SADD', fpkey, k)
-    redis.call('EXPIRE', fpkey, ttl)
+    if redis.call('SADD', fpkey, k) == 1 then redis.call('EXPIRE', fpkey, ttl) end
     redis.call('HSET', G.ga, fp, json)
     redis.call('HSET', G.gs, fp, status)
+    t.n = t.n + 1
   else
     if full then redis.call('HSET', G.ga, fp, json) end
     local prev, changes = split_status(raw)
     if prev == status then return end
     redis.call('HSET', G.gs, fp, with_change(status, changes, now, kept))
   end
-  redis.call('HINCRBY', G.g, 'version', 1)
-  local f = redis.call('HMGET', G.g, 'last_flush_at', 'triggered', 'group_interval', 'resolve_wait')
-  local last_flush = tonumber(f[1])
-  if last_flush > 0 then
-    local wait = tonumber(f[4])
+  t.version = t.version + 1
+  if t.last_flush_at > 0 then
+    local wait = t.resolve_wait
     if status == 'firing' then
-      wait = tonumber(f[3])
-      if f[2] == '1' then redis.call('HSET', G.g, 'grown', '1') end
+      wait = t.group_interval
+      if t.triggered == '1' then t.grown = '1' end
     end
-    local at = math.max(now, last_flush + wait)
-    local zset = lane(G, due_u, due_n)
+    local at = math.max(now, t.last_flush_at + wait)
+    local zset = due_n
+    if t.urgent == '1' then zset = due_u end
     local cur = tonumber(redis.call('ZSCORE', zset, k))
     if cur and at < cur then redis.call('ZADD', zset, at, k) end
   end

@@ -37,31 +37,36 @@ if #miss_g > 0 or #miss_m > 0 then
   return cjson.encode({missing = {groups = miss_g, marks = miss_m}})
 end
 
--- 2. Firing entries, opening groups as needed.
-local seen = {}
+-- 2. Firing entries, opening groups as needed. Each group's fields are read once (T).
+local T = {}
+local function fields(k)
+  if T[k] == nil then T[k] = gload(G(k)) or false end
+  return T[k]
+end
 for _, e in ipairs(R.e) do
   local k, fp = e[1], e[2]
   local g = G(k)
-  if not seen[k] then
-    seen[k] = true
-    if redis.call('EXISTS', g.g) == 0 then
-      local m = R.g[k][5]
-      local urgent = e[6] and '1' or '0'
-      redis.call('HSET', g.g, 'rule', m[1], 'routing_key', m[2], 'key_name', m[3],
-        'group_labels', m[4], 'group_interval', tostring(m[6]), 'resolve_wait', tostring(m[7]),
-        'opened_at', string.format('%.17g', now), 'triggered', '0', 'grown', '0',
-        'last_trigger_at', '0', 'last_flush_at', '0', 'overflow', '0', 'version', '0',
-        'last_seen', string.format('%.17g', now), 'urgent', urgent, 'state', '{}')
-      redis.call('ZADD', urgent == '1' and DUE_U or DUE_N, now + m[5], k)
-    end
+  local t = fields(k)
+  if not t then
+    local m = R.g[k][5]
+    local urgent = e[6] and '1' or '0'
+    local ts = string.format('%.17g', now)
+    redis.call('HSET', g.g, 'rule', m[1], 'routing_key', m[2], 'key_name', m[3],
+      'group_labels', m[4], 'group_interval', tostring(m[6]), 'resolve_wait', tostring(m[7]),
+      'opened_at', ts, 'triggered', '0', 'grown', '0', 'last_trigger_at', '0',
+      'last_flush_at', '0', 'overflow', '0', 'version', '0', 'last_seen', ts, 'urgent', urgent,
+      'state', '{}', 'n', '0', 'ttl_at', '0')
+    redis.call('ZADD', urgent == '1' and DUE_U or DUE_N, now + m[5], k)
+    T[k] = gload(g)
+    t = T[k]
   end
-  if e[6] and redis.call('HGET', g.g, 'urgent') ~= '1' then
+  if e[6] and t.urgent ~= '1' then
     local due = redis.call('ZSCORE', DUE_N, k)
-    redis.call('HSET', g.g, 'urgent', '1')
+    t.urgent = '1'
     redis.call('ZREM', DUE_N, k)
     if due then redis.call('ZADD', DUE_U, due, k) end
   end
-  put_alert(g, k, fp, 'firing', e[4], true, e[5], now, KEYS[e[3]], DUE_U, DUE_N, ttl, kept)
+  put_alert(g, t, k, fp, 'firing', e[4], true, e[5], now, KEYS[e[3]], DUE_U, DUE_N, ttl, kept)
 end
 
 -- 3. Inhibition marks left by firing sources.
@@ -82,8 +87,10 @@ for _, r in ipairs(R.r) do
   redis.call('DEL', KEYS[r[3]])
   local held = redis.call('SMEMBERS', KEYS[r[2]])
   for _, k in ipairs(held) do
-    seen[k] = true
-    put_alert(G(k), k, fp, 'resolved', r[4], r[5], 1e18, now, KEYS[r[2]], DUE_U, DUE_N, ttl, kept)
+    local t = fields(k)
+    if t then
+      put_alert(G(k), t, k, fp, 'resolved', r[4], r[5], 1e18, now, KEYS[r[2]], DUE_U, DUE_N, ttl, kept)
+    end
   end
   if #held == 0 then
     for _, c in ipairs(r[6]) do
@@ -98,13 +105,8 @@ for _, r in ipairs(R.r) do
   end
 end
 
--- 5. Groups touched live a TTL more.
-for k, _ in pairs(seen) do
-  local g = G(k)
-  if redis.call('EXISTS', g.g) == 1 then
-    redis.call('EXPIRE', g.g, ttl)
-    redis.call('EXPIRE', g.ga, ttl)
-    redis.call('EXPIRE', g.gs, ttl)
-  end
+-- 5. The groups' fields, written once.
+for k, t in pairs(T) do
+  if t then gsave(G(k), t, now, ttl) end
 end
 return lost
