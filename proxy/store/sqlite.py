@@ -311,14 +311,13 @@ class SqliteStore:
                   now: float) -> None:
         """Alerts into their groups, by the scheduling rule of store.base: one read of the
         alerts the groups already hold, then one batch of writes of each kind."""
-        pairs = list(dict.fromkeys((k, fp) for k, alerts in puts.items() if k in heads
-                                   for fp, *_ in alerts))
+        wanted = {(k, fp) for k, alerts in puts.items() if k in heads for fp, *_ in alerts}
         have: dict[tuple[str, str], tuple[str, str]] = {}
-        for chunk in _chunks(pairs, 400):
-            q = ("SELECT gkey, fp, status, json FROM alerts WHERE (gkey, fp) IN (VALUES "
-                 + ",".join(["(?,?)"] * len(chunk)) + ")")
-            for gkey, fp, st, js in c.execute(q, [x for pair in chunk for x in pair]):
-                have[(gkey, fp)] = (st, js)
+        for chunk in _chunks(list({fp for _, fp in wanted})):  # by the fingerprint index
+            q = f"SELECT gkey, fp, status, json FROM alerts WHERE fp IN ({','.join('?' * len(chunk))})"
+            for gkey, fp, st, js in c.execute(q, chunk):
+                if (gkey, fp) in wanted:
+                    have[(gkey, fp)] = (st, js)
         inserts, updates = [], []
         for key, alerts in puts.items():
             g = heads.get(key)
