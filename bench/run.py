@@ -41,7 +41,7 @@ defaults:
   group_interval: %(gi)s
   repeat_interval: 4h
   max_alerts: 200000
-"""
+%(extra)s"""
 
 
 class Bench:
@@ -70,11 +70,12 @@ class Bench:
 
     @contextmanager
     def proxy(self, store: str = "memory://", gw: str = "30s", gi: str = "5m",
-              upstream: str = "http://127.0.0.1:9") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+              upstream: str = "http://127.0.0.1:9",
+              extra: str = "") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         port = free_port()
         rules = self.work / f"rules-{port}"
         rules.mkdir()
-        (rules / "rules.yml").write_text(RULES % {"gw": gw, "gi": gi})
+        (rules / "rules.yml").write_text(RULES % {"gw": gw, "gi": gi, "extra": extra})
         with self.process([sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}",
                            "--rules", str(rules), "--store", store, "--upstream", upstream,
                            "--log-level", "warning"], f"proxy-{port}", port) as p:
@@ -233,13 +234,20 @@ class Bench:
         print(f"added latency to a page (beyond group_wait): p50 {p50:.1f} ms, p99 {p99:.1f} ms "
               f"({len(added)}/{samples} pages)", flush=True)
 
-    def egress(self, name: str, alerts: list[dict[str, object]], spread_s: float) -> None:
+    def egress(self, name: str, alerts: list[dict[str, object]], spread_s: float,
+               storm: tuple[int, str] | None = None) -> None:
+        """An outage through the proxy to a fake PagerDuty that enforces 120/min per key:
+        the events it sends, the incidents PagerDuty opens (pages), the 429s it draws,
+        and how long the last page and the last resolve take. `storm`: (groups, within)
+        of the defaults' `storm:` setting."""
         pd_port = free_port()
         log = self.work / f"pd-{name}.jsonl"
+        extra = f"  storm: {{groups: {storm[0]}, within: {storm[1]}}}\n" if storm else ""
         with self.process([sys.executable, "-m", "bench.fakepd", str(pd_port), str(log)], f"pd-{name}", pd_port), \
-                self.proxy(gw="1s", gi="2s", upstream=f"http://127.0.0.1:{pd_port}") as (base, _):
+                self.proxy(gw="1s", gi="2s", upstream=f"http://127.0.0.1:{pd_port}", extra=extra) as (base, _):
             url = base + "/v1/alertmanager"
             groups = {(a["labels"]["alertname"], a["labels"]["service"]) for a in alerts}  # type: ignore[index]
+            pages = storm[0] + 1 if storm and len(groups) > storm[0] else len(groups)
             t0 = time.time()
 
             async def fire() -> None:
@@ -254,23 +262,37 @@ class Bench:
 
             deadline = time.time() + 300
             while time.time() < deadline and len({e["dedup_key"] for e in events()
-                                                  if e["status"] == 202}) < len(groups):
+                                                  if e["status"] == 202}) < pages:
                 time.sleep(0.2)
+            time.sleep(3 if storm else 0)  # the storm incident's last update
             t_resolve = time.time()
             asyncio.run(post_batches(url, alerts, "resolved", 500))
             while time.time() < deadline and sum(1 for e in events() if e["status"] == 202
-                                                 and e["action"] == "resolve") < len(groups):
+                                                 and e["action"] == "resolve") < pages:
                 time.sleep(0.2)
             ev = events()
         ok = [e for e in ev if e["status"] == 202]
-        first = min((e["at"] for e in ok if e["action"] == "trigger"), default=float("nan"))
+        triggers = [e["at"] for e in ok if e["action"] == "trigger"]
+        first = min(triggers, default=float("nan"))
         last = max((e["at"] for e in ok if e["action"] == "resolve"), default=float("nan"))
         res = {"alerts": len(alerts), "groups": len(groups), "events": len(ok),
+               "pages": len({e["dedup_key"] for e in ok if e["action"] == "trigger"}),
                "429s": sum(1 for e in ev if e["status"] == 429),
-               "first_page_s": round(first - t0, 2), "last_resolve_after_resolving_s":
-               round(last - t_resolve, 2)}
+               "max_in_60s": _max_in_window([e["at"] for e in ok]),
+               "first_page_s": round(first - t0, 2),
+               "last_page_s": round(max(triggers, default=float("nan")) - t0, 2),
+               "last_resolve_after_resolving_s": round(last - t_resolve, 2)}
         self.notes[f"egress_{name}"] = res
         print(f"egress {name}: {res}", flush=True)
+
+
+def _max_in_window(times: list[float], window: float = 60.0) -> int:
+    ts, best, j = sorted(times), 0, 0
+    for i, t in enumerate(ts):
+        while ts[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
 
 
 def rss(pid: int) -> int:
@@ -300,8 +322,12 @@ def main() -> int:
         if args.quick:
             b.egress("cascade", outage(kinds=("Down",), services=6, instances=10), 1.0)
         else:
-            b.egress("cascade", outage(), 5.0)
+            b.egress("cascade", outage() + [{"labels": {"alertname": "ClusterDown", "service": "k8s"},
+                                              "fingerprint": "cluster-down"}], 0.5)
             b.egress("steady_storm", outage(kinds=("Down", "Latency"), services=25, instances=400), 20.0)
+            storm200 = outage(kinds=("Down", "Latency", "Errors", "Saturation"), services=50, instances=2)
+            b.egress("storm200", storm200, 1.0)
+            b.egress("storm200_folded", storm200, 1.0, storm=(20, "1m"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(),

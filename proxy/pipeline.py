@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from proxy import correlate, render
@@ -23,7 +25,8 @@ from proxy.ingest import events_v2
 from proxy.metrics import Metrics
 from proxy.model import Action, Alert, Flush, Group, GroupAlert, OutEvent
 from proxy.rules import RuleSet
-from proxy.rules.engine import own_identity_key
+from proxy.rules.engine import STORM_RULE, group_dedup_key, own_identity_key
+from proxy.rules.schema import Rule
 from proxy.store import Commit, Entry, Resolved, Store
 
 __all__ = ["Pipeline"]
@@ -38,6 +41,7 @@ class Pipeline:
                  on_enqueue: Callable[[], None] = lambda: None) -> None:
         self.rules, self.store, self.clock, self.metrics = rules, store, clock, metrics
         self.on_enqueue = on_enqueue  # the sender's wake-up call
+        self._opens: dict[str, deque[float]] = {}  # routing key -> recent group openings
 
     # -- in --------------------------------------------------------------------------
     async def accept(self, alerts: Sequence[Alert]) -> None:
@@ -67,7 +71,7 @@ class Pipeline:
                 r = p.rule
                 entries.append(Entry(
                     group_key=p.group_key, meta=p.group_meta(), fingerprint=alert.fingerprint,
-                    alert_json=GroupAlert(alert, p.severity).to_json(), group_wait=r.group_wait,
+                    alert_json=GroupAlert(p.alert, p.severity).to_json(), group_wait=r.group_wait,
                     group_interval=r.group_interval,
                     resolve_wait=r.group_interval if r.resolve_wait is None else r.resolve_wait,
                     max_alerts=r.max_alerts, urgent=p.severity == "critical"))
@@ -165,36 +169,172 @@ class Pipeline:
         sent = 0
         for _ in range(10):
             muted = await self.muted(groups, now)
-            plans = [self._plan(g, now, muted.get(g.key, {})) for g in groups]
-            done = await self.store.commit([c for c, _ in plans])
+            plans = [await self._plan(g, now, muted.get(g.key, {})) for g in groups]
+            done = await self.store.commit([p.commit for p in plans])
             retry = []
-            for (c, f), ok in zip(plans, done, strict=True):
+            for plan, ok in zip(plans, done, strict=True):
                 if ok:
-                    sent += len(c.events)
-                    self._account(c, f, muted.get(c.group.key, {}))
+                    sent += len(plan.commit.events)
+                    await self._after(plan, now)
                 else:
-                    retry.append(c.group.key)
+                    retry.append(plan.commit.group.key)
             if not retry:
                 break
             groups = [g for g in [await self.store.load(k) for k in retry] if g is not None]
         return sent
 
-    def _plan(self, g: Group, now: float, muted: dict[str, str]) -> tuple[Commit, Flush]:
-        """One group: what it sends now, and its next state (pure)."""
-        rule = self.rules.rule(g.rule)
-        f = correlate.decide(g, rule, now, muted)
-        events = [render.trigger_event(g, rule, now, muted) if action == "trigger"
-                  else render.followup_event(g.routing_key, g.key, "resolve", now, g.key_name)
-                  for action in f.actions]
-        correlate.apply(g, f, now)
-        return Commit(g, f.delete, events), f
+    async def _plan(self, g: Group, now: float, muted: dict[str, str]) -> _Plan:
+        """One group: what it sends now, and its next state."""
+        rules = self.rules
+        rule = rules.rule(g.rule)
+        held_before = g.state.get("held", "")
+        f, page = correlate.decide(g, rule, now, muted)
+        plan = _Plan(Commit(g, f.delete, []), f, page, held_before, dict(muted))
+        if g.rule == STORM_RULE:
+            self._storm_calm(plan, rule, now)
+        elif g.state.get("folded") or ("trigger" in f.actions and page.why == "first"):
+            await self._storm_fold(plan, rule, now)
+        extra = correlate.page_details(g, page, muted)
+        if g.rule == STORM_RULE:
+            extra.update(_storm_details(g))
+        if g.state.get("unfolded"):
+            extra["after_storm"] = True
+        plan.commit.events = [
+            render.trigger_event(g, rule, now, muted, extra) if action == "trigger"
+            else render.followup_event(g.routing_key, g.key, "resolve", now, g.key_name)
+            for action in f.actions]
+        correlate.apply(g, f, page, now, rule)
+        return plan
 
-    def _account(self, c: Commit, f: Flush, muted: dict[str, str]) -> None:
+    # -- storm folding ---------------------------------------------------------------------
+    async def _storm_fold(self, plan: _Plan, rule: Rule, now: float) -> None:
+        """A group about to page for the first time (or folded before): page it, or fold it
+        into its routing key's storm incident while more groups open than `storm.groups`
+        within `storm.within`. Critical groups are never folded."""
+        g, f = plan.commit.group, plan.flush
+        storm = self.rules.defaults.storm
+        key = storm_key(g.routing_key)
+        folded = g.state.get("folded")
+        if f.delete:  # a folded group that resolved: its place in the storm resolves too
+            if folded:
+                plan.held_now = "folded"
+                plan.records.append(([], [Resolved("g:" + g.key, "{}", False)]))
+            return
+        if storm is None or g.urgent or "trigger" not in f.actions:
+            return
+        active = folded or self._opened(g.routing_key, now) > storm.groups \
+            or await self.store.load(key) is not None
+        if folded and await self.store.load(key) is None:
+            active = False  # the storm is over: this group pages on its own
+        if not active:
+            if folded:
+                g.state.pop("folded", None)
+                g.state["unfolded"] = True
+            return
+        f.actions = []
+        f.next_due = now + min(storm.within, rule.group_interval)
+        plan.page.held = plan.held_now = "folded"
+        if not folded:  # it joins the storm incident once (it looks again every recheck)
+            g.state["folded"] = key
+            g.state["folded_at"] = now
+            plan.records.append(([self._storm_entry(g, key, now)], []))
+
+    def _opened(self, rk: str, now: float) -> int:
+        """Groups that opened (paged first, or folded) on this key within storm.within,
+        counting this one; kept in this process (each replica counts its own)."""
+        storm = self.rules.defaults.storm
+        assert storm is not None
+        q = self._opens.setdefault(rk, deque())
+        q.append(now)
+        while q and q[0] <= now - storm.within:
+            q.popleft()
+        return len(q)
+
+    def _storm_entry(self, g: Group, key: str, now: float) -> Entry:
+        """A folded group as one alert of its storm incident."""
+        firing = [a for a in g.alerts.values() if a.firing]
+        alert = Alert(fingerprint="g:" + g.key, status="firing",
+                      labels={"rule": g.rule, **{k: v for k, v in g.group_labels.items() if v}},
+                      source="storm", summary=(firing[0].alert.summary if firing else "") or g.rule,
+                      custom_details={"alerts": len(firing), "dedup_key": g.key,
+                                      "folded_at": g.state.get("folded_at", now)})
+        rule = self.rules.rule(STORM_RULE)
+        return Entry(group_key=key, meta={"rule": STORM_RULE, "routing_key": g.routing_key,
+                                          "key_name": g.key_name, "group_labels": {"storm": g.key_name}},
+                     fingerprint=alert.fingerprint, alert_json=GroupAlert(alert, "error").to_json(),
+                     group_wait=0.0, group_interval=rule.group_interval, resolve_wait=0.0,
+                     max_alerts=rule.max_alerts)
+
+    def _storm_calm(self, plan: _Plan, rule: Rule, now: float) -> None:
+        """The storm incident resolves when no group folded into it for storm.within; its
+        groups still firing then page on their own (at their next look, made now)."""
+        g = plan.commit.group
+        storm = self.rules.defaults.storm
+        within = storm.within if storm else 0.0
+        last = max((float(a.alert.custom_details.get("folded_at", 0.0)) for a in g.alerts.values()),
+                   default=0.0)
+        if now - last < within:
+            plan.flush.next_due = min(plan.flush.next_due, last + within)
+            return
+        plan.flush.actions = ["resolve"] if g.triggered else []
+        plan.flush.delete = True
+        plan.commit.delete = True
+        plan.wake = [fp[2:] for fp, a in g.alerts.items() if a.firing]
+
+    async def _after(self, plan: _Plan, now: float) -> None:
+        """Once a plan is committed: its storm side effects, metrics, a log line."""
+        for entries, resolved in plan.records:
+            await self.store.record(entries, resolved, now)
+        for key in plan.wake:
+            member = await self.store.load(key)
+            if member is not None:
+                member.due = now
+                await self.store.commit([Commit(member, False, [])])
+        c, f, page = plan.commit, plan.flush, plan.page
+        g = c.group
         self.metrics.flushes.labels("/".join(f.actions) or ("transient" if f.delete else "none")).inc()
-        for reason in muted.values():
-            self.metrics.suppressed.labels(reason).inc()
-        if c.events:
-            g = c.group
+        held = plan.held_now or page.held
+        if held and held != plan.held_before and held in SUPPRESSED:
+            n = len(page.flapping) if held == "flapping" else len(g.alerts)
+            self.metrics.suppressed.labels(held).inc(n)
+        if held == "muted" and plan.held_before != "muted":
+            for reason in plan.muted.values():
+                self.metrics.suppressed.labels(reason).inc()
+        if c.events or held in ("folded", "flapping") and held != plan.held_before:
             log.info("group flushed", extra={"fields": {
                 "dedup_key": g.key, "rule": g.rule, "key": g.key_name, "actions": f.actions,
-                "firing": len(g.firing()), "alerts": len(g.alerts)}})
+                "why": page.why or None, "held": held or None, "firing": len(g.firing()),
+                "alerts": len(g.alerts)}})
+
+
+SUPPRESSED = ("transient", "flapping", "folded")
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A group's flush before it is committed, and what follows once it is."""
+
+    commit: Commit
+    flush: Flush
+    page: correlate.Page
+    held_before: str
+    muted: dict[str, str]
+    held_now: str = ""
+    records: list[tuple[list[Entry], list[Resolved]]] = field(default_factory=list)
+    wake: list[str] = field(default_factory=list)  # group keys to look at now
+
+
+def storm_key(routing_key: str) -> str:
+    """The dedup_key of a routing key's storm incident (one per key)."""
+    return group_dedup_key(STORM_RULE, routing_key, {})
+
+
+def _storm_details(g: Group) -> dict[str, object]:
+    """Counts and the top groups of a storm incident."""
+    members = sorted((a for a in g.alerts.values() if a.firing),
+                     key=lambda a: -int(a.alert.custom_details.get("alerts", 0)))
+    return {"storm": True, "folded_groups": len(members),
+            "folded_alerts": sum(int(a.alert.custom_details.get("alerts", 0)) for a in members),
+            "top_groups": [{"dedup_key": a.alert.custom_details.get("dedup_key"),
+                            "summary": a.alert.summary, "labels": a.labels,
+                            "alerts": a.alert.custom_details.get("alerts", 0)} for a in members[:10]]}

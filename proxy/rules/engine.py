@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -17,8 +17,12 @@ from proxy.model import SEVERITIES, Alert
 from proxy.redact import mask
 from proxy.rules.matchers import matches_all
 from proxy.rules.schema import ALL_LABELS, Rule, RuleFile
+from proxy.rules.templates import compile_template
 
-__all__ = ["SUPPRESS_REASONS", "Placement", "RuleSet", "group_dedup_key", "own_identity_key"]
+__all__ = ["STORM_RULE", "SUPPRESS_REASONS", "Placement", "RuleSet", "group_dedup_key",
+           "own_identity_key"]
+
+STORM_RULE = "(storm)"  # the rule of a routing key's storm incident (see pipeline); not a name ops can use
 
 SUPPRESS_REASONS = ("dropped", "no_routing_key", "inhibited", "maintenance")
 _BUILTIN_SEVERITY_MAP = {
@@ -76,10 +80,29 @@ class RuleSet:
         self.inhibit = rules.inhibit
         self.maintenance = rules.maintenance
         self._by_name = {r.name: r for r in rules.rules}
+        self._by_name[STORM_RULE] = replace(
+            self.defaults, name=STORM_RULE, matchers=[], group_wait=0.0, resolve_wait=0.0,
+            on_growth="update", min_alerts=0, for_=0.0, flap=None, stale_after=0.0,
+            severity=None, max_alerts=1 << 30, custom_details={}, links=[], images=[],
+            summary=compile_template("Alert storm on {{ group_labels.storm }}: {{ num_firing }} "
+                                     "groups folded into this incident"))
 
     def rule(self, name: str) -> Rule:
         """The rule called `name`, or the defaults if a reload removed it."""
         return self._by_name.get(name, self.defaults)
+
+    @staticmethod
+    def _labeled(rule: Rule, alert: Alert) -> Alert:
+        """The alert with the rule's `labels` set (templates over the alert), for grouping
+        alerts of several sources by one shared label."""
+        ctx = {"labels": alert.labels, "annotations": alert.annotations, "source": alert.source,
+               "summary": alert.summary, "severity": alert.severity}
+        labels = dict(alert.labels)
+        for name, tpl in rule.labels.items():
+            value = tpl.render(ctx).strip()
+            if value:
+                labels[name] = value
+        return replace(alert, labels=labels)
 
     def severity(self, rule: Rule, alert: Alert) -> str:
         if rule.severity:
@@ -112,7 +135,9 @@ class RuleSet:
         if not matched:
             matched = [self.defaults]
         out = []
+        original = alert
         for rule in matched:
+            alert = self._labeled(rule, original) if rule.labels else original
             if rule.own_key or not alert.routing_key:
                 rk, name = rule.routing_key, rule.key_name
             else:

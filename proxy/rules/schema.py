@@ -27,9 +27,29 @@ from proxy.rules.matchers import Matcher, matchers_from_mapping, parse_matcher
 from proxy.rules.suppress import WEEKDAYS, Inhibit, Maintenance
 from proxy.rules.templates import Template, compile_template
 
-__all__ = ["Rule", "RuleFile", "load_rules", "load_yaml", "rule_files"]
+__all__ = ["Flap", "Rule", "RuleFile", "Storm", "load_rules", "load_yaml", "rule_files"]
 
 ALL_LABELS = ("...",)
+MAX_FLAP_CHANGES = 20  # the stores keep this many status changes per alert
+
+
+@dataclass(frozen=True, slots=True)
+class Flap:
+    """An alert that changed state `changes` times within `within` seconds is flapping;
+    its group pages once and stays open until it has been stable for `hold` seconds."""
+
+    changes: int
+    within: float
+    hold: float
+
+
+@dataclass(frozen=True, slots=True)
+class Storm:
+    """More than `groups` groups opening on one routing key within `within` seconds: the
+    rest fold into one storm incident per key until it is calm (no new group for `within`)."""
+
+    groups: int
+    within: float
 
 
 @dataclass(slots=True)
@@ -58,6 +78,12 @@ class Rule:
     images: list[dict[str, Template]] = field(default_factory=list)
     client: Template | None = None
     client_url: Template | None = None
+    labels: dict[str, Template] = field(default_factory=dict)  # set before grouping
+    flap: Flap | None = None
+    min_alerts: int = 0  # page only once this many alerts fire (0: from the first) ...
+    for_: float = 0.0  # ... or once the group has been firing this long (0: at once)
+    stale_after: float = 0.0  # resolve a group no source refreshed for this long (0: never)
+    storm: Storm | None = None  # defaults only
     where: str = ""  # file:line of the rule
 
 
@@ -209,6 +235,25 @@ def _on_growth(v: Any) -> str:
     return str(v)
 
 
+def _mapping(v: Any, keys: tuple[str, ...], example: str) -> dict[str, Any]:
+    if not isinstance(v, dict) or set(v) != set(keys):
+        raise ValueError(f"must be a mapping with {', '.join(keys)} (e.g. {example})")
+    return v
+
+
+def _flap(v: Any) -> Flap:
+    d = _mapping(v, ("changes", "within", "hold"), "{changes: 4, within: 10m, hold: 15m}")
+    n = _positive_int(d["changes"])
+    if not 2 <= n <= MAX_FLAP_CHANGES:
+        raise ValueError(f"changes: {n} must be between 2 and {MAX_FLAP_CHANGES}")
+    return Flap(n, _positive_duration(d["within"]), _positive_duration(d["hold"]))
+
+
+def _storm(v: Any) -> Storm:
+    d = _mapping(v, ("groups", "within"), "{groups: 20, within: 1m}")
+    return Storm(_positive_int(d["groups"]), _positive_duration(d["within"]))
+
+
 def _severity_map(v: Any) -> dict[str, str]:
     if not isinstance(v, dict):
         raise ValueError("must be a mapping like {SEV-1: critical, P2: error}")
@@ -255,15 +300,24 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "images": ("images", _link_list("src", ("src", "href", "alt"))),
     "client": ("client", _template),
     "client_url": ("client_url", _template),
+    "labels": ("labels", _template_map),
+    "flap": ("flap", _flap),
+    "min_alerts": ("min_alerts", _positive_int),
+    "for": ("for_", _positive_duration),
+    "stale_after": ("stale_after", _positive_duration),
 }
 _RULE_ONLY = {"name", "match", "continue", "drop", "routing_key"}
+_DEFAULTS_ONLY = {"storm": ("storm", _storm)}
 _TOP = {"defaults", "rules", "inhibit", "maintenance"}
 
 
 def _apply(ctx: _Ctx, obj: LDict, rule: Rule, where: str) -> None:
+    defaults = where.startswith("defaults")
     for key, value in obj.items():
-        if key in _SETTINGS:
-            attr, check = _SETTINGS[key]
+        if key in _DEFAULTS_ONLY and not defaults:
+            ctx.err(obj, key, f"{where}{key}: belongs in defaults (one storm incident per routing key)")
+        elif key in _SETTINGS or key in _DEFAULTS_ONLY:
+            attr, check = _SETTINGS.get(key) or _DEFAULTS_ONLY[key]
             try:
                 setattr(rule, attr, check(value))
             except ValueError as e:
@@ -278,7 +332,7 @@ def _apply(ctx: _Ctx, obj: LDict, rule: Rule, where: str) -> None:
             except ValueError as e:
                 ctx.err(obj, key, f"{where}routing_key: {e}")
         elif key not in _RULE_ONLY or where.startswith("defaults"):
-            allowed = sorted(set(_SETTINGS) | ({"routing_key"} if where.startswith("defaults") else _RULE_ONLY))
+            allowed = sorted(set(_SETTINGS) | ({"routing_key", *_DEFAULTS_ONLY} if defaults else _RULE_ONLY))
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(allowed)}"
             if key in _RULE_ONLY:
@@ -513,6 +567,8 @@ def _parse_rule(ctx: _Ctx, raw: LList, i: int, r: Any, defaults: Rule) -> Rule |
     if not isinstance(name, str) or not name.strip():
         ctx.err(r, "name" if "name" in r else None,
                 f"{where}name: every rule needs a name (it keeps its windows across reloads)")
+    elif name.startswith("("):
+        ctx.err(r, "name", f"{where}name: names in parentheses are the proxy's own (e.g. (storm))")
     rule = replace(defaults, name=str(name), where=f"{ctx.path}:{r.line}")
     rule.matchers = _matchers(ctx, r, where)
     for flag, attr in (("continue", "cont"), ("drop", "drop")):

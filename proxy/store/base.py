@@ -199,6 +199,11 @@ class BudgetStore(Protocol):
 class Store(WindowStore, OutboxStore, BudgetStore, Protocol):
     url: str
 
+    async def first_time(self, key: str, now: float, ttl: float) -> bool:
+        """Atomically note `key` (a webhook's id) for `ttl` seconds: True the first time,
+        False while it is remembered (a retry, or another replica's delivery)."""
+        ...
+
     async def stats(self, now: float, window: Window) -> Stats: ...
 
     async def ping(self) -> None:

@@ -14,6 +14,7 @@ Routing keys never appear in key names: `rid` is a hash.
              priority*1e13+seq)   ob:wait:<rid> (zset seq -> time)   ob:age:<rid> (zset seq
              -> enqueued_at)
     budget   bud:<rid> (zset stamp -> send time)   bud:seq (counter)   pause:<rid>
+    webhooks seen:<hash of the id> (with a TTL)
 """
 
 from __future__ import annotations
@@ -69,3 +70,7 @@ class Names:
 
     def pause(self, routing_key: str) -> str:
         return f"{self.p}:pause:{rid(routing_key)}"
+
+    def seen(self, key: str) -> str:
+        """A webhook id already applied (hashed: ids are the sender's text)."""
+        return f"{self.p}:seen:{hashlib.sha256(key.encode()).hexdigest()[:32]}"

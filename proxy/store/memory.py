@@ -92,6 +92,8 @@ class MemoryStore:
         self._dead: dict[int, OutEvent] = {}
         self._seq = 0
         self._stamp = 0
+        self._seen: dict[str, float] = {}
+        self._seen_q: deque[tuple[float, str]] = deque()
 
     # -- windows -------------------------------------------------------------------
     def _schedule(self, g: Group, at: float) -> None:
@@ -407,6 +409,17 @@ class MemoryStore:
             keys[k.name] = KeyStats(k.depth, oldest, await self.sent_in_window(rk, now, window))
         return Stats(groups_open=len(self._groups), dead=len(self._dead), keys=keys)
 
+    async def first_time(self, key: str, now: float, ttl: float) -> bool:
+        while self._seen_q and self._seen_q[0][0] <= now:
+            until, old = self._seen_q.popleft()
+            if self._seen.get(old) == until:
+                del self._seen[old]
+        if key in self._seen:
+            return False
+        self._seen[key] = now + ttl
+        self._seen_q.append((now + ttl, key))
+        return True
+
     async def ping(self) -> None:
         return None
 
@@ -417,4 +430,4 @@ class MemoryStore:
         return {"groups": len(self._groups), "fingerprints": len(self._by_fp),
                 "tombstones": len(self._tombs), "events": len(self._items),
                 "lines": sum(len(k.lines) for k in self._keys.values()), "dead": len(self._dead),
-                "marks": len(self._marks), "budgets": sum(1 for k in self._keys.values() if k.stamps)}
+                "marks": len(self._marks), "seen": len(self._seen), "budgets": sum(1 for k in self._keys.values() if k.stamps)}

@@ -406,13 +406,17 @@ class RedisStore:
         return Stats(groups_open=int(urgent) + int(other), dead=int(dead), keys=out)
 
     @_wrapped
+    async def first_time(self, key: str, now: float, ttl: float) -> bool:
+        return bool(await self._r.set(self.n.seen(key), "1", nx=True, ex=max(1, int(ttl))))
+
+    @_wrapped
     async def ping(self) -> None:
         await self._r.ping()
 
     @_wrapped
     async def footprint(self) -> dict[str, int]:
         kinds = {"g": "groups", "fp": "fingerprints", "tomb": "tombstones", "inh": "marks",
-                 "bud": "budgets"}
+                 "bud": "budgets", "seen": "seen"}
         out: dict[str, int] = {"lines": 0}
         async for raw in self._r.scan_iter(match=self.n.all(), count=1000):
             kind, _, rest = _text(raw)[len(self.n.p) + 1:].partition(":")

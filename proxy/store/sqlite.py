@@ -75,6 +75,8 @@ CREATE TABLE IF NOT EXISTS dead (
 CREATE TABLE IF NOT EXISTS stamps (id INTEGER PRIMARY KEY, rk TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS stamps_rk ON stamps(rk, at);
 CREATE TABLE IF NOT EXISTS pauses (rk TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_until ON seen(until);
 """
 _GROUP_COLS = ("key, rule, routing_key, key_name, group_labels, group_interval, resolve_wait, "
                "opened_at, due, urgent, triggered, grown, last_trigger_at, last_flush_at, overflow, "
@@ -613,6 +615,14 @@ class SqliteStore:
 
         return await self._do(run)
 
+    async def first_time(self, key: str, now: float, ttl: float) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            c.execute("DELETE FROM seen WHERE until <= ?", (now,))
+            return c.execute("INSERT OR IGNORE INTO seen (key, until) VALUES (?, ?)",
+                             (key, now + ttl)).rowcount == 1
+
+        return await self._do(run)
+
     async def ping(self) -> None:
         self._start()
         await asyncio.wrap_future(self._opened)
@@ -630,6 +640,7 @@ class SqliteStore:
                     "lines": n("SELECT COUNT(*) FROM (SELECT DISTINCT rk, dk FROM outbox)"),
                     "dead": n("SELECT COUNT(*) FROM dead"),
                     "marks": n("SELECT COUNT(DISTINCT mark) FROM marks"),
+                    "seen": n("SELECT COUNT(*) FROM seen"),
                     "budgets": n("SELECT COUNT(DISTINCT rk) FROM stamps")}
 
         return await self._do(run)

@@ -8,7 +8,9 @@ import math
 import orjson
 
 from proxy import correlate
+from proxy.correlate import Page
 from proxy.model import Alert, Flush, GroupAlert, OutEvent
+from proxy.rules.schema import Rule
 from proxy.store import Commit, Entry, Resolved, Window
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -45,7 +47,8 @@ async def flushed(store, key: str, now: float, events: list[OutEvent] | None = N
     """Claim-free flush of one group: load, mark triggered, commit."""
     g = await store.load(key)
     assert g is not None
-    correlate.apply(g, Flush(["trigger"] if trigger else [], delete, now + 14400), now)
+    correlate.apply(g, Flush(["trigger"] if trigger else [], delete, now + 14400), Page("first"), now,
+                    Rule(name="r"))
     [ok] = await store.commit([Commit(g, delete, events or [])])
     return ok
 
@@ -118,7 +121,7 @@ async def test_commit_batches_groups(store):
     groups = await store.claim_due(T0 + 30, 30, 100)
     assert len(groups) == 50
     for g in groups:
-        correlate.apply(g, Flush(["trigger"], False, T0 + 3600), T0 + 30)
+        correlate.apply(g, Flush(["trigger"], False, T0 + 3600), Page("first"), T0 + 30, Rule(name="r"))
     assert await store.commit([Commit(g, False, [ev(g.key)]) for g in groups]) == [True] * 50
     assert len(await store.pending()) == 50
 
@@ -354,3 +357,9 @@ async def test_stats_come_from_counters(store):
     assert st.groups_open == 2 and st.dead == 1
     k = st.keys["PD"]
     assert k.depth == 2 and k.oldest_enqueued_at == T0 and k.sent_in_window == 1
+
+
+async def test_first_time_is_once_while_remembered(store):
+    assert await store.first_time("webhook-1", T0, 60) is True
+    assert await store.first_time("webhook-1", T0 + 1, 60) is False
+    assert await store.first_time("webhook-2", T0 + 1, 60) is True
