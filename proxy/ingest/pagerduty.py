@@ -64,7 +64,7 @@ def _time(text: Any, where: str, errors: list[str]) -> float:
         errors.append(f"'{where}' is missing or not a string")
         return 0.0
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(text).timestamp()
     except ValueError:
         errors.append(f"'{where}' is not an ISO 8601 date-time")
         return 0.0
@@ -94,16 +94,16 @@ def parse(raw: bytes) -> IncidentEvent | None:
     assert isinstance(data, dict)
     if event["resource_type"] != "incident":
         return None
-    for key in ("id", "status"):
-        if not isinstance(data.get(key), str):
-            errors.append(f"'event.data.{key}' is missing or not a string")
-    key = data.get("incident_key")
-    if key is not None and not isinstance(key, str):
+    for field in ("id", "status"):
+        if not isinstance(data.get(field), str):
+            errors.append(f"'event.data.{field}' is missing or not a string")
+    incident_key = data.get("incident_key")
+    if incident_key is not None and not isinstance(incident_key, str):
         errors.append("'event.data.incident_key' must be a string")
     if errors:
         raise InputError(errors)
     agent = event.get("agent")
     who = agent.get("summary") if isinstance(agent, dict) else None
     return IncidentEvent(id=event["id"], event_type=event["event_type"], occurred_at=occurred,
-                         incident_id=data["id"], incident_key=key, status=data["status"],
+                         incident_id=data["id"], incident_key=incident_key, status=data["status"],
                          agent=who if isinstance(who, str) else "")
