@@ -13,9 +13,9 @@ import re
 
 from proxy.errors import ConfigError
 
-__all__ = ["SOURCES", "Auth", "parse_auth"]
+__all__ = ["SOURCES", "Auth", "expand_env", "parse_auth"]
 
-SOURCES = ("alertmanager", "datadog", "events", "admin", "*")
+SOURCES = ("alertmanager", "datadog", "events", "admin", "webhook", "*")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -34,6 +34,14 @@ class Auth:
         return header is not None and hmac.compare_digest(header.encode(), want.encode())
 
 
+def expand_env(text: str, what: str) -> str:
+    """`${VAR}` in a secret given on the command line, read from the environment."""
+    try:
+        return _ENV.sub(lambda m: os.environ[m.group(1)], text)
+    except KeyError as e:
+        raise ConfigError([f"{what}: environment variable {e.args[0]} is not set"]) from None
+
+
 def parse_auth(specs: list[str]) -> Auth:
     expected: dict[str, str] = {}
     for spec in specs:
@@ -42,10 +50,7 @@ def parse_auth(specs: list[str]) -> Auth:
         if source not in SOURCES or kind not in ("bearer", "basic") or not secret:
             raise ConfigError([f"--auth: expected SOURCE=bearer:TOKEN or SOURCE=basic:USER:PASS "
                                f"with SOURCE in {', '.join(SOURCES)} (got {source!r}={kind!r}:…)"])
-        try:
-            secret = _ENV.sub(lambda m: os.environ[m.group(1)], secret)
-        except KeyError as e:
-            raise ConfigError([f"--auth {source}: environment variable {e.args[0]} is not set"]) from None
+        secret = expand_env(secret, f"--auth {source}")
         if kind == "bearer":
             expected[source] = f"Bearer {secret}"
         else:

@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="events per routing key per 60 s (ALERT_PROXY_RATE_LIMIT)")
     s.add_argument("--send-timeout", type=float, default=float(_env("send_timeout", "10") or 10),
                    help="seconds to wait for PagerDuty's answer (ALERT_PROXY_SEND_TIMEOUT)")
+    s.add_argument("--pagerduty-webhook-secret", action="append", default=None, metavar="SECRET",
+                   help="a PagerDuty webhook subscription's signing secret, repeatable while one is "
+                   "rotated; ${VAR} is read from the environment "
+                   "(ALERT_PROXY_PAGERDUTY_WEBHOOK_SECRET, space-separated)")
     s.add_argument("--shutdown-timeout", type=float,
                    default=float(_env("shutdown_timeout", "10") or 10),
                    help="seconds from SIGTERM to exit, whatever the backlog (ALERT_PROXY_SHUTDOWN_TIMEOUT)")
@@ -137,7 +141,7 @@ def _serve(args: Any) -> int:
     from aiohttp import web
 
     from proxy.app import Proxy, Settings
-    from proxy.auth import parse_auth
+    from proxy.auth import expand_env, parse_auth
     from proxy.logs import setup_logging
     from proxy.sender import window_for
     from proxy.store import from_url
@@ -148,7 +152,11 @@ def _serve(args: Any) -> int:
     if args.rate_limit < 2:
         raise ConfigError(["--rate-limit: must be at least 2 events per 60 s"])
     grace = min(2.0, args.shutdown_timeout / 4)  # for requests in progress; the rest for the outbox
+    secrets = args.pagerduty_webhook_secret
+    if secrets is None:
+        secrets = (_env("pagerduty_webhook_secret", "") or "").split()
     settings = Settings(rules=rules, upstream=args.upstream, dry_run=args.dry_run,
+                        pagerduty_secrets=[expand_env(x, "--pagerduty-webhook-secret") for x in secrets],
                         auth=parse_auth(auth), send_timeout=args.send_timeout,
                         window=window_for(args.rate_limit),
                         shutdown_timeout=args.shutdown_timeout - grace)

@@ -8,19 +8,26 @@ what a due group sends, `apply` moves it to its next state. In order:
     no source refreshed it for stale_after     resolve (if it paged), forget   why: stale
     nothing firing, flapping or held           stay open until stable for hold
     nothing firing, never paged, flapped       one trigger, marked flapping     why: first
+    nothing firing, a remediation was called   forget: remediated, nobody paged
     nothing firing, never paged                forget: a transient never pages
+    nothing firing, resolved in PagerDuty      forget: a person resolved it already
     nothing firing                             one resolve, forget
     everything firing is muted                 look again after group_interval
     never paged, below min_alerts / for        wait (threshold)
+    never paged, remediation under way         wait until its `wait` ends (remediation)
     never paged                                trigger                          why: first
+    resolved in PagerDuty, a new alert or      trigger (a new incident)         why: first
+      one firing again since
+    resolved in PagerDuty                      nothing for the same alerts
     paged, repeat_interval passed              trigger (not while acknowledged) why: repeat
     paged, grown, on_growth: update            trigger after group_interval     why: grown
     otherwise                                  nothing
 
-PagerDuty's own state (pipeline: incident webhooks) and storm folding (pipeline) act on
-the result; the group's `state` carries what they and this module need across flushes:
-`paged` (the fingerprints the last trigger carried), `flap_until`, `held` (why it is
-not paging now), `why`.
+Storm folding and the remediation call itself (pipeline) act on the result; the group's
+`state` carries what they and this module need across flushes: `paged` (the
+fingerprints the last trigger carried), `flap_until`, `held` (why it is not paging now),
+`why`, `pd` (PagerDuty's view: status, when, by whom, the alerts firing when a person
+resolved it), `remediation` (the call's progress and outcome).
 """
 
 from __future__ import annotations
@@ -70,6 +77,8 @@ def decide(g: Group, rule: Rule, now: float, muted: Collection[str] = ()) -> tup
     if rule.stale_after and firing and now - g.last_seen >= rule.stale_after:
         page.why = "stale"
         return Flush(["resolve"] if g.triggered else [], True, 0.0), page
+    pd = g.state.get("pd") or {}
+    remedy = g.state.get("remediation")
     if not firing:
         if hold_until > now:
             page.held = "flapping"
@@ -78,7 +87,10 @@ def decide(g: Group, rule: Rule, now: float, muted: Collection[str] = ()) -> tup
                 return Flush(["trigger"], False, hold_until), page
             return Flush([], False, hold_until), page
         if not g.triggered:
-            page.held = "transient"
+            page.held = "remediated" if remedy else "transient"
+            return Flush([], True, 0.0), page
+        if pd.get("status") == "resolved":
+            page.held = "resolved_in_pagerduty"
             return Flush([], True, 0.0), page
         return Flush(["resolve"], True, 0.0), page
     if not active:
@@ -90,9 +102,25 @@ def decide(g: Group, rule: Rule, now: float, muted: Collection[str] = ()) -> tup
             page.held = "threshold"
             at = g.opened_at + rule.for_ if rule.for_ else now + rule.repeat_interval
             return Flush([], False, min(at, recheck)), page
+        if remedy and remedy.get("outcome", "ok") == "ok" and now < float(remedy["until"]):
+            page.held = "remediation"
+            return Flush([], False, min(float(remedy["until"]), recheck)), page
         page.why = "first"
         return Flush(["trigger"], False, min(now + rule.repeat_interval, recheck)), page
+    if pd.get("status") == "resolved":
+        since = float(pd.get("at", 0.0))
+        silenced = set(pd.get("firing", ()))
+        fresh = [fp for fp in active if fp not in silenced
+                 or any(t >= since for t in g.alerts[fp].changes)]
+        if fresh:
+            page.why = "first"
+            return Flush(["trigger"], False, min(now + rule.repeat_interval, recheck)), page
+        page.held = "resolved_in_pagerduty"
+        return Flush([], False, recheck if recheck < float("inf") else now + rule.repeat_interval), page
     if now >= g.last_trigger_at + rule.repeat_interval:
+        if pd.get("status") == "acknowledged":
+            page.held = "acknowledged"
+            return Flush([], False, min(now + rule.repeat_interval, recheck)), page
         page.why = "repeat"
         return Flush(["trigger"], False, min(now + rule.repeat_interval, recheck)), page
     if g.grown and rule.on_growth == "update" and not (hold_until > now):
@@ -135,6 +163,8 @@ def apply(g: Group, f: Flush, page: Page, now: float, rule: Rule) -> None:
     else:
         st.pop("held", None)
     if "trigger" in f.actions:
+        if (st.get("pd") or {}).get("status") == "resolved":
+            st.pop("pd")  # a new incident in PagerDuty
         g.triggered = True
         g.grown = False
         g.last_trigger_at = now
@@ -156,4 +186,13 @@ def page_details(g: Group, page: Page, muted: Collection[str], limit: int = 20) 
         out["num_added"], out["num_removed"] = len(added), len(removed)
     if page.flapping or g.state.get("flap_until"):
         out["flapping"] = True
+    remedy = g.state.get("remediation")
+    if remedy and not g.triggered:
+        shown = {k: v for k, v in remedy.items() if k not in ("until", "by")}
+        if shown.get("outcome", "ok") == "ok" and "answer" not in shown:
+            shown["outcome"] = "unknown"  # no answer recorded: the proxy restarted during the call
+            shown["answer"] = "no answer was recorded (the proxy restarted during the call)"
+        elif shown.get("outcome") == "ok":
+            shown["outcome"] = "not fixed"  # it answered 2xx, but the alerts still fire
+        out["remediation"] = shown
     return out

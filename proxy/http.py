@@ -42,19 +42,24 @@ def source_of(request: web.Request) -> str:
     return str(getattr(route.handler, "source", "other"))
 
 
-async def read_json(request: web.Request, auth: Auth, source: str) -> Any:
-    """Auth, content type, size, JSON: an InputError (4xx) naming the problem."""
-    if not auth.allows(source, request.headers.get("Authorization")):
-        raise Unauthorized([f"missing or wrong credentials for {source} (Authorization header)"])
+async def read_body(request: web.Request) -> bytes:
+    """The raw body of a JSON request: content type and size checked."""
     ctype = request.content_type
     if ctype not in _JSON_TYPES and not ctype.endswith("+json"):
         raise InputError([f"Content-Type must be application/json (got {ctype or 'none'})"], 415)
     if (request.content_length or 0) > MAX_BODY:
         raise TooLarge([f"body is larger than {MAX_BODY} bytes"])
     try:
-        raw = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise TooLarge([f"body is larger than {MAX_BODY} bytes"]) from None
+
+
+async def read_json(request: web.Request, auth: Auth, source: str) -> Any:
+    """Auth, content type, size, JSON: an InputError (4xx) naming the problem."""
+    if not auth.allows(source, request.headers.get("Authorization")):
+        raise Unauthorized([f"missing or wrong credentials for {source} (Authorization header)"])
+    raw = await read_body(request)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -46,3 +46,14 @@ class Metrics:
                                  "When the rules last loaded.", registry=r)
         self.store_errors = Counter(p + "store_errors", "Store operations that failed.",
                                     ["op"], registry=r)
+        self.webhooks = Counter(p + "pagerduty_webhooks", "PagerDuty webhooks received, by event "
+                                "type and verdict (applied, duplicate, stale, foreign, ignored, "
+                                "rejected).", ["type", "verdict"], registry=r)
+        self.remediations = Counter(p + "remediations", "Remediation calls, by outcome (ok, failed, "
+                                    "timeout, error).", ["outcome"], registry=r)
+        ack_buckets = (60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
+        self.time_to_ack = Histogram(p + "time_to_acknowledge_seconds", "From the first page to "
+                                     "its acknowledgement in PagerDuty.", registry=r,
+                                     buckets=ack_buckets)
+        self.time_to_resolve = Histogram(p + "time_to_resolve_seconds", "From the first page to a "
+                                         "resolve in PagerDuty.", registry=r, buckets=ack_buckets)

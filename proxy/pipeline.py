@@ -21,9 +21,12 @@ from typing import Any
 
 from proxy import correlate, render
 from proxy.clock import Clock
+from proxy.errors import StoreError
 from proxy.ingest import events_v2
+from proxy.ingest.pagerduty import INCIDENT_EVENTS, IncidentEvent
 from proxy.metrics import Metrics
 from proxy.model import Action, Alert, Flush, Group, GroupAlert, OutEvent
+from proxy.remediate import Call, Caller, HttpCaller
 from proxy.rules import RuleSet
 from proxy.rules.engine import STORM_RULE, group_dedup_key, own_identity_key
 from proxy.rules.schema import Rule
@@ -38,10 +41,13 @@ FLUSH_BATCH = 200  # groups claimed, decided and committed per store round trip
 
 class Pipeline:
     def __init__(self, rules: RuleSet, store: Store, clock: Clock, metrics: Metrics,
-                 on_enqueue: Callable[[], None] = lambda: None) -> None:
+                 on_enqueue: Callable[[], None] = lambda: None,
+                 caller: Caller | None = None) -> None:
         self.rules, self.store, self.clock, self.metrics = rules, store, clock, metrics
         self.on_enqueue = on_enqueue  # the sender's wake-up call
+        self.caller: Caller = caller or HttpCaller()
         self._opens: dict[str, deque[float]] = {}  # routing key -> recent group openings
+        self._calls: set[asyncio.Task[None]] = set()  # remediation calls under way
 
     # -- in --------------------------------------------------------------------------
     async def accept(self, alerts: Sequence[Alert]) -> None:
@@ -190,6 +196,8 @@ class Pipeline:
         held_before = g.state.get("held", "")
         f, page = correlate.decide(g, rule, now, muted)
         plan = _Plan(Commit(g, f.delete, []), f, page, held_before, dict(muted))
+        if rule.remediate and page.why == "first" and "remediation" not in g.state:
+            self._remediate_first(plan, rule, now)
         if g.rule == STORM_RULE:
             self._storm_calm(plan, rule, now)
         elif g.state.get("folded") or ("trigger" in f.actions and page.why == "first"):
@@ -205,6 +213,89 @@ class Pipeline:
             for action in f.actions]
         correlate.apply(g, f, page, now, rule)
         return plan
+
+    # -- remediation before paging -----------------------------------------------------------
+    def _remediate_first(self, plan: _Plan, rule: Rule, now: float) -> None:
+        """The group would page for the first time: claim its remediation call instead
+        (the commit is version-checked, so one replica only makes it) and hold the page
+        for the rule's `wait`."""
+        r = rule.remediate
+        assert r is not None
+        g = plan.commit.group
+        ctx = render.template_context(g, list(g.alerts.values()))
+        plan.call = Call(url=r.url.render(ctx), method=r.method,
+                         headers={k: t.render(ctx) for k, t in r.headers.items()},
+                         body=r.body.render(ctx) if r.body else None, timeout=r.timeout,
+                         secrets=r.secrets)
+        plan.flush.actions = []
+        plan.flush.next_due = now + r.wait
+        plan.page.why, plan.page.held = "", "remediation"
+        g.state["remediation"] = {"called_at": now, "until": now + r.wait}
+
+    async def _call(self, key: str, call: Call) -> None:
+        """Make the call; record its outcome on the group (a failure pages at once)."""
+        outcome = await self.caller(call)
+        self.metrics.remediations.labels(outcome.outcome).inc()
+        log.info("remediation called", extra={"fields": {"dedup_key": key, **outcome.to_dict()}})
+        for _ in range(10):
+            g = await self.store.load(key)
+            if g is None or "remediation" not in g.state:
+                return  # resolved (remediated) or gone meanwhile
+            g.state["remediation"].update(outcome.to_dict())
+            if outcome.outcome != "ok":
+                g.due = self.clock.now()
+            if (await self.store.commit([Commit(g, False, [])]))[0]:
+                if outcome.outcome != "ok":
+                    self.on_enqueue()
+                return
+
+    async def settle(self) -> None:
+        """Wait for the remediation calls under way (rule tests, shutdown)."""
+        while self._calls:
+            await asyncio.gather(*list(self._calls), return_exceptions=True)
+
+    # -- PagerDuty's side ------------------------------------------------------------------
+    async def incident(self, ev: IncidentEvent) -> str:
+        """A PagerDuty incident event (webhooks v3) for one of our dedup_keys updates its
+        group: acknowledged (no repeat while acknowledged), unacknowledged, resolved by a
+        person (the alerts firing then do not page again; a new one or a re-fire does),
+        reopened. Returns the verdict, a metric label: applied, duplicate, stale (older
+        than what the group knows), foreign (a key we did not send, or closed), ignored."""
+        if ev.event_type not in INCIDENT_EVENTS:
+            return "ignored"
+        if not ev.incident_key:
+            return "foreign"
+        for _ in range(10):
+            g = await self.store.load(ev.incident_key)
+            if g is None:
+                return "foreign"
+            pd = dict(g.state.get("pd") or {})
+            if pd.get("event") == ev.id:
+                return "duplicate"
+            if ev.occurred_at < float(pd.get("at", 0.0)):
+                return "stale"
+            status = {"incident.acknowledged": "acknowledged", "incident.resolved": "resolved"}.get(
+                ev.event_type, "triggered")
+            pd.update(status=status, at=ev.occurred_at, event=ev.id, incident=ev.incident_id,
+                      by=ev.agent)
+            pd.pop("firing", None)
+            first_page = float(g.state.get("first_page_at", 0.0))
+            if status == "acknowledged" and "acknowledged_at" not in pd:
+                pd["acknowledged_at"] = ev.occurred_at
+                if first_page:
+                    self.metrics.time_to_ack.observe(max(0.0, ev.occurred_at - first_page))
+            if status == "resolved":
+                pd["firing"] = sorted(fp for fp, a in g.alerts.items() if a.firing)
+                if first_page and "resolved_at" not in pd:
+                    self.metrics.time_to_resolve.observe(max(0.0, ev.occurred_at - first_page))
+                pd["resolved_at"] = ev.occurred_at
+            g.state["pd"] = pd
+            if (await self.store.commit([Commit(g, False, [])]))[0]:
+                log.info("PagerDuty incident event applied", extra={"fields": {
+                    "dedup_key": g.key, "event_type": ev.event_type, "incident": ev.incident_id,
+                    "by": ev.agent}})
+                return "applied"
+        raise StoreError("the group kept changing while a PagerDuty event was applied")
 
     # -- storm folding ---------------------------------------------------------------------
     async def _storm_fold(self, plan: _Plan, rule: Rule, now: float) -> None:
@@ -282,7 +373,12 @@ class Pipeline:
         plan.wake = [fp[2:] for fp, a in g.alerts.items() if a.firing]
 
     async def _after(self, plan: _Plan, now: float) -> None:
-        """Once a plan is committed: its storm side effects, metrics, a log line."""
+        """Once a plan is committed: the remediation call it claimed, its storm side
+        effects, metrics, a log line."""
+        if plan.call is not None:
+            task = asyncio.create_task(self._call(plan.commit.group.key, plan.call))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
         for entries, resolved in plan.records:
             await self.store.record(entries, resolved, now)
         for key in plan.wake:
@@ -307,7 +403,7 @@ class Pipeline:
                 "alerts": len(g.alerts)}})
 
 
-SUPPRESSED = ("transient", "flapping", "folded")
+SUPPRESSED = ("transient", "flapping", "folded", "remediated")
 
 
 @dataclass(slots=True)
@@ -322,6 +418,7 @@ class _Plan:
     held_now: str = ""
     records: list[tuple[list[Entry], list[Resolved]]] = field(default_factory=list)
     wake: list[str] = field(default_factory=list)  # group keys to look at now
+    call: Call | None = None  # the remediation this flush claimed
 
 
 def storm_key(routing_key: str) -> str:

@@ -20,6 +20,10 @@ hours runs in milliseconds.
           - at: 45s                   # optional: when it went out
             event_action: trigger
             payload: {severity: critical}
+      - name: a restart fixes it, nobody is paged
+        remediation: {status: 200, body: restarted}   # what the `remediate:` endpoint
+        input: [...]                                   # answers (or error: timeout|refused)
+        expect: []
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from proxy.errors import ConfigError, InputError
 from proxy.ingest import alertmanager, datadog, events_v2
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline
+from proxy.remediate import Call, Caller, Outcome
 from proxy.rules import RuleSet, load_rules
 from proxy.rules.schema import LDict, LList, load_yaml
 from proxy.store.memory import MemoryStore
@@ -102,10 +107,32 @@ async def _feed(pipeline: Pipeline, kind: str, body: Any) -> None:
         await pipeline.accept_event(events_v2.parse(body))
 
 
+def _fake_endpoint(spec: Any, where: str) -> tuple[Caller, list[Call]]:
+    """A remediation endpoint that answers as the test says, and the calls it got."""
+    spec = spec or {"status": 200, "body": "ok"}
+    if not isinstance(spec, dict) or not set(spec) <= {"status", "body", "error"}:
+        raise ConfigError([f"{where}: remediation: a mapping with status and body, or error: "
+                           "timeout|refused"])
+    calls: list[Call] = []
+
+    async def answer(call: Call) -> Outcome:
+        calls.append(call)
+        if spec.get("error") == "timeout":
+            return Outcome("timeout", None, call.timeout, f"no answer within {call.timeout:g}s")
+        if spec.get("error") == "refused":
+            return Outcome("error", None, 0.0, "ClientConnectorError: connection refused")
+        status = int(spec.get("status", 200))
+        return Outcome("ok" if 200 <= status < 300 else "failed", status, 0.0,
+                       str(spec.get("body", ""))[:200])
+
+    return answer, calls
+
+
 async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) -> list[tuple[float, dict[str, Any]]]:
     clock = ManualClock(start=1_800_000_000.0)
     t0 = clock.now()
-    pipeline = Pipeline(RuleSet(load_rules(rule_files)), MemoryStore(), clock, Metrics())
+    caller, _ = _fake_endpoint(test.get("remediation"), where)
+    pipeline = Pipeline(RuleSet(load_rules(rule_files)), MemoryStore(), clock, Metrics(), caller=caller)
     inputs = test.get("input") or LList()
     steps: list[tuple[float, str, Any, str]] = []
     for i, step in enumerate(inputs):
@@ -138,6 +165,7 @@ async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) 
             except InputError as e:
                 raise ConfigError([f"{sw}: {kind}: {m}" for m in e.errors]) from None
         await pipeline.flush_due()
+        await pipeline.settle()
         for ev in await pipeline.store.pending():
             out.append((t, orjson.loads(ev.body)))
             await pipeline.store.done(ev, 0, clock.now())
@@ -163,10 +191,10 @@ def run_file(path: Path) -> tuple[int, int, list[str]]:
             if not isinstance(test, LDict):
                 raise ConfigError([f"{where}: a test is a mapping"])
             name = test.get("name", f"test {i + 1}")
-            unknown = set(test) - {"name", "interval", "until", "input", "expect"}
+            unknown = set(test) - {"name", "interval", "until", "input", "expect", "remediation"}
             if unknown:
                 raise ConfigError([f"{where}: unknown key {min(unknown)!r} (known: name, "
-                                   "interval, until, input, expect)"])
+                                   "interval, until, input, expect, remediation)"])
             got = asyncio.run(_simulate(path, rule_files, test, where))
             expect = test.get("expect") or []
             problems = []

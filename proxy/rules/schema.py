@@ -27,7 +27,7 @@ from proxy.rules.matchers import Matcher, matchers_from_mapping, parse_matcher
 from proxy.rules.suppress import WEEKDAYS, Inhibit, Maintenance
 from proxy.rules.templates import Template, compile_template
 
-__all__ = ["Flap", "Rule", "RuleFile", "Storm", "load_rules", "load_yaml", "rule_files"]
+__all__ = ["Flap", "Remediate", "Rule", "RuleFile", "Storm", "load_rules", "load_yaml", "rule_files"]
 
 ALL_LABELS = ("...",)
 MAX_FLAP_CHANGES = 20  # the stores keep this many status changes per alert
@@ -41,6 +41,22 @@ class Flap:
     changes: int
     within: float
     hold: float
+
+
+@dataclass(frozen=True, slots=True)
+class Remediate:
+    """Call an automatic fix when a group would first page, and hold the page for `wait`:
+    if the group resolves meanwhile nobody is paged. `url`, `headers` and `body` are
+    templates over the group (as the enrichment templates); `${VAR}` in them is read from
+    the environment when the rules load (tokens stay off the rule files)."""
+
+    url: Template
+    method: str
+    headers: dict[str, Template]
+    body: Template | None
+    timeout: float
+    wait: float
+    secrets: tuple[str, ...] = ()  # the values ${VAR} gave: never shown in a page or a log
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +100,7 @@ class Rule:
     for_: float = 0.0  # ... or once the group has been firing this long (0: at once)
     stale_after: float = 0.0  # resolve a group no source refreshed for this long (0: never)
     storm: Storm | None = None  # defaults only
+    remediate: Remediate | None = None
     where: str = ""  # file:line of the rule
 
 
@@ -254,6 +271,44 @@ def _storm(v: Any) -> Storm:
     return Storm(_positive_int(d["groups"]), _positive_duration(d["within"]))
 
 
+_METHODS = ("GET", "POST", "PUT", "PATCH")
+
+
+def _remediate(v: Any) -> Remediate:
+    if not isinstance(v, dict) or "url" not in v or "wait" not in v:
+        raise ValueError("must be a mapping with at least url and wait (e.g. {url: "
+                         "https://rundeck/api/45/job/restart/run, wait: 5m})")
+    unknown = set(v) - {"url", "method", "headers", "body", "timeout", "wait"}
+    if unknown:
+        raise ValueError(f"unknown key {min(unknown)!r} (known: url, method, headers, body, "
+                         "timeout, wait)")
+    secrets: list[str] = []
+
+    def sub(text: Any, what: str) -> Template:
+        value, _ = _substitute(_str(text))
+        secrets.extend(os.environ[m.group(1)] for m in _ENV_REF.finditer(str(text))
+                       if os.environ.get(m.group(1)))
+        try:
+            return _template(value)
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
+
+    url = sub(v["url"], "url")
+    if not url.source.startswith(("http://", "https://")):
+        raise ValueError(f"url: {v['url']!r} is not an http(s) URL")
+    method = str(v.get("method", "POST")).upper()
+    if method not in _METHODS:
+        raise ValueError(f"method: {method!r} is not one of {', '.join(_METHODS)}")
+    headers = v.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise ValueError("headers: must be a mapping of names to values")
+    return Remediate(url=url, method=method,
+                     headers={str(k): sub(h, f"headers.{k}") for k, h in headers.items()},
+                     body=sub(v["body"], "body") if v.get("body") is not None else None,
+                     timeout=_positive_duration(v.get("timeout", "10s")),
+                     wait=_positive_duration(v["wait"]), secrets=tuple(secrets))
+
+
 def _severity_map(v: Any) -> dict[str, str]:
     if not isinstance(v, dict):
         raise ValueError("must be a mapping like {SEV-1: critical, P2: error}")
@@ -305,6 +360,7 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "min_alerts": ("min_alerts", _positive_int),
     "for": ("for_", _positive_duration),
     "stale_after": ("stale_after", _positive_duration),
+    "remediate": ("remediate", _remediate),
 }
 _RULE_ONLY = {"name", "match", "continue", "drop", "routing_key"}
 _DEFAULTS_ONLY = {"storm": ("storm", _storm)}
