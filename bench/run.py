@@ -36,7 +36,7 @@ KEY = "0123456789abcdef0123456789abcdef"
 RULES = """
 defaults:
   routing_key: ${PD_ROUTING_KEY}
-  group_by: [alertname, service]
+  group_by: [%(group_by)s]
   group_wait: %(gw)s
   group_interval: %(gi)s
   repeat_interval: 4h
@@ -70,12 +70,12 @@ class Bench:
 
     @contextmanager
     def proxy(self, store: str = "memory://", gw: str = "30s", gi: str = "5m",
-              upstream: str = "http://127.0.0.1:9",
-              extra: str = "") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+              upstream: str = "http://127.0.0.1:9", extra: str = "",
+              group_by: str = "alertname, service") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         port = free_port()
         rules = self.work / f"rules-{port}"
         rules.mkdir()
-        (rules / "rules.yml").write_text(RULES % {"gw": gw, "gi": gi, "extra": extra})
+        (rules / "rules.yml").write_text(RULES % {"gw": gw, "gi": gi, "extra": extra, "group_by": group_by})
         with self.process([sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}",
                            "--rules", str(rules), "--store", store, "--upstream", upstream,
                            "--log-level", "warning"], f"proxy-{port}", port) as p:

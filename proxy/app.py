@@ -18,6 +18,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from proxy import ingest
 from proxy.auth import Auth
 from proxy.clock import Clock, SystemClock
+from proxy.console import Console
 from proxy.errors import InputError, StoreError
 from proxy.http import (
     ADMIN,
@@ -34,6 +35,7 @@ from proxy.model import Alert, OutEvent
 from proxy.pipeline import Pipeline
 from proxy.rules.live import LiveRules
 from proxy.sender import Sender
+from proxy.stats import Tally, parse_since, summarize
 from proxy.store import Store, Window
 
 __all__ = ["Proxy", "Settings"]
@@ -75,11 +77,13 @@ class Proxy:
         self.live = LiveRules(settings.rules)
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(self.live.loaded_at)
+        self.tally = Tally()
         self.sender = Sender(store, settings.upstream, self.clock, self.metrics,
                              window=settings.window, timeout=settings.send_timeout,
-                             dry_run=settings.dry_run, retry_base=settings.retry_base)
+                             dry_run=settings.dry_run, retry_base=settings.retry_base,
+                             tally=self.tally)
         self.pipeline = Pipeline(self.live.current, store, self.clock, self.metrics,
-                                 on_enqueue=self.sender.kick)
+                                 on_enqueue=self.sender.kick, tally=self.tally)
         self._tasks: list[asyncio.Task[None]] = []
         self._sending: asyncio.Task[None] | None = None
         self._change_seq = itertools.count()
@@ -98,6 +102,7 @@ class Proxy:
             await asyncio.sleep(every)
 
     async def _observe(self) -> None:
+        await self.tally.flush(self.store)
         now = self.clock.now()
         stats = await self.store.stats(now, self.settings.window)
         self.metrics.groups_open.set(stats.groups_open)
@@ -135,6 +140,8 @@ class Proxy:
             for t in calls:
                 t.cancel()
         await self.sender.stop(deadline - 1.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.tally.flush(self.store), timeout=max(0.1, deadline - time.monotonic()))
         if self._sending is not None:
             self._sending.cancel()
             await asyncio.gather(self._sending, return_exceptions=True)
@@ -234,6 +241,22 @@ class Proxy:
         return json_response({"pending": [_shown(e) for e in await self.store.pending()],
                               "dead": [_shown(e) for e in await self.store.dead_letters()]})
 
+    async def stats(self, since: str) -> dict[str, Any]:
+        """The noise figures of the last `since` (e.g. 24h, 7d), with what this process
+        counted but has not yet written."""
+        try:
+            seconds = parse_since(since)
+        except ValueError as e:
+            raise InputError([str(e)]) from None
+        await self.tally.flush(self.store)
+        now = self.clock.now()
+        until, first = int(now // 3600), int((now - seconds) // 3600) + 1
+        return summarize(await self.store.counts(first), first, until)
+
+    @_source(ADMIN)
+    async def h_stats(self, request: web.Request) -> web.Response:
+        return json_response(await self.stats(request.query.get("since", "24h")))
+
     @_source(ADMIN)
     async def h_dead_retry(self, request: web.Request) -> web.Response:
         raw = request.query.get("seq")
@@ -260,8 +283,10 @@ class Proxy:
             web.post("/-/reload", self.h_reload),
             web.get("/api/v1/groups", self.h_groups),
             web.get("/api/v1/outbox", self.h_outbox),
+            web.get("/api/v1/stats", self.h_stats),
             web.post("/api/v1/deadletter/retry", self.h_dead_retry),
             web.get("/metrics", metrics),
+            *Console(self).routes(),
         ])
         app.on_startup.append(self.start)
         app.on_cleanup.append(self.stop)

@@ -27,6 +27,10 @@ class Auth:
         """Credentials are required for `source` (its own, or `*`)."""
         return source in self._expected or "*" in self._expected
 
+    def is_basic(self, source: str) -> bool:
+        want = self._expected.get(source) or self._expected.get("*") or ""
+        return want.startswith("Basic ")
+
     def allows(self, source: str, header: str | None) -> bool:
         want = self._expected.get(source) or self._expected.get("*")
         if want is None:

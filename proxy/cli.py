@@ -71,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("rules", nargs="+")
     t = sub.add_parser("test", help="run rule unit tests")
     t.add_argument("files", nargs="+")
+    r = sub.add_parser("report", help="the noise report: alerts in, pages out, suppressed, per "
+                       "rule and service")
+    r.add_argument("--since", default="7d", help="how far back (1h to 14d; default 7d)")
+    r.add_argument("--json", action="store_true", help="the figures as JSON")
+    r.add_argument("--store", default=_env("store"),
+                   help="read this store (sqlite://, redis://...) (ALERT_PROXY_STORE)")
+    r.add_argument("--store-prefix", default=_env("store_prefix", "alert-proxy"))
+    r.add_argument("--url", default=None, help="or ask a running proxy (e.g. http://127.0.0.1:8080)")
+    r.add_argument("--token", default=_env("admin_token"), help="admin bearer token (ALERT_PROXY_ADMIN_TOKEN)")
     d = sub.add_parser("deadletter", help="list or re-send dead-lettered events of a running proxy")
     d.add_argument("action", choices=["list", "retry"])
     d.add_argument("--url", default=_env("url", "http://127.0.0.1:8080"),
@@ -91,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             from proxy.ruletest import run_files
 
             return run_files(args.files)
+        if args.command == "report":
+            return _report(args)
         return _deadletter(args)
     except ConfigError as e:
         for line in e.errors:
@@ -108,6 +119,17 @@ def _check(locations: list[str]) -> int:
     rf = load_rules(locations)
     n = len(rule_files(locations))
     print(f"ok: {len(rf.rules)} rules in {n} file{'s' if n != 1 else ''}")
+    return 0
+
+
+def _report(args: Any) -> int:
+    from proxy.report import format_report, from_api, from_store
+
+    if args.url or not args.store or args.store.startswith("memory://"):
+        figures = from_api(args.url or "http://127.0.0.1:8080", args.since, args.token)
+    else:
+        figures = from_store(args.store, args.store_prefix, args.since)
+    print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() if args.json else format_report(figures))
     return 0
 
 

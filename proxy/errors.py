@@ -41,6 +41,10 @@ class NotJSON(InputError):
 class Unauthorized(InputError):
     status = 401
 
+    def __init__(self, errors: list[str], challenge: str | None = None) -> None:
+        super().__init__(errors)
+        self.challenge = challenge  # a WWW-Authenticate value (basic auth: a browser asks)
+
 
 class TooLarge(InputError):
     status = 413

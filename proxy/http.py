@@ -83,8 +83,11 @@ def error_middleware(metrics: Metrics) -> Any:
             metrics.requests_rejected.labels(source_of(request), str(e.status)).inc()
             if request.path.startswith("/v2/"):
                 return json_response(_pagerduty_body(e), e.status)
-            return json_response({"status": "error", "message": e.errors[0], "errors": e.errors},
+            resp = json_response({"status": "error", "message": e.errors[0], "errors": e.errors},
                                  e.status)
+            if isinstance(e, Unauthorized) and e.challenge:
+                resp.headers["WWW-Authenticate"] = e.challenge
+            return resp
         except StoreError as e:
             metrics.requests_rejected.labels(source_of(request), "503").inc()
             log.warning("store unavailable; asking the sender to retry",
@@ -115,7 +118,8 @@ def admin_middleware(auth: Auth) -> Any:
         if source_of(request) == ADMIN:
             if auth.configured(ADMIN):
                 if not auth.allows(ADMIN, request.headers.get("Authorization")):
-                    raise Unauthorized(["missing or wrong credentials for admin"])
+                    challenge = 'Basic realm="alert-proxy", charset="UTF-8"' if auth.is_basic(ADMIN) else None
+                    raise Unauthorized(["missing or wrong credentials for admin"], challenge)
             elif not _loopback(request):
                 raise InputError(["admin paths answer loopback clients only; give credentials "
                                   "with --auth admin=... to open them"], 403)

@@ -136,6 +136,7 @@ class Group:
     last_seen: float = 0.0  # when a source last sent any of its alerts
     urgent: bool = False  # holds a critical alert: flushed before the others
     state: dict[str, Any] = field(default_factory=dict)  # the pipeline's own; opaque to stores
+    n_alerts: int = 0  # how many alerts it holds (set by the store; `alerts` may be left empty)
 
     def firing(self) -> list[GroupAlert]:
         return [a for a in self.alerts.values() if a.firing]
@@ -146,6 +147,7 @@ class Group:
                                                                                   "routing_key")}
         d["dedup_key"] = self.key
         d["alerts"] = [a.to_dict() for a in self.alerts.values()]
+        d["n_alerts"] = len(self.alerts) or self.n_alerts
         return d
 
 

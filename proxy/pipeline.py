@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +30,7 @@ from proxy.remediate import Call, Caller, HttpCaller
 from proxy.rules import RuleSet
 from proxy.rules.engine import STORM_RULE, group_dedup_key, own_identity_key
 from proxy.rules.schema import Rule
+from proxy.stats import Tally
 from proxy.store import Commit, Entry, Resolved, Store
 
 __all__ = ["Pipeline"]
@@ -42,8 +43,9 @@ FLUSH_BATCH = 200  # groups claimed, decided and committed per store round trip
 class Pipeline:
     def __init__(self, rules: RuleSet, store: Store, clock: Clock, metrics: Metrics,
                  on_enqueue: Callable[[], None] = lambda: None,
-                 caller: Caller | None = None) -> None:
+                 caller: Caller | None = None, tally: Tally | None = None) -> None:
         self.rules, self.store, self.clock, self.metrics = rules, store, clock, metrics
+        self.tally = tally or Tally()  # the noise figures (stats.py)
         self.on_enqueue = on_enqueue  # the sender's wake-up call
         self.caller: Caller = caller or HttpCaller()
         self._opens: dict[str, deque[float]] = {}  # routing key -> recent group openings
@@ -63,6 +65,7 @@ class Pipeline:
         entries: list[Entry] = []
         resolved: list[Resolved] = []
         marks: list[tuple[str, str]] = []
+        counts: defaultdict[str, float] = defaultdict(float)
         for alert in alerts:
             if alert.status == "resolved":
                 resolved.append(Resolved(alert.fingerprint, GroupAlert(alert, "error").to_json(),
@@ -71,8 +74,14 @@ class Pipeline:
             if rules.inhibit:
                 marks += [(m, alert.fingerprint) for m in rules.source_marks(alert.labels)]
             placements, reason = rules.place(alert)
+            labels = alert.labels
+            counts["in_alertname|" + labels.get("alertname", "-")] += 1
             if reason:
                 self.metrics.suppressed.labels(reason).inc()
+                counts["suppressed|" + reason] += 1
+            else:
+                counts["in_rule|" + placements[0].rule.name] += 1
+                counts["in_service|" + placements[0].alert.labels.get("service", "-")] += 1
             for p in placements:
                 r = p.rule
                 entries.append(Entry(
@@ -85,6 +94,8 @@ class Pipeline:
             self.on_enqueue()  # the resolve of a group the store had lost
         if alerts:
             self.metrics.alerts_received.labels(alerts[0].source).inc(len(alerts))
+            counts["in|" + alerts[0].source] += len(alerts)
+            self.tally.merge(counts, now)
 
     def _candidates(self, alert: Alert, now: float) -> list[tuple[str, OutEvent]]:
         """Where today's rules would put a resolved alert, each with its resolve."""
@@ -214,6 +225,10 @@ class Pipeline:
         correlate.apply(g, f, page, now, rule)
         return plan
 
+    def _suppressed(self, reason: str, n: int, now: float) -> None:
+        self.metrics.suppressed.labels(reason).inc(n)
+        self.tally.add("suppressed|" + reason, n, now)
+
     # -- remediation before paging -----------------------------------------------------------
     def _remediate_first(self, plan: _Plan, rule: Rule, now: float) -> None:
         """The group would page for the first time: claim its remediation call instead
@@ -283,11 +298,15 @@ class Pipeline:
             if status == "acknowledged" and "acknowledged_at" not in pd:
                 pd["acknowledged_at"] = ev.occurred_at
                 if first_page:
-                    self.metrics.time_to_ack.observe(max(0.0, ev.occurred_at - first_page))
+                    took = max(0.0, ev.occurred_at - first_page)
+                    self.metrics.time_to_ack.observe(took)
+                    self.tally.merge({"tta_sum": took, "tta_n": 1}, ev.occurred_at)
             if status == "resolved":
                 pd["firing"] = sorted(fp for fp, a in g.alerts.items() if a.firing)
                 if first_page and "resolved_at" not in pd:
-                    self.metrics.time_to_resolve.observe(max(0.0, ev.occurred_at - first_page))
+                    took = max(0.0, ev.occurred_at - first_page)
+                    self.metrics.time_to_resolve.observe(took)
+                    self.tally.merge({"ttr_sum": took, "ttr_n": 1}, ev.occurred_at)
                 pd["resolved_at"] = ev.occurred_at
             g.state["pd"] = pd
             if (await self.store.commit([Commit(g, False, [])]))[0]:
@@ -392,10 +411,19 @@ class Pipeline:
         held = plan.held_now or page.held
         if held and held != plan.held_before and held in SUPPRESSED:
             n = len(page.flapping) if held == "flapping" else len(g.alerts)
-            self.metrics.suppressed.labels(held).inc(n)
+            self._suppressed(held, n, now)
         if held == "muted" and plan.held_before != "muted":
             for reason in plan.muted.values():
-                self.metrics.suppressed.labels(reason).inc()
+                self._suppressed(reason, 1, now)
+        if "trigger" in f.actions and g.rule != STORM_RULE:
+            service = g.group_labels.get("service") or next(
+                (a.labels.get("service", "") for a in g.alerts.values() if a.firing), "") or "-"
+            self.tally.merge({"page|" + (page.why or "first"): 1, "page_rule|" + g.rule: 1,
+                              "page_service|" + service: 1}, now)
+            if page.why == "first" and g.state.get("first_page_at") == now:
+                self.tally.merge({"ttp_sum": now - g.opened_at, "ttp_n": 1}, now)
+        elif "trigger" in f.actions:
+            self.tally.add("page|storm", 1, now)
         if c.events or held in ("folded", "flapping") and held != plan.held_before:
             log.info("group flushed", extra={"fields": {
                 "dedup_key": g.key, "rule": g.rule, "key": g.key_name, "actions": f.actions,

@@ -40,6 +40,7 @@ from proxy.errors import StoreError
 from proxy.metrics import Metrics
 from proxy.model import OutEvent
 from proxy.redact import mask
+from proxy.stats import Tally
 from proxy.store.base import Store, Window
 
 __all__ = ["Decision", "Outcome", "Sender", "Verdict", "backoff", "classify", "window_for"]
@@ -113,8 +114,9 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
 class Sender:
     def __init__(self, store: Store, upstream: str, clock: Clock, metrics: Metrics, *,
                  window: Window | None = None, timeout: float = 10.0, dry_run: bool = False,
-                 retry_base: float = 1.0, retry_cap: float = 300.0) -> None:
+                 retry_base: float = 1.0, retry_cap: float = 300.0, tally: Tally | None = None) -> None:
         self.store, self.clock, self.metrics = store, clock, metrics
+        self.tally = tally or Tally()
         self.upstream = upstream.rstrip("/")
         self.window, self.timeout, self.dry_run = window or Window(), timeout, dry_run
         self.retry_base, self.retry_cap = retry_base, retry_cap
@@ -217,6 +219,7 @@ class Sender:
         if d.verdict is Verdict.DONE:
             self._pauses.pop(ev.routing_key, None)
             await self.store.done(ev, stamp, now)
+            self.tally.merge({"sent|" + ev.action: 1, "sent_key|" + ev.key_name: 1}, now)
             log.info("event delivered", extra={"fields": fields})
         elif d.verdict is Verdict.DEAD:
             await self.store.dead(ev, stamp, error, now)
@@ -229,6 +232,7 @@ class Sender:
             await self.store.pause(ev.routing_key, now + delay)
             await self.store.retry(ev, stamp, now + delay, error, count=False, now=now)
             self.metrics.rate_limited.labels(ev.key_name).inc()
+            self.tally.add("429|" + ev.key_name, 1, now)
             self.metrics.retries.labels(d.outcome).inc()
             log.warning("rate limited; key paused", extra={"fields": {**fields, "pause_s": round(delay, 2)}})
         else:

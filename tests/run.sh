@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian/Ubuntu machine with Python 3.11+.
 # Installs what the tests need when it is missing (redis-server, prometheus-alertmanager, wrk,
-# python3-venv; apt as root or through sudo), makes .venv, installs the proxy with its
-# test extras, and runs pytest. Extra arguments go to pytest.
+# chromium for the console's browser tests, python3-venv; apt as root or through sudo),
+# makes .venv, installs the proxy with its test extras, and runs pytest. Extra arguments go
+# to pytest. Screenshots of the console land in test-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,7 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"

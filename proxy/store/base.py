@@ -28,10 +28,12 @@ from typing import Protocol
 
 from proxy.model import Group, OutEvent
 
-__all__ = ["CHANGES_KEPT", "TOMBSTONE_TTL", "BudgetStore", "Commit", "Entry", "KeyStats",
+__all__ = ["CHANGES_KEPT", "COUNT_FIELDS", "COUNT_HOURS", "TOMBSTONE_TTL", "BudgetStore", "Commit", "Entry", "KeyStats",
            "OutboxStore", "Resolved", "Stats", "Store", "Take", "Window", "WindowStore"]
 
 TOMBSTONE_TTL = 3600.0  # seconds a deleted group's key is remembered (a late resolve is ignored)
+COUNT_HOURS = 14 * 24  # hourly counters are kept this long
+COUNT_FIELDS = 1000  # distinct counters per hour at most; the rest add up as "<metric>|(other)"
 CHANGES_KEPT = 20  # status changes remembered per alert (flap detection)
 
 
@@ -140,6 +142,15 @@ class WindowStore(Protocol):
 
     async def groups(self) -> list[Group]: ...
 
+    async def heads(self) -> list[Group]:
+        """Every open group without its alerts (`n_alerts` says how many): cheap enough
+        for a page that lists 10,000 groups."""
+        ...
+
+    async def load_many(self, keys: Sequence[str]) -> list[Group]:
+        """These groups with their alerts (those still open), in the order given."""
+        ...
+
     async def groups_of(self, fingerprint: str) -> list[Group]:
         """The open groups holding an alert with this fingerprint."""
         ...
@@ -196,7 +207,19 @@ class BudgetStore(Protocol):
     async def sent_in_window(self, routing_key: str, now: float, window: Window) -> int: ...
 
 
-class Store(WindowStore, OutboxStore, BudgetStore, Protocol):
+class CountStore(Protocol):
+    async def add_counts(self, hour: int, counts: dict[str, float]) -> None:
+        """Atomically add `counts` (field "metric|label..." -> amount) to the hour's
+        counters (hour = epoch seconds // 3600); keeps COUNT_HOURS hours and at most
+        COUNT_FIELDS fields an hour (the rest go to "<metric>|(other)")."""
+        ...
+
+    async def counts(self, since_hour: int) -> dict[int, dict[str, float]]:
+        """Every hour's counters from `since_hour` on."""
+        ...
+
+
+class Store(WindowStore, OutboxStore, BudgetStore, CountStore, Protocol):
     url: str
 
     async def first_time(self, key: str, now: float, ttl: float) -> bool:
@@ -216,3 +239,18 @@ class Store(WindowStore, OutboxStore, BudgetStore, Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def capped(have: dict[str, float] | set[str], counts: dict[str, float]) -> dict[str, float]:
+    """The counts to add to an hour that already has the fields `have`: a new field past
+    COUNT_FIELDS goes to its metric's "(other)"."""
+    out: dict[str, float] = {}
+    n = len(have)
+    for name, v in counts.items():
+        if name not in have and name not in out:
+            if n >= COUNT_FIELDS:
+                name = name.split("|", 1)[0] + "|(other)"
+            else:
+                n += 1
+        out[name] = out.get(name, 0) + v
+    return out

@@ -8,6 +8,9 @@ Routing keys never appear in key names: `rid` is a hash.
              the others; group key -> due)   fp:<fp> (set of group keys)
              tomb:<k> (a deleted group, with a TTL)
              inh:<mark> (set of source fps)   inhfp:<fp> (set of marks)
+             heads (hash group key -> JSON: rule, labels, opened, triggered, state; the
+             console's list, written when a group opens and at each commit)
+             sizes (hash group key -> how many alerts it holds)
     outbox   ob:seq (counter)   ob:items (hash seq -> event JSON)   ob:dead (hash)
              ob:keys (hash rid -> routing key)   ob:names (hash rid -> key name)
              ob:lines:<rid> (hash dk -> "seq seq ...")   ob:ready:<rid> (zset seq ->
@@ -15,6 +18,7 @@ Routing keys never appear in key names: `rid` is a hash.
              -> enqueued_at)
     budget   bud:<rid> (zset stamp -> send time)   bud:seq (counter)   pause:<rid>
     webhooks seen:<hash of the id> (with a TTL)
+    figures  count:<hour> (hash field -> amount, with a TTL of COUNT_HOURS)
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class Names:
         self.p = "{" + prefix + "}"
         p = self.p
         self.due_urgent, self.due_other = f"{p}:due:u", f"{p}:due:n"
+        self.heads, self.sizes = f"{p}:heads", f"{p}:sizes"
         self.ob_seq, self.ob_items, self.ob_dead = f"{p}:ob:seq", f"{p}:ob:items", f"{p}:ob:dead"
         self.ob_keys, self.ob_names = f"{p}:ob:keys", f"{p}:ob:names"
         self.bud_seq = f"{p}:bud:seq"
@@ -70,6 +75,9 @@ class Names:
 
     def pause(self, routing_key: str) -> str:
         return f"{self.p}:pause:{rid(routing_key)}"
+
+    def count(self, hour: int) -> str:
+        return f"{self.p}:count:{hour}"
 
     def seen(self, key: str) -> str:
         """A webhook id already applied (hashed: ids are the sender's text)."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from proxy.model import URGENT, Group, GroupAlert, OutEvent
 from proxy.store.base import (
     CHANGES_KEPT,
+    COUNT_HOURS,
     TOMBSTONE_TTL,
     Commit,
     Entry,
@@ -28,6 +29,7 @@ from proxy.store.base import (
     Stats,
     Take,
     Window,
+    capped,
 )
 
 __all__ = ["MemoryStore"]
@@ -58,7 +60,7 @@ class _Window:
             status, changes = split_status(self.status[fp])
             alerts[fp] = GroupAlert.from_json(js, status, changes)
         return replace(self.head, alerts=alerts, group_labels=dict(self.head.group_labels),
-                       state=dict(self.head.state))
+                       state=dict(self.head.state), n_alerts=len(alerts))
 
 
 @dataclass(slots=True)
@@ -92,6 +94,7 @@ class MemoryStore:
         self._dead: dict[int, OutEvent] = {}
         self._seq = 0
         self._stamp = 0
+        self._counts: dict[int, dict[str, float]] = {}
         self._seen: dict[str, float] = {}
         self._seen_q: deque[tuple[float, str]] = deque()
 
@@ -226,6 +229,12 @@ class MemoryStore:
 
     async def groups(self) -> list[Group]:
         return [w.group() for w in self._groups.values()]
+
+    async def heads(self) -> list[Group]:
+        return [replace(w.head, n_alerts=len(w.status)) for w in self._groups.values()]
+
+    async def load_many(self, keys: Sequence[str]) -> list[Group]:
+        return [self._groups[k].group() for k in keys if k in self._groups]
 
     async def groups_of(self, fingerprint: str) -> list[Group]:
         return [self._groups[k].group() for k in self._by_fp.get(fingerprint, "").split()]
@@ -408,6 +417,16 @@ class MemoryStore:
             oldest = k.age[0][0] if k.depth and k.age else now
             keys[k.name] = KeyStats(k.depth, oldest, await self.sent_in_window(rk, now, window))
         return Stats(groups_open=len(self._groups), dead=len(self._dead), keys=keys)
+
+    async def add_counts(self, hour: int, counts: dict[str, float]) -> None:
+        for old in [h for h in self._counts if h <= hour - COUNT_HOURS]:
+            del self._counts[old]
+        have = self._counts.setdefault(hour, {})
+        for name, v in capped(have, counts).items():
+            have[name] = have.get(name, 0) + v
+
+    async def counts(self, since_hour: int) -> dict[int, dict[str, float]]:
+        return {h: dict(c) for h, c in self._counts.items() if h >= since_hour}
 
     async def first_time(self, key: str, now: float, ttl: float) -> bool:
         while self._seen_q and self._seen_q[0][0] <= now:

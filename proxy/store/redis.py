@@ -25,6 +25,8 @@ from proxy.model import Group, GroupAlert, OutEvent
 from proxy.store import keys
 from proxy.store.base import (
     CHANGES_KEPT,
+    COUNT_FIELDS,
+    COUNT_HOURS,
     TOMBSTONE_TTL,
     Commit,
     Entry,
@@ -43,7 +45,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 GROUP_TTL = 7 * 86400  # a group nobody touched for a week is forgotten
-_LIBS = {"record": "lib_windows+lib_outbox", "claim_due": "", "commit": "lib_outbox",
+_LIBS = {"add_counts": "", "record": "lib_windows+lib_outbox", "claim_due": "", "commit": "lib_outbox",
          "enqueue": "lib_outbox", "take": "", "done": "lib_outbox", "dead": "lib_outbox",
          "retry": "lib_outbox", "release": "lib_outbox", "requeue": "lib_outbox", "pause": ""}
 
@@ -72,6 +74,14 @@ def _event_json(ev: OutEvent) -> dict[str, Any]:
             "action": ev.action, "severity": ev.severity, "prio": ev.priority,
             "body": ev.body.decode(), "key_name": ev.key_name, "enqueued_at": ev.enqueued_at,
             "attempts": ev.attempts, "not_before": ev.not_before, "last_error": ev.last_error}
+
+
+def _head(rule: str, key_name: str, labels: Any, opened_at: float, triggered: bool,
+          state: dict[str, Any]) -> str:
+    """A group's entry in the heads index: what the console lists and filters on."""
+    shown = {k: state[k] for k in ("held", "pd", "folded") if k in state}
+    return orjson.dumps({"rule": rule, "key_name": key_name, "group_labels": labels,
+                         "opened_at": opened_at, "triggered": triggered, "state": shown}).decode()
 
 
 def _text(raw: Any) -> str:
@@ -153,7 +163,7 @@ class RedisStore:
         if not entries and not resolved and not marks:
             return 0
         n = self.n
-        kl = _Keys([n.due_urgent, n.due_other, *self._outbox_fixed()])
+        kl = _Keys([n.due_urgent, n.due_other, *self._outbox_fixed(), n.heads, n.sizes])
         groups: dict[str, list[Any]] = {}
 
         def group(k: str, meta: list[Any] | None = None) -> None:
@@ -168,7 +178,9 @@ class RedisStore:
             m = e.meta
             group(e.group_key, [m["rule"], m["routing_key"], m["key_name"],
                                 orjson.dumps(m["group_labels"]).decode(), e.group_wait,
-                                e.group_interval, e.resolve_wait])
+                                e.group_interval, e.resolve_wait,
+                                _head(str(m["rule"]), str(m["key_name"]), m["group_labels"], now,
+                                      False, {})])
             es.append([e.group_key, e.fingerprint, kl.idx(n.fingerprint(e.fingerprint)),
                        e.alert_json, e.max_alerts, e.urgent])
         rs = []
@@ -215,6 +227,8 @@ class RedisStore:
             async with self._r.pipeline(transaction=False) as pipe:
                 pipe.zrem(n.due_urgent, *gone)
                 pipe.zrem(n.due_other, *gone)
+                pipe.hdel(n.heads, *gone)
+                pipe.hdel(n.sizes, *gone)
                 await pipe.execute()
         for g in groups:
             g.due = now + lease
@@ -243,7 +257,7 @@ class RedisStore:
                   group_interval=float(s["group_interval"]), resolve_wait=float(s["resolve_wait"]),
                   opened_at=float(s["opened_at"]), last_trigger_at=float(s["last_trigger_at"]),
                   last_flush_at=float(s["last_flush_at"]), last_seen=float(s["last_seen"]),
-                  urgent=s["urgent"] == "1", state=orjson.loads(s["state"]))
+                  urgent=s["urgent"] == "1", state=orjson.loads(s["state"]), n_alerts=int(s.get("n", 0)))
         for fp, raw in alerts.items():
             st, changes = split_status(status.get(fp, b"firing").decode())
             g.alerts[fp.decode()] = GroupAlert.from_json(raw, st, changes)
@@ -264,7 +278,7 @@ class RedisStore:
         if not commits:
             return []
         n = self.n
-        kl = _Keys([n.due_urgent, n.due_other, *self._outbox_fixed()])
+        kl = _Keys([n.due_urgent, n.due_other, *self._outbox_fixed(), n.heads, n.sizes])
         cs = []
         for c in commits:
             g = c.group
@@ -273,7 +287,8 @@ class RedisStore:
                       "last_flush_at": repr(g.last_flush_at), "state": orjson.dumps(g.state).decode()}
             fps = [kl.idx(n.fingerprint(fp)) for fp in g.alerts] if c.delete else []
             evs = [[_event_json(e), kl.many(n.outbox(e.routing_key))] for e in c.events]
-            cs.append([*kl.many(n.group(g.key)), g.key, g.version, c.delete, fields, fps, evs])
+            cs.append([*kl.many(n.group(g.key)), g.key, g.version, c.delete, fields, fps, evs,
+                       _head(g.rule, g.key_name, g.group_labels, g.opened_at, g.triggered, g.state)])
         req = {"now": max(c.group.last_flush_at for c in commits), "ttl": GROUP_TTL,
                "tomb": int(TOMBSTONE_TTL), "c": cs}
         out = await self._run("commit", kl.keys, orjson.dumps(req))
@@ -284,6 +299,27 @@ class RedisStore:
         n = self.n
         ks = [_text(k) for z in (n.due_urgent, n.due_other) for k in await self._r.zrange(z, 0, -1)]
         return await self._load(ks)
+
+    @_wrapped
+    async def heads(self) -> list[Group]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.n.heads)
+            pipe.hgetall(self.n.sizes)
+            index, sizes = await pipe.execute()
+        out = []
+        for k, raw in index.items():
+            n = sizes.get(k)
+            if n is None:
+                continue
+            h = orjson.loads(raw)
+            out.append(Group(key=_text(k), rule=h["rule"], routing_key="", key_name=h["key_name"],
+                             group_labels=h["group_labels"], opened_at=h["opened_at"],
+                             triggered=h["triggered"], state=h["state"], n_alerts=int(n)))
+        return out
+
+    @_wrapped
+    async def load_many(self, keys: Sequence[str]) -> list[Group]:
+        return await self._load(list(keys))
 
     @_wrapped
     async def groups_of(self, fingerprint: str) -> list[Group]:
@@ -406,6 +442,21 @@ class RedisStore:
         return Stats(groups_open=int(urgent) + int(other), dead=int(dead), keys=out)
 
     @_wrapped
+    async def add_counts(self, hour: int, counts: dict[str, float]) -> None:
+        if counts:
+            await self._run("add_counts", [self.n.count(hour), self.n.count(hour - COUNT_HOURS)],
+                            orjson.dumps(counts), COUNT_FIELDS, (COUNT_HOURS + 1) * 3600)
+
+    @_wrapped
+    async def counts(self, since_hour: int) -> dict[int, dict[str, float]]:
+        hours = list(range(since_hour, since_hour + COUNT_HOURS + 1))
+        async with self._r.pipeline(transaction=False) as pipe:
+            for h in hours:
+                pipe.hgetall(self.n.count(h))
+            raw = await pipe.execute()
+        return {h: {_text(k): float(v) for k, v in d.items()} for h, d in zip(hours, raw, strict=True) if d}
+
+    @_wrapped
     async def first_time(self, key: str, now: float, ttl: float) -> bool:
         return bool(await self._r.set(self.n.seen(key), "1", nx=True, ex=max(1, int(ttl))))
 
@@ -416,7 +467,7 @@ class RedisStore:
     @_wrapped
     async def footprint(self) -> dict[str, int]:
         kinds = {"g": "groups", "fp": "fingerprints", "tomb": "tombstones", "inh": "marks",
-                 "bud": "budgets", "seen": "seen"}
+                 "bud": "budgets", "seen": "seen", "count": "count_hours"}
         out: dict[str, int] = {"lines": 0}
         async for raw in self._r.scan_iter(match=self.n.all(), count=1000):
             kind, _, rest = _text(raw)[len(self.n.p) + 1:].partition(":")

@@ -34,7 +34,18 @@ import orjson
 
 from proxy.errors import ConfigError, StoreError
 from proxy.model import URGENT, Group, GroupAlert, OutEvent
-from proxy.store.base import TOMBSTONE_TTL, Commit, Entry, KeyStats, Resolved, Stats, Take, Window
+from proxy.store.base import (
+    COUNT_HOURS,
+    TOMBSTONE_TTL,
+    Commit,
+    Entry,
+    KeyStats,
+    Resolved,
+    Stats,
+    Take,
+    Window,
+    capped,
+)
 from proxy.store.memory import join_status, split_status
 
 __all__ = ["SqliteStore"]
@@ -76,6 +87,8 @@ CREATE TABLE IF NOT EXISTS stamps (id INTEGER PRIMARY KEY, rk TEXT NOT NULL, at 
 CREATE INDEX IF NOT EXISTS stamps_rk ON stamps(rk, at);
 CREATE TABLE IF NOT EXISTS pauses (rk TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counts (hour INTEGER NOT NULL, field TEXT NOT NULL, n REAL NOT NULL,
+  PRIMARY KEY (hour, field)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_until ON seen(until);
 """
 _GROUP_COLS = ("key, rule, routing_key, key_name, group_labels, group_interval, resolve_wait, "
@@ -388,19 +401,23 @@ class SqliteStore:
         return await self._do(run)
 
     @staticmethod
+    def _group_row(row: Sequence[Any]) -> Group:
+        (key, rule, rk, name, labels, gi, rw, opened, due, urgent, trig, grown, ltr, lfl,
+         overflow, version, seen, n_alerts, state) = row
+        return Group(key=key, rule=rule, routing_key=rk, key_name=name,
+                     group_labels=orjson.loads(labels), group_interval=gi, resolve_wait=rw,
+                     opened_at=opened, due=due, triggered=bool(trig), grown=bool(grown),
+                     last_trigger_at=ltr, last_flush_at=lfl, overflow=overflow, version=version,
+                     last_seen=seen, urgent=bool(urgent), state=orjson.loads(state),
+                     n_alerts=n_alerts)
+
+    @staticmethod
     def _load(c: sqlite3.Connection, keys: Sequence[str]) -> list[Group]:
         groups: dict[str, Group] = {}
         for chunk in _chunks(list(keys)):
             marks = ",".join("?" * len(chunk))
             for row in c.execute(f"SELECT {_GROUP_COLS} FROM groups WHERE key IN ({marks})", chunk):
-                (key, rule, rk, name, labels, gi, rw, opened, due, urgent, trig, grown, ltr, lfl,
-                 overflow, version, seen, _, state) = row
-                groups[key] = Group(key=key, rule=rule, routing_key=rk, key_name=name,
-                                    group_labels=orjson.loads(labels), group_interval=gi,
-                                    resolve_wait=rw, opened_at=opened, due=due, triggered=bool(trig),
-                                    grown=bool(grown), last_trigger_at=ltr, last_flush_at=lfl,
-                                    overflow=overflow, version=version, last_seen=seen,
-                                    urgent=bool(urgent), state=orjson.loads(state))
+                groups[row[0]] = SqliteStore._group_row(row)
             for gkey, fp, raw, js in c.execute(
                     f"SELECT gkey, fp, status, json FROM alerts WHERE gkey IN ({marks})", chunk):
                 status, changes = split_status(raw)
@@ -440,6 +457,15 @@ class SqliteStore:
     async def groups(self) -> list[Group]:
         return await self._do(lambda c: self._load(c, [k for (k,) in c.execute(
             "SELECT key FROM groups ORDER BY opened_at")]))
+
+    async def heads(self) -> list[Group]:
+        def run(c: sqlite3.Connection) -> list[Group]:
+            return [self._group_row(row) for row in c.execute(f"SELECT {_GROUP_COLS} FROM groups")]
+
+        return await self._do(run)
+
+    async def load_many(self, keys: Sequence[str]) -> list[Group]:
+        return await self._do(lambda c: self._load(c, list(keys)))
 
     async def groups_of(self, fingerprint: str) -> list[Group]:
         return await self._do(lambda c: self._load(c, [k for (k,) in c.execute(
@@ -612,6 +638,27 @@ class SqliteStore:
                 oldest = c.execute("SELECT MIN(enqueued_at) FROM outbox WHERE rk = ?", (rk,)).fetchone()[0]
                 keys[self._names.get(rk, "?")] = KeyStats(depth, oldest if oldest is not None else now, sent)
             return Stats(groups_open=self._n_groups, dead=self._n_dead, keys=keys)
+
+        return await self._do(run)
+
+    async def add_counts(self, hour: int, counts: dict[str, float]) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM counts WHERE hour <= ?", (hour - COUNT_HOURS,))
+            have = {f for (f,) in c.execute("SELECT field FROM counts WHERE hour = ?", (hour,))}
+            c.executemany("INSERT INTO counts (hour, field, n) VALUES (?, ?, ?) ON CONFLICT(hour, field) "
+                          "DO UPDATE SET n = n + excluded.n",
+                          [(hour, f, v) for f, v in capped(have, counts).items()])
+
+        if counts:
+            await self._do(run)
+
+    async def counts(self, since_hour: int) -> dict[int, dict[str, float]]:
+        def run(c: sqlite3.Connection) -> dict[int, dict[str, float]]:
+            out: dict[int, dict[str, float]] = {}
+            for hour, field, n in c.execute("SELECT hour, field, n FROM counts WHERE hour >= ?",
+                                            (since_hour,)):
+                out.setdefault(hour, {})[field] = n
+            return out
 
         return await self._do(run)
 

@@ -363,3 +363,27 @@ async def test_first_time_is_once_while_remembered(store):
     assert await store.first_time("webhook-1", T0, 60) is True
     assert await store.first_time("webhook-1", T0 + 1, 60) is False
     assert await store.first_time("webhook-2", T0 + 1, 60) is True
+
+
+async def test_hourly_counts_add_up_and_stay_bounded(store):
+    h = int(T0 // 3600)
+    await store.add_counts(h, {"in|alertmanager": 3, "page|trigger": 1})
+    await store.add_counts(h, {"in|alertmanager": 2, "ttp_sum": 12.5})
+    await store.add_counts(h + 1, {"in|datadog": 1})
+    assert await store.counts(h) == {h: {"in|alertmanager": 5, "page|trigger": 1, "ttp_sum": 12.5},
+                                     h + 1: {"in|datadog": 1}}
+    assert await store.counts(h + 1) == {h + 1: {"in|datadog": 1}}
+    await store.add_counts(h + 2, {f"in_service|s{i}": 1 for i in range(1100)})
+    got = (await store.counts(h + 2))[h + 2]
+    assert len(got) == 1001 and got["in_service|(other)"] == 100
+    await store.add_counts(h + 14 * 24, {"x": 1})  # two weeks on: the first hours are gone
+    assert h not in await store.counts(h)
+
+
+async def test_heads_and_load_many(store):
+    await store.record([entry("g1", "a"), entry("g1", "b"), entry("g2", "c")], [], T0)
+    heads = {g.key: g for g in await store.heads()}
+    assert set(heads) == {"g1", "g2"} and heads["g1"].n_alerts == 2 and heads["g1"].alerts == {}
+    assert heads["g1"].group_labels == {"alertname": "g1"}
+    [g2, g1] = await store.load_many(["g2", "g1", "gone"])
+    assert (g2.key, g1.key) == ("g2", "g1") and sorted(g1.alerts) == ["a", "b"]

@@ -1,11 +1,12 @@
 -- commit: a batch of flushed groups, each atomically: if its version is unchanged, store
 -- its flush state with the version bumped (or delete it, leaving a tombstone) and
 -- enqueue its events. Returns a list of 1 (done) / 0 (the group changed: decide again).
--- KEYS: 1 due:u, 2 due:n, 3 ob:items, 4 ob:seq, 5 ob:keys, 6 ob:names, then by index.
+-- KEYS: 1 due:u, 2 due:n, 3 ob:items, 4 ob:seq, 5 ob:keys, 6 ob:names, 7 heads, 8 sizes,
+--   then by index.
 -- ARGV[1]: JSON {now, ttl, tomb, c: [[i_g, i_ga, i_gs, i_tomb, group key, version,
 --   delete, fields {due, triggered, grown, last_trigger_at, last_flush_at, state},
 --   [i_fpkey...] (delete: the group's fingerprints), [[event, [i_lines, i_ready, i_wait,
---   i_age]]...]]]}
+--   i_age]]...], head JSON]]}
 local R = cjson.decode(ARGV[1])
 local DUE_U, DUE_N = KEYS[1], KEYS[2]
 local F = {items = KEYS[3], seq = KEYS[4], keys = KEYS[5], names = KEYS[6]}
@@ -21,11 +22,14 @@ for _, c in ipairs(R.c) do
       redis.call('ZREM', DUE_U, k)
       redis.call('ZREM', DUE_N, k)
       redis.call('SET', tomb, '1', 'EX', R.tomb)
+      redis.call('HDEL', KEYS[7], k)
+      redis.call('HDEL', KEYS[8], k)
     else
       local f = c[8]
       redis.call('HSET', g, 'triggered', f.triggered, 'grown', f.grown,
         'last_trigger_at', f.last_trigger_at, 'last_flush_at', f.last_flush_at, 'state', f.state)
       redis.call('HINCRBY', g, 'version', 1)
+      redis.call('HSET', KEYS[7], k, c[11])
       if redis.call('HGET', g, 'urgent') == '1' then
         redis.call('ZADD', DUE_U, f.due, k)
       else

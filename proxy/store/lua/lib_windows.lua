@@ -22,10 +22,12 @@ local function gload(G)
   return t
 end
 
--- Write the fields back; refresh the TTLs at most once a day (they are a week).
-local function gsave(G, t, now, ttl)
+-- Write the fields back (and the size to `sizes`, the console's count); refresh the TTLs
+-- at most once a day (they are a week).
+local function gsave(G, t, now, ttl, k, sizes)
   redis.call('HSET', G.g, 'version', t.version, 'overflow', t.overflow, 'n', t.n,
     'grown', t.grown, 'last_seen', t.last_seen, 'urgent', t.urgent)
+  redis.call('HSET', sizes, k, t.n)
   if now - t.ttl_at > 86400 then
     redis.call('HSET', G.g, 'ttl_at', string.format('%.17g', now))
     redis.call('EXPIRE', G.g, ttl)

@@ -1,9 +1,9 @@
 -- record: a whole request's alerts into their groups, atomically, in one round trip.
--- KEYS: 1 due:u, 2 due:n, 3 ob:items, 4 ob:seq, 5 ob:keys, 6 ob:names, then the keys the
---   request names by index in ARGV[1].
+-- KEYS: 1 due:u, 2 due:n, 3 ob:items, 4 ob:seq, 5 ob:keys, 6 ob:names, 7 heads, 8 sizes,
+--   then the keys the request names by index in ARGV[1].
 -- ARGV[1]: JSON {now, ttl, tomb, kept,
 --   g: {group key: [i_g, i_ga, i_gs, i_tomb, meta or false]}, meta = [rule, routing_key,
---      key_name, group_labels JSON, group_wait, group_interval, resolve_wait]
+--      key_name, group_labels JSON, group_wait, group_interval, resolve_wait, head JSON]
 --   e: [[group key, fp, i_fpkey, alert JSON, max_alerts, urgent]]          firing entries
 --   r: [[fp, i_fpkey, i_marks_of, alert JSON, full, [[group key, event, [i_lines, i_ready,
 --        i_wait, i_age]]...]]]                     resolved alerts with their candidates
@@ -57,6 +57,7 @@ for _, e in ipairs(R.e) do
       'last_flush_at', '0', 'overflow', '0', 'version', '0', 'last_seen', ts, 'urgent', urgent,
       'state', '{}', 'n', '0', 'ttl_at', '0')
     redis.call('ZADD', urgent == '1' and DUE_U or DUE_N, now + m[5], k)
+    redis.call('HSET', KEYS[7], k, m[8])
     T[k] = gload(g)
     t = T[k]
   end
@@ -107,6 +108,6 @@ end
 
 -- 5. The groups' fields, written once.
 for k, t in pairs(T) do
-  if t then gsave(G(k), t, now, ttl) end
+  if t then gsave(G(k), t, now, ttl, k, KEYS[8]) end
 end
 return lost

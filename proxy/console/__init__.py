@@ -1,0 +1,224 @@
+"""The console: server-rendered pages for on-call and ops (no JavaScript, no build step).
+
+    /          overview: alerts in and pages out per hour (SVG), noise ratio, the noisiest
+               alertnames, suppressed by reason, noise per rule and service
+    /groups    open groups with their alerts and state, filtered by label, 100 a page
+    /outbox    per routing key (by name): waiting, oldest, budget used; dead letters with
+               a re-send button (POST, guarded against cross-site requests)
+    /rules     files, last reload and its errors, the rules in order
+
+Admin pages: loopback only unless `--auth admin=...` (basic auth works in a browser).
+Everything that came from an alert is escaped (Jinja2 autoescape): labels are input."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from proxy.errors import InputError
+from proxy.http import ADMIN
+from proxy.model import Group
+
+if TYPE_CHECKING:
+    from proxy.app import Proxy
+
+__all__ = ["Console"]
+
+PAGE = 100
+_ENV = Environment(loader=PackageLoader("proxy.console", "templates"),
+                   autoescape=select_autoescape(["html"], default=True), trim_blocks=True,
+                   lstrip_blocks=True)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 10:
+        return f"{max(0.0, seconds):.1f} s"
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h"
+    return f"{s // 86400} d"
+
+
+def _secs(v: float | None) -> str:
+    return "–" if v is None else _age(v)
+
+
+def group_state(g: Group) -> tuple[str, str]:
+    """A group's state as the console shows it, and its style."""
+    held = g.state.get("held", "")
+    pd = (g.state.get("pd") or {}).get("status")
+    if held == "remediation":
+        return "held for remediation", "held"
+    if held in ("folded", "flapping", "threshold", "muted"):
+        return {"folded": "folded into a storm", "flapping": "flapping", "threshold":
+                "below its threshold", "muted": "muted (inhibited or maintenance)"}[held], "held"
+    if pd == "acknowledged":
+        return "acknowledged in PagerDuty", "acknowledged"
+    if pd == "resolved":
+        return "resolved in PagerDuty", "resolved"
+    if g.triggered:
+        return "paged", "paged"
+    return "waiting", "waiting"
+
+
+def _matches(g: Group, terms: list[tuple[str, str]]) -> bool:
+    for k, v in terms:
+        if k == "rule":
+            if g.rule != v:
+                return False
+        elif k == "state":
+            if v not in group_state(g)[0]:
+                return False
+        elif k:
+            if g.group_labels.get(k) != v:
+                return False
+        elif not (v in g.key or v in g.rule or any(v in x for x in g.group_labels.values())):
+            return False
+    return True
+
+
+def _terms(q: str) -> list[tuple[str, str]]:
+    out = []
+    for word in q.split():
+        k, sep, v = word.partition("=")
+        out.append((k, v) if sep else ("", word))
+    return out
+
+
+def _chart(hours: list[dict[str, Any]], width: int = 960, height: int = 160) -> dict[str, Any]:
+    n = max(1, len(hours))
+    step = width / n
+    bw = max(1.0, step * 0.4)
+    top = max([1, *(h["in"] for h in hours), *(h["pages"] for h in hours)])
+    bars = []
+    for i, h in enumerate(hours):
+        label = datetime.fromtimestamp(h["hour"], UTC).strftime("%d %b %H:00")
+        h_in, h_out = height * h["in"] / top, height * h["pages"] / top
+        bars.append({"x": round(i * step + 2, 1), "y_in": round(height - h_in, 1), "h_in": round(h_in, 1),
+                     "y_out": round(height - h_out, 1), "h_out": round(h_out, 1), "n_in": h["in"],
+                     "n_out": h["pages"], "label": label,
+                     "tick": datetime.fromtimestamp(h["hour"], UTC).strftime("%H:00")
+                     if i % max(1, n // 8) == 0 else ""})
+    return {"width": width, "height": height, "bw": round(bw, 1), "bars": bars, "max": top}
+
+
+class Console:
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self._token = hmac.new(secrets.token_bytes(32), b"console", hashlib.sha256).hexdigest()
+
+    def routes(self) -> list[web.RouteDef]:
+        for h in (self.overview, self.groups, self.outbox, self.rules, self.retry):
+            h.__func__.source = ADMIN  # type: ignore[attr-defined]  # the admin guard's scope
+        return [web.get("/", self.overview), web.get("/groups", self.groups),
+                web.get("/outbox", self.outbox), web.get("/rules", self.rules),
+                web.post("/outbox/retry", self.retry)]
+
+    def _page(self, name: str, path: str, title: str, **ctx: Any) -> web.Response:
+        html = _ENV.get_template(name).render(page=path, title=title, secs=_secs,
+                                              store=self.proxy.store.url.split("@")[-1].split("?")[0],
+                                              **ctx)
+        return web.Response(text=html, content_type="text/html",
+                            headers={"Content-Security-Policy": "default-src 'none'; style-src "
+                                     "'unsafe-inline'; img-src 'self'; form-action 'self'",
+                                     "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"})
+
+    async def overview(self, request: web.Request) -> web.Response:
+        since = request.query.get("since", "24h")
+        s = await self.proxy.stats(since)
+        stats = await self.proxy.store.stats(self.proxy.clock.now(), self.proxy.settings.window)
+        return self._page("overview.html", "/", "Overview", s=s, since=since,
+                          groups_open=stats.groups_open, chart=_chart(s["hours"]))
+
+    async def groups(self, request: web.Request) -> web.Response:
+        q = request.query.get("q", "").strip()
+        try:
+            page_no = max(1, int(request.query.get("page", "1")))
+        except ValueError:
+            raise InputError(["'page' must be a number"]) from None
+        heads = [g for g in await self.proxy.store.heads() if _matches(g, _terms(q))]
+        heads.sort(key=lambda g: -g.opened_at)
+        total = len(heads)
+        shown = heads[(page_no - 1) * PAGE:page_no * PAGE]
+        now = self.proxy.clock.now()
+        rows = []
+        for g in await self.proxy.store.load_many([g.key for g in shown]):
+            state, css = group_state(g)
+            alerts = sorted(g.alerts.values(), key=lambda a: not a.firing)
+            rows.append({"key": g.key, "state": state, "css": css, "rule": g.rule,
+                         "labels": {k: v for k, v in g.group_labels.items() if v},
+                         "n_alerts": len(g.alerts), "age": _age(now - g.opened_at),
+                         "alerts": [{"status": a.status, "summary": a.alert.summary,
+                                     "labels": a.labels} for a in alerts[:20]],
+                         "more": max(0, len(alerts) - 20)})
+        pages = list(range(1, (total + PAGE - 1) // PAGE + 1))
+        if len(pages) > 15:
+            pages = sorted({1, 2, *range(max(1, page_no - 3), page_no + 4), pages[-2], pages[-1]}
+                           & set(pages))
+        return self._page("groups.html", "/groups", "Groups", groups=rows, total=total, q=q,
+                          page_no=page_no, pages=pages, shown_from=min(total, (page_no - 1) * PAGE + 1),
+                          shown_to=min(total, page_no * PAGE))
+
+    async def outbox(self, request: web.Request, message: str = "") -> web.Response:
+        p = self.proxy
+        now = p.clock.now()
+        window = p.settings.window
+        stats = await p.store.stats(now, window)
+        keys = [{"name": name, "depth": k.depth, "oldest": _age(now - k.oldest_enqueued_at) if k.depth else "–",
+                 "sent": k.sent_in_window, "used_pct": min(100, round(100 * k.sent_in_window / window.limit))}
+                for name, k in sorted(stats.keys.items())]
+        dead = await p.store.dead_letters(limit=200)
+        return self._page("outbox.html", "/outbox", "Outbox", keys=keys, dead=dead, limit=window.limit,
+                          csrf=self._token, message=message)
+
+    async def retry(self, request: web.Request) -> web.Response:
+        """Re-send dead letters: a form POST from this console only (its token, and no
+        cross-site request)."""
+        site = request.headers.get("Sec-Fetch-Site")
+        origin = request.headers.get("Origin")
+        form = await request.post()
+        if site not in (None, "same-origin", "none") or (origin and origin.split("://")[-1] != request.host) \
+                or not hmac.compare_digest(str(form.get("csrf", "")), self._token):
+            raise InputError(["cross-site request refused (re-send dead letters from the console)"], 403)
+        seq = form.get("seq")
+        try:
+            seqs = [int(str(seq))] if seq else None
+        except ValueError:
+            raise InputError(["'seq' must be a number"]) from None
+        n = await self.proxy.store.requeue_dead(seqs)
+        self.proxy.sender.kick()
+        return await self.outbox(request, message=f"{n} event(s) queued to be sent again.")
+
+    async def rules(self, request: web.Request) -> web.Response:
+        live = self.proxy.live
+        rs = live.current
+        rows = []
+        for r in [*rs.rules, rs.defaults]:
+            more = [k for k, on in (("drop", r.drop), ("continue", r.cont), ("flap", r.flap),
+                                    ("remediate", r.remediate), ("min_alerts", r.min_alerts),
+                                    ("for", r.for_), ("stale_after", r.stale_after),
+                                    ("on_growth: update", r.on_growth == "update")) if on]
+            rows.append({"name": r.name, "match": ", ".join(map(str, r.matchers)) or "(everything)",
+                         "group_by": ", ".join(r.group_by),
+                         "timing": f"wait {r.group_wait:g}s · interval {r.group_interval:g}s · "
+                                   f"repeat {r.repeat_interval:g}s",
+                         "more": ", ".join(more), "where": r.where or "defaults"})
+
+        def when(t: float) -> str:
+            return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") + \
+                f" ({_age(time.time() - t)} ago)"
+
+        return self._page("rules.html", "/rules", "Rules", rules=rows, files=[str(f) for f in live.files()],
+                          loaded=when(live.loaded_at), attempt=when(live.last_attempt_at),
+                          errors=live.last_errors)
