@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import platform
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from proxy import ingest
+from proxy import __version__, ingest
 from proxy.auth import Auth
 from proxy.clock import Clock, SystemClock
 from proxy.console import Console
@@ -34,8 +35,8 @@ from proxy.metrics import Metrics
 from proxy.model import Alert, OutEvent
 from proxy.pipeline import Pipeline
 from proxy.rules.live import LiveRules
-from proxy.sender import Sender
-from proxy.stats import Tally, parse_since, summarize
+from proxy.sender import Outcome, Sender
+from proxy.stats import SUPPRESS_REASONS, Tally, parse_since, summarize
 from proxy.store import Store, Window
 
 __all__ = ["Proxy", "Settings"]
@@ -74,6 +75,12 @@ class Proxy:
         self.settings, self.store = settings, store
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
+        self.metrics.build_info.labels(__version__, platform.python_version()).set(1)
+        self.metrics.start_at_zero(alert_sources=("alertmanager", "datadog", "events_v2"),
+                                   request_sources=("alertmanager", "datadog", "events", "pagerduty"),
+                                   actions=("trigger", "acknowledge", "resolve", "change"),
+                                   outcomes=tuple(Outcome), reasons=SUPPRESS_REASONS,
+                                   remediation=("ok", "failed", "timeout", "error"))
         self.live = LiveRules(settings.rules)
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(self.live.loaded_at)
@@ -112,6 +119,18 @@ class Proxy:
             self.metrics.outbox_depth.labels(name).set(k.depth)
             self.metrics.outbox_oldest.labels(name).set(max(0.0, now - k.oldest_enqueued_at) if k.depth else 0)
         self.metrics.dead_letter_depth.set(stats.dead)
+        self.metrics.flush_lag.set(max(0.0, now - stats.oldest_due) if stats.oldest_due else 0.0)
+
+    async def _lag(self) -> None:
+        """Measure how late the event loop wakes up: the worst over each 5 s."""
+        worst, since = 0.0, time.monotonic()
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.1)
+            worst = max(worst, time.monotonic() - t - 0.1)
+            if time.monotonic() - since >= 5.0:
+                self.metrics.loop_lag.set(round(worst, 4))
+                worst, since = 0.0, time.monotonic()
 
     async def _watch(self) -> None:
         if self.live.changed():
@@ -122,6 +141,7 @@ class Proxy:
         self._tasks = [
             asyncio.create_task(self._loop("flush", s.flush_poll, self.pipeline.flush_due)),
             asyncio.create_task(self._loop("observe", 2.0, self._observe)),
+            asyncio.create_task(self._lag()),
         ]
         self._sending = asyncio.create_task(self.sender.run())
         if s.watch_interval > 0:

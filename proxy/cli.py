@@ -35,6 +35,9 @@ def _listen(text: str) -> tuple[str, int]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alert-proxy", description="Alert-correlation proxy in "
                                 "front of the PagerDuty Events API v2.")
+    from proxy import __version__
+
+    p.add_argument("--version", action="version", version=f"alert-proxy {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the proxy")
     s.add_argument("--listen", type=_listen, default=_env("listen", "127.0.0.1:8080"),

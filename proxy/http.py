@@ -23,7 +23,8 @@ from proxy.auth import Auth
 from proxy.errors import InputError, NotJSON, StoreError, TooLarge, Unauthorized
 from proxy.metrics import Metrics
 
-__all__ = ["ADMIN", "MAX_BODY", "error_middleware", "json_response", "read_json", "source_of"]
+__all__ = ["ADMIN", "MAX_BODY", "admin_middleware", "error_middleware", "json_response", "read_body",
+           "read_json", "source_of"]
 
 log = logging.getLogger("alert_proxy")
 MAX_BODY = 512_000  # what PagerDuty and Alertmanager allow for one event

@@ -11,6 +11,10 @@ __all__ = ["Metrics"]
 
 
 class Metrics:
+    """Every labelled counter whose label values are known up front starts at 0 (so that
+    `increase()` sees the first event); per-key series start when the key is first seen
+    (`key_seen`)."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
         p = "alert_proxy_"
@@ -46,6 +50,13 @@ class Metrics:
                                  "When the rules last loaded.", registry=r)
         self.store_errors = Counter(p + "store_errors", "Store operations that failed.",
                                     ["op"], registry=r)
+        self.loop_lag = Gauge(p + "event_loop_lag_seconds", "The longest the event loop was late "
+                              "in the last 5 s (a step that held it).", registry=r)
+        self.flush_lag = Gauge(p + "flush_lag_seconds", "How long the oldest group due has waited "
+                               "to be flushed (now - its due time; 0 when none waits).", registry=r)
+        self.build_info = Gauge(p + "build_info", "The running version (always 1).",
+                                ["version", "python"], registry=r)
+        self._keys: set[str] = set()
         self.webhooks = Counter(p + "pagerduty_webhooks", "PagerDuty webhooks received, by event "
                                 "type and verdict (applied, duplicate, stale, foreign, ignored, "
                                 "rejected).", ["type", "verdict"], registry=r)
@@ -57,3 +68,29 @@ class Metrics:
                                      buckets=ack_buckets)
         self.time_to_resolve = Histogram(p + "time_to_resolve_seconds", "From the first page to a "
                                          "resolve in PagerDuty.", registry=r, buckets=ack_buckets)
+
+    def start_at_zero(self, alert_sources: tuple[str, ...], request_sources: tuple[str, ...],
+                      actions: tuple[str, ...], outcomes: tuple[str, ...], reasons: tuple[str, ...],
+                      remediation: tuple[str, ...]) -> None:
+        for s in alert_sources:
+            self.alerts_received.labels(s)
+        for s in request_sources:
+            for status in ("400", "401", "413", "415", "503"):
+                self.requests_rejected.labels(s, status)
+        for a in actions:
+            self.dead_letters.labels(a)
+            for o in outcomes:
+                self.events_sent.labels(a, o)
+        for o in outcomes:
+            self.retries.labels(o)
+        for r in reasons:
+            self.suppressed.labels(r)
+        for r in remediation:
+            self.remediations.labels(r)
+
+    def key_seen(self, name: str) -> None:
+        """A routing key's series start at 0 the first time it is seen."""
+        if name not in self._keys:
+            self._keys.add(name)
+            self.rate_limited.labels(name)
+            self.budget_waits.labels(name)

@@ -197,6 +197,8 @@ class Sender:
                 await self._wait(kicked, min(take.wait, IDLE_POLL))
                 continue
             ev = take.event
+            if rk not in self._names:
+                self.metrics.key_seen(ev.key_name)
             self._names[rk] = ev.key_name
             self._inflight[ev.seq] = (ev, take.stamp)
             try:

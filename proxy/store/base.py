@@ -109,6 +109,7 @@ class Stats:
     groups_open: int
     dead: int
     keys: dict[str, KeyStats]  # key name -> figures
+    oldest_due: float | None = None  # the earliest due time of any group (flush lag)
 
 
 class WindowStore(Protocol):

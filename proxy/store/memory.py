@@ -416,7 +416,22 @@ class MemoryStore:
                 continue
             oldest = k.age[0][0] if k.depth and k.age else now
             keys[k.name] = KeyStats(k.depth, oldest, await self.sent_in_window(rk, now, window))
-        return Stats(groups_open=len(self._groups), dead=len(self._dead), keys=keys)
+        return Stats(groups_open=len(self._groups), dead=len(self._dead), keys=keys,
+                     oldest_due=self._oldest_due())
+
+    def _oldest_due(self) -> float | None:
+        """The earliest due time, dropping stale heap tops on the way (amortized O(log n))."""
+        best = None
+        for heap, urgent in ((self._due[0], True), (self._due[1], False)):
+            while heap:
+                due, key = heap[0]
+                w = self._groups.get(key)
+                if w is None or w.head.due != due or w.head.urgent != urgent:
+                    heapq.heappop(heap)
+                    continue
+                best = due if best is None else min(best, due)
+                break
+        return best
 
     async def add_counts(self, hour: int, counts: dict[str, float]) -> None:
         for old in [h for h in self._counts if h <= hour - COUNT_HOURS]:

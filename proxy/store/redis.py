@@ -424,7 +424,9 @@ class RedisStore:
             pipe.hlen(n.ob_dead)
             pipe.hgetall(n.ob_keys)
             pipe.hgetall(n.ob_names)
-            urgent, other, dead, rks, names = await pipe.execute()
+            pipe.zrange(n.due_urgent, 0, 0, withscores=True)
+            pipe.zrange(n.due_other, 0, 0, withscores=True)
+            urgent, other, dead, rks, names, due_u, due_n = await pipe.execute()
         rids = sorted(rks)
         async with self._r.pipeline(transaction=False) as pipe:
             for r in rids:
@@ -439,7 +441,9 @@ class RedisStore:
             depth, oldest, sent = raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]
             name = _text(names.get(r, b"?"))
             out[name] = KeyStats(int(depth), float(oldest[0][1]) if oldest else now, int(sent))
-        return Stats(groups_open=int(urgent) + int(other), dead=int(dead), keys=out)
+        dues = [float(z[0][1]) for z in (due_u, due_n) if z]
+        return Stats(groups_open=int(urgent) + int(other), dead=int(dead), keys=out,
+                     oldest_due=min(dues) if dues else None)
 
     @_wrapped
     async def add_counts(self, hour: int, counts: dict[str, float]) -> None:

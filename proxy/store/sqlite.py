@@ -637,7 +637,10 @@ class SqliteStore:
                     continue
                 oldest = c.execute("SELECT MIN(enqueued_at) FROM outbox WHERE rk = ?", (rk,)).fetchone()[0]
                 keys[self._names.get(rk, "?")] = KeyStats(depth, oldest if oldest is not None else now, sent)
-            return Stats(groups_open=self._n_groups, dead=self._n_dead, keys=keys)
+            dues = [d for (d,) in c.execute("SELECT MIN(due) FROM groups WHERE urgent = 1 UNION ALL "
+                                            "SELECT MIN(due) FROM groups WHERE urgent = 0") if d is not None]
+            return Stats(groups_open=self._n_groups, dead=self._n_dead, keys=keys,
+                         oldest_due=min(dues) if dues else None)
 
         return await self._do(run)
 

@@ -354,7 +354,7 @@ async def test_stats_come_from_counters(store):
     assert t.event is not None
     await store.dead(t.event, t.stamp, "HTTP 400", T0 + 1)
     st = await store.stats(T0 + 2, WIN)
-    assert st.groups_open == 2 and st.dead == 1
+    assert st.groups_open == 2 and st.dead == 1 and st.oldest_due == T0 + 30
     k = st.keys["PD"]
     assert k.depth == 2 and k.oldest_enqueued_at == T0 and k.sent_in_window == 1
 

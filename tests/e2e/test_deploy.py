@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 
+import pytest
 import yaml
 
 from tests.conftest import FIXTURES, ROOT
@@ -45,3 +48,17 @@ def test_probes_and_commands_exist():
     unit = (DEPLOY / "systemd" / "alert-proxy.service").read_text()
     assert "alert-proxy serve --listen" in unit and "kill -HUP" in unit
     assert 'ENTRYPOINT ["alert-proxy", "serve"]' in (DEPLOY / "Dockerfile").read_text()
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="needs promtool (tests/run.sh installs prometheus)")
+def test_alert_rules_pass_promtool_check_and_their_unit_tests():
+    rules = DEPLOY / "prometheus"
+    check = subprocess.run(["promtool", "check", "rules", "alert-proxy-rules.yml"], cwd=rules,
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    test = subprocess.run(["promtool", "test", "rules", "alert-proxy-rules.test.yml"], cwd=rules,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert test.returncode == 0, test.stdout + test.stderr
+    tested = set(re.findall(r"alertname: (\w+)", (rules / "alert-proxy-rules.test.yml").read_text()))
+    defined = set(re.findall(r"- alert: (\w+)", (rules / "alert-proxy-rules.yml").read_text()))
+    assert defined == tested  # every alert rule has a test
