@@ -21,6 +21,7 @@ async def main() -> None:
             await asyncio.sleep(0.05)
             out.writelines(orjson.dumps({"at": r.at, "status": r.status, "action": r.action,
                                         "dedup_key": r.dedup_key,
+                                        "severity": (r.body.get("payload") or {}).get("severity"),
                                         "routing_key": r.body.get("routing_key", "")}) + b"\n" for r in pd.received[seen:])
             seen = len(pd.received)
             out.flush()

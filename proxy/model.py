@@ -48,24 +48,16 @@ class Alert:
     client_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """What a group keeps of the alert (never the routing key: it is a secret)."""
-        return {
-            "fingerprint": self.fingerprint,
-            "status": self.status,
-            "labels": self.labels,
-            "annotations": self.annotations,
-            "summary": self.summary,
-            "severity": self.severity,
-            "source": self.source,
-            "starts_at": self.starts_at,
-            "ends_at": self.ends_at,
-            "custom_details": self.custom_details,
-            "links": self.links,
-            "images": self.images,
-            "dedup_key": self.dedup_key,
-            "client": self.client,
-            "client_url": self.client_url,
-        }
+        """What a group keeps of the alert (never the routing key: it is a secret); empty
+        fields are left out (`from_dict` fills them in)."""
+        d: dict[str, Any] = {"fingerprint": self.fingerprint, "status": self.status,
+                             "labels": self.labels, "source": self.source}
+        for name in ("annotations", "summary", "severity", "starts_at", "ends_at", "custom_details",
+                     "links", "images", "dedup_key", "client", "client_url"):
+            value = getattr(self, name)
+            if value:
+                d[name] = value
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Alert:

@@ -67,7 +67,7 @@ class _Window:
 class _Key:
     """One routing key's outbox: lines per dedup_key, heaps of their heads, its budget."""
 
-    lines: dict[str, deque[int]] = field(default_factory=dict)
+    lines: dict[str, list[int]] = field(default_factory=dict)  # a list: most hold one event
     ready: list[tuple[int, int, str]] = field(default_factory=list)  # (priority, seq, dk)
     waiting: list[tuple[float, int, str]] = field(default_factory=list)  # (time, seq, dk)
     leased: dict[int, float] = field(default_factory=dict)  # seq -> lease end
@@ -258,7 +258,7 @@ class MemoryStore:
         for ev in events:
             k = self._key(ev.routing_key)
             k.name = ev.key_name
-            line = k.lines.setdefault(ev.dedup_key, deque())
+            line = k.lines.setdefault(ev.dedup_key, [])
             if ev.action == "trigger" and line and line[-1] not in k.leased:
                 last = self._items[line[-1]]
                 if last.action == "trigger":

@@ -1,0 +1,234 @@
+"""The cost of one event must not grow with the backlog: `python -m bench.scale
+[--sizes 1000,10000,100000,1000000] [--stores memory,sqlite,redis] [--out bench/out/scale.json]`.
+
+For each store and each number N of open single-alert groups (one routing key, so the
+budget lets 2 events/s out and the rest waits in the outbox):
+- in process, with a manual clock: N groups recorded, then all due at once and flushed
+  into the outbox: flush throughput (groups/s);
+- the real proxy over HTTP, against a fake PagerDuty enforcing 120/min: intake of N groups
+  (alerts/s), CPU of the proxy's process while it paces 2 events/s with N waiting, p99 of
+  single-alert requests at 200/s, a critical alert's page latency behind the N waiting
+  (beyond group_wait), the event loop's worst lag while it flushes N groups (its own
+  gauge), SIGTERM-to-exit time, and bytes per open group (RSS of the process;
+  Redis: used_memory; SQLite: the file).
+Figures print as they come and go to --out as JSON; bench/RESULTS.md has them by hand,
+as ratios to the 1k figures."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PD_ROUTING_KEY", "0123456789abcdef0123456789abcdef")
+
+from bench.run import Bench, rss  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
+
+GROUP_WAIT = 1.0
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def alert_body(start: int, n: int, severity: str = "info", name: str = "Scale") -> bytes:
+    return orjson.dumps({"version": "4", "alerts": [
+        {"status": "firing", "labels": {"alertname": name, "instance": f"i{i}", "severity": severity},
+         "annotations": {"summary": f"scale alert {i}"}, "fingerprint": f"{name}-{i}"}
+        for i in range(start, start + n)]})
+
+
+# -- in process: flush throughput ---------------------------------------------------------------
+async def flush_in_process(store_url: str, n: int, prefix: str) -> dict[str, Any]:
+    from proxy.clock import ManualClock
+    from proxy.ingest import alertmanager
+    from proxy.metrics import Metrics
+    from proxy.pipeline import Pipeline
+    from proxy.rules import RuleSet, load_rules
+    from proxy.store import from_url
+
+    rules = Path(tempfile.mkdtemp()) / "rules.yml"
+    rules.write_text("defaults:\n  routing_key: ${PD_ROUTING_KEY}\n  group_by: [alertname, instance]\n"
+                     "  group_wait: 1s\n  group_interval: 5m\n  repeat_interval: 4h\n")
+    store = from_url(store_url, prefix=prefix)
+    clock = ManualClock()
+    p = Pipeline(RuleSet(load_rules([str(rules)])), store, clock, Metrics())
+    t = time.perf_counter()
+    for i in range(0, n, 500):
+        await p.accept(alertmanager.parse(orjson.loads(alert_body(i, min(500, n - i)))))
+    recorded = n / (time.perf_counter() - t)
+    clock.advance(5)
+    t = time.perf_counter()
+    while await p.flush_due(budget_s=0.02):
+        pass
+    took = time.perf_counter() - t
+    await store.close()
+    return {"record_alerts_per_s": round(recorded), "flush_groups_per_s": round(n / took)}
+
+
+# -- the real process ---------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+async def metric(base: str, name: str) -> float:
+    async with aiohttp.ClientSession() as s, s.get(base + "/metrics") as r:
+        total = 0.0
+        for line in (await r.text()).splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.split()[-1])
+        return total
+
+
+async def fill(base: str, n: int, batch: int = 64, workers: int = 8) -> float:
+    url = base + "/v1/alertmanager"
+    starts = list(range(0, n, batch))
+
+    async def worker(s: aiohttp.ClientSession, mine: list[int]) -> None:
+        for i in mine:
+            async with s.post(url, data=alert_body(i, min(batch, n - i)),
+                              headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 200, r.status
+
+    t = time.perf_counter()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
+        await asyncio.gather(*(worker(s, starts[w::workers]) for w in range(workers)))
+    return n / (time.perf_counter() - t)
+
+
+async def paced_p99(base: str, n: int, rate: int = 200, seconds: int = 10) -> float:
+    """Single-alert requests at `rate`/s (refreshes of open alerts): their p99 in ms."""
+    url = base + "/v1/alertmanager"
+    lat: list[float] = []
+    async with aiohttp.ClientSession() as s:
+        t0 = time.perf_counter()
+        tasks = []
+
+        async def one(i: int) -> None:
+            t = time.perf_counter()
+            async with s.post(url, data=alert_body(i % n, 1), headers={"Content-Type": "application/json"}) as r:
+                await r.read()
+            lat.append(time.perf_counter() - t)
+
+        for k in range(rate * seconds):
+            await asyncio.sleep(max(0.0, t0 + k / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(k * 7919)))
+        await asyncio.gather(*tasks)
+    lat.sort()
+    return lat[int(len(lat) * 0.99) - 1] * 1000
+
+
+def pd_events(log: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(x) for x in log.read_bytes().splitlines()] if log.exists() else []
+
+
+def process_run(b: Bench, kind: str, store: str, n: int, redis: RedisServer | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    pd_port = free_port()
+    log = b.work / f"pd-{kind}-{n}.jsonl"
+    with b.process([sys.executable, "-m", "bench.fakepd", str(pd_port), str(log)], f"pd-{kind}-{n}", pd_port), \
+            b.proxy(store, gw=f"{GROUP_WAIT:g}s", gi="5m", upstream=f"http://127.0.0.1:{pd_port}",
+                    group_by="alertname, instance") as (base, proc):
+        rss0 = rss(proc.pid)
+        mem0 = used_memory(redis)
+        out["intake_alerts_per_s"] = round(asyncio.run(fill(base, n)))
+        deadline = time.time() + 900
+        lag = 0.0
+        while time.time() < deadline:  # flushed: everything waits in the outbox
+            lag = max(lag, asyncio.run(metric(base, "alert_proxy_event_loop_lag_seconds")))
+            if asyncio.run(metric(base, "alert_proxy_outbox_depth")) >= n - 120 and \
+                    asyncio.run(metric(base, "alert_proxy_flush_lag_seconds")) == 0:
+                break
+            time.sleep(1)
+        out["loop_lag_max_ms_while_flushing"] = round(lag * 1000, 1)
+        out["flushed_after_s"] = round(time.time() - deadline + 900, 1)
+        out["bytes_per_group"] = round((rss(proc.pid) - rss0) / n)
+        if redis is not None:
+            out["redis_bytes_per_group"] = round((used_memory(redis) - mem0) / n)
+        if kind == "sqlite":
+            out["sqlite_file_bytes_per_group"] = round(sum(f.stat().st_size for f in b.work.glob("scale-*.db*")) / n)
+        c0, t0 = cpu_seconds(proc.pid), time.time()
+        time.sleep(20)
+        out["cpu_while_pacing_pct"] = round(100 * (cpu_seconds(proc.pid) - c0) / (time.time() - t0), 1)
+        out["paced_intake_p99_ms"] = round(asyncio.run(paced_p99(base, n)), 1)
+        t_crit = time.time()
+        asyncio.run(post_critical(base))
+        while time.time() < t_crit + 120:
+            got = [e for e in pd_events(log) if e.get("severity") == "critical" and e["status"] == 202]
+            if got:
+                out["critical_page_beyond_group_wait_s"] = round(got[0]["at"] - t_crit - GROUP_WAIT, 2)
+                break
+            time.sleep(0.05)
+        t_term = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        out["sigterm_to_exit_s"] = round(time.monotonic() - t_term, 2)
+    return out
+
+
+async def post_critical(base: str) -> None:
+    async with aiohttp.ClientSession() as s, s.post(base + "/v1/alertmanager", headers={
+            "Content-Type": "application/json"}, data=alert_body(0, 1, "critical", "DatabaseDown")) as r:
+        assert r.status == 200
+
+
+def used_memory(redis: RedisServer | None) -> int:
+    if redis is None:
+        return 0
+    info = subprocess.run(["redis-cli", "-p", str(redis.port), "info", "memory"], capture_output=True,
+                          text=True, check=False).stdout
+    return int(next(ln for ln in info.splitlines() if ln.startswith("used_memory:")).split(":")[1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", default="1000,10000,100000,1000000")
+    ap.add_argument("--stores", default="memory,sqlite,redis")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "scale.json"))
+    args = ap.parse_args()
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="alert-proxy-scale-") as tmp:
+        b = Bench(False, Path(tmp))
+        for kind in args.stores.split(","):
+            for n in map(int, args.sizes.split(",")):
+                redis = None
+                if kind == "redis":
+                    redis = RedisServer(b.work / f"redis-{n}", free_port(), "--appendfsync", "everysec")
+                    redis.start()
+                try:
+                    url = {"memory": "memory://", "sqlite": f"sqlite://{b.work}/scale-inproc-{n}.db"}.get(
+                        kind, redis.url if redis else "")
+                    row = asyncio.run(flush_in_process(url, n, f"inproc-{n}"))
+                    for f in b.work.glob("scale-inproc-*"):
+                        f.unlink()
+                    store = {"memory": "memory://", "sqlite": f"sqlite://{b.work}/scale-{n}.db"}.get(
+                        kind, redis.url if redis else "")
+                    if redis:
+                        subprocess.run(["redis-cli", "-p", str(redis.port), "flushall"], check=False,
+                                       capture_output=True)
+                    row.update(process_run(b, kind, store, n, redis))
+                finally:
+                    if redis:
+                        redis.stop()
+                results[f"{kind}/{n}"] = row
+                print(f"{kind:6s} {n:>9,}  {json.dumps(row)}", flush=True)
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
