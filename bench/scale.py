@@ -59,6 +59,9 @@ async def flush_in_process(store_url: str, n: int, prefix: str) -> dict[str, Any
     from proxy.rules import RuleSet, load_rules
     from proxy.store import from_url
 
+    import gc
+
+    gc.set_threshold(5000, 10, 100)  # as `alert-proxy serve` does
     rules = Path(tempfile.mkdtemp()) / "rules.yml"
     rules.write_text("defaults:\n  routing_key: ${PD_ROUTING_KEY}\n  group_by: [alertname, instance]\n"
                      "  group_wait: 1s\n  group_interval: 5m\n  repeat_interval: 4h\n")

@@ -57,6 +57,8 @@ class Settings:
     retry_base: float = 1.0
     shutdown_timeout: float = 10.0  # SIGTERM to exit, whatever the backlog
     pagerduty_secrets: list[str] = field(default_factory=list)  # webhooks v3 signing secrets
+    body_timeout: float = 10.0  # seconds a request's body may take to arrive
+    max_groups: int = 1_000_000  # open groups at most (an alert opening one more: 503)
 
 
 def _source(name: str) -> Callable[[Any], Any]:
@@ -90,7 +92,8 @@ class Proxy:
                              dry_run=settings.dry_run, retry_base=settings.retry_base,
                              tally=self.tally)
         self.pipeline = Pipeline(self.live.current, store, self.clock, self.metrics,
-                                 on_enqueue=self.sender.kick, tally=self.tally)
+                                 on_enqueue=self.sender.kick, tally=self.tally,
+                                 max_groups=settings.max_groups)
         self._tasks: list[asyncio.Task[None]] = []
         self._sending: asyncio.Task[None] | None = None
         self._change_seq = itertools.count()
@@ -182,7 +185,7 @@ class Proxy:
     # -- ingest -------------------------------------------------------------------------
     async def _alerts(self, request: web.Request, source: str,
                       parse: Callable[[Any], list[Alert]]) -> web.Response:
-        alerts = parse(await read_json(request, self.settings.auth, source))
+        alerts = parse(await read_json(request, self.settings.auth, source, self.settings.body_timeout))
         await self.pipeline.accept(alerts)
         return json_response({"status": "success", "alerts": len(alerts)})
 
@@ -196,14 +199,16 @@ class Proxy:
 
     @_source("events")
     async def h_enqueue(self, request: web.Request) -> web.Response:
-        ev = ingest.events_v2.parse(await read_json(request, self.settings.auth, "events"))
+        ev = ingest.events_v2.parse(await read_json(request, self.settings.auth, "events",
+                                                    self.settings.body_timeout))
         await self.pipeline.accept_event(ev)
         return json_response({"status": "success", "message": "Event processed",
                               "dedup_key": ev.dedup_key}, 202)
 
     @_source("events")
     async def h_change(self, request: web.Request) -> web.Response:
-        body = ingest.events_v2.parse_change(await read_json(request, self.settings.auth, "events"))
+        body = ingest.events_v2.parse_change(await read_json(request, self.settings.auth, "events",
+                                                             self.settings.body_timeout))
         await self.pipeline.change(body, next(self._change_seq))
         return json_response({"status": "success", "message": "Change event processed"}, 202)
 
@@ -211,7 +216,7 @@ class Proxy:
     async def h_pagerduty(self, request: web.Request) -> web.Response:
         """PagerDuty webhooks v3: verified, then applied to the group of its incident_key;
         a repeated X-Webhook-Id changes nothing (see Pipeline.incident)."""
-        raw = await read_body(request)
+        raw = await read_body(request, self.settings.body_timeout)
         try:
             pagerduty.verify(self.settings.pagerduty_secrets,
                              request.headers.get("X-PagerDuty-Signature"), raw)
@@ -289,7 +294,8 @@ class Proxy:
         return json_response({"status": "success", "requeued": n})
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[
+        app = web.Application(client_max_size=MAX_BODY, handler_args={"auto_decompress": False},
+                              middlewares=[
             error_middleware(self.metrics), admin_middleware(self.settings.auth)])
         metrics = make_aiohttp_handler(self.metrics.registry)
         app.add_routes([

@@ -1,9 +1,11 @@
-"""The command line: serve, check, test, deadletter. Every flag also reads ALERT_PROXY_*."""
+"""The command line: serve, check, test, report, deadletter. Every flag of `serve` also
+reads ALERT_PROXY_<FLAG> from the environment; a bad value names both."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -12,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,65 +28,114 @@ def _env(flag: str, default: str | None = None) -> str | None:
     return os.environ.get("ALERT_PROXY_" + flag.upper().replace("-", "_"), default)
 
 
-def _listen(text: str) -> tuple[str, int]:
+def _checked(kind: str, convert: Callable[[str], Any], flag: str) -> Callable[[str], Any]:
+    """An argparse type whose error names the flag and its environment variable."""
+
+    def check(text: str) -> Any:
+        try:
+            return convert(text)
+        except (ValueError, TypeError):
+            var = "ALERT_PROXY_" + flag.upper().replace("-", "_")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind} (from --{flag} or {var})") from None
+
+    return check
+
+
+def _hostport(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(text)
     return host.strip("[]"), int(port)
 
 
+def _positive(convert: Callable[[str], Any], least: float = 0) -> Callable[[str], Any]:
+    def check(text: str) -> Any:
+        v = convert(text)
+        if v <= least:
+            raise ValueError(text)
+        return v
+
+    return check
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in ("debug", "info", "warning", "error"):
+        raise ValueError(text)
+    return text
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each default."""
+
+
+def _option(p: argparse.ArgumentParser, flag: str, default: str | None, help: str,
+            kind: str = "", convert: Callable[[str], Any] | None = None, **kw: Any) -> None:
+    """--flag, defaulting to ALERT_PROXY_<FLAG> (then `default`), converted by `convert`."""
+    var = "ALERT_PROXY_" + flag.upper().replace("-", "_")
+    if convert is not None:
+        kw["type"] = _checked(kind, convert, flag)
+    p.add_argument(f"--{flag}", default=_env(flag, default), help=f"{help} ({var})", **kw)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="alert-proxy", description="Alert-correlation proxy in "
-                                "front of the PagerDuty Events API v2.")
     from proxy import __version__
 
+    p = argparse.ArgumentParser(prog="alert-proxy", description="Alert-correlation proxy in "
+                                "front of the PagerDuty Events API v2.")
     p.add_argument("--version", action="version", version=f"alert-proxy {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run the proxy")
-    s.add_argument("--listen", type=_listen, default=_env("listen", "127.0.0.1:8080"),
-                   help="HOST:PORT (ALERT_PROXY_LISTEN)")
+    s = sub.add_parser("serve", help="run the proxy", formatter_class=_Help)
+    _option(s, "listen", "127.0.0.1:8080", "HOST:PORT for http", "HOST:PORT", _hostport)
+    _option(s, "listen-tls", None, "HOST:PORT for https beside --listen (needs --tls-cert/--tls-key)",
+            "HOST:PORT", _hostport)
     s.add_argument("--rules", action="append", default=None,
-                   help="rule file or folder, repeatable (ALERT_PROXY_RULES, comma-separated)")
-    s.add_argument("--store", default=_env("store", "memory://"),
-                   help="memory:// or redis://host:port/db (ALERT_PROXY_STORE)")
-    s.add_argument("--store-prefix", default=_env("store_prefix", "alert-proxy"),
-                   help="Redis key prefix (ALERT_PROXY_STORE_PREFIX)")
-    s.add_argument("--upstream", default=_env("upstream", "https://events.pagerduty.com"),
-                   help="PagerDuty base URL; events go to <upstream>/v2/enqueue (ALERT_PROXY_UPSTREAM)")
-    s.add_argument("--tls-cert", default=_env("tls_cert"), help="PEM certificate (ALERT_PROXY_TLS_CERT)")
-    s.add_argument("--tls-key", default=_env("tls_key"), help="PEM key (ALERT_PROXY_TLS_KEY)")
+                   help="rule file or folder, repeatable (ALERT_PROXY_RULES, comma-separated; "
+                   "default rules/)")
+    _option(s, "store", "memory://", "memory://, sqlite:///path/state.db, redis://host:port/db, "
+            "rediss://..., redis+sentinel://h:p,h:p/service/db, redis+cluster://h:p,h:p")
+    _option(s, "store-prefix", "alert-proxy", "Redis key prefix")
+    _option(s, "upstream", "https://events.pagerduty.com",
+            "PagerDuty base URL; events go to <upstream>/v2/enqueue")
+    _option(s, "tls-cert", None, "PEM certificate (reloaded when the file changes)")
+    _option(s, "tls-key", None, "PEM key")
     s.add_argument("--auth", action="append", default=None,
                    help="SOURCE=bearer:TOKEN or SOURCE=basic:USER:PASS; ${VAR} is read from the "
                    "environment; repeatable (ALERT_PROXY_AUTH, space-separated)")
-    s.add_argument("--rate-limit", type=int, default=int(_env("rate_limit", "120") or 120),
-                   help="events per routing key per 60 s (ALERT_PROXY_RATE_LIMIT)")
-    s.add_argument("--send-timeout", type=float, default=float(_env("send_timeout", "10") or 10),
-                   help="seconds to wait for PagerDuty's answer (ALERT_PROXY_SEND_TIMEOUT)")
+    _option(s, "rate-limit", "120", "events per routing key in any 60 s", "a whole number of at least 2",
+            _positive(int, least=1))
+    _option(s, "send-timeout", "10", "seconds to wait for PagerDuty's answer", "a number of seconds",
+            _positive(float))
+    _option(s, "body-timeout", "10", "seconds a request's body may take to arrive (408 after)",
+            "a number of seconds", _positive(float))
+    _option(s, "max-groups", "1000000", "open groups at most; an alert that would open one more is "
+            "answered 503 (its sender retries)", "a whole number", _positive(int))
     s.add_argument("--pagerduty-webhook-secret", action="append", default=None, metavar="SECRET",
                    help="a PagerDuty webhook subscription's signing secret, repeatable while one is "
                    "rotated; ${VAR} is read from the environment "
                    "(ALERT_PROXY_PAGERDUTY_WEBHOOK_SECRET, space-separated)")
-    s.add_argument("--shutdown-timeout", type=float,
-                   default=float(_env("shutdown_timeout", "10") or 10),
-                   help="seconds from SIGTERM to exit, whatever the backlog (ALERT_PROXY_SHUTDOWN_TIMEOUT)")
+    _option(s, "shutdown-timeout", "10", "seconds from SIGTERM to exit, whatever the backlog",
+            "a number of seconds", _positive(float))
     s.add_argument("--dry-run", action="store_true",
                    default=(_env("dry_run", "") or "").lower() in ("1", "true", "yes"),
                    help="print the events that would be sent instead of sending (ALERT_PROXY_DRY_RUN)")
-    s.add_argument("--log-level", default=_env("log_level", "info"), help="(ALERT_PROXY_LOG_LEVEL)")
+    _option(s, "log-level", "info", "debug, info, warning or error", "a log level", _log_level)
     c = sub.add_parser("check", help="validate rule files; file:line errors; exit 1 on error")
     c.add_argument("rules", nargs="+")
+    c.add_argument("--placeholders", action="store_true",
+                   help="check without the real secrets: an unset ${VAR} gets a placeholder value")
     t = sub.add_parser("test", help="run rule unit tests")
     t.add_argument("files", nargs="+")
     r = sub.add_parser("report", help="the noise report: alerts in, pages out, suppressed, per "
-                       "rule and service")
-    r.add_argument("--since", default="7d", help="how far back (1h to 14d; default 7d)")
+                       "rule and service", formatter_class=_Help)
+    r.add_argument("--since", default="7d", help="how far back (1h to 14d)")
     r.add_argument("--json", action="store_true", help="the figures as JSON")
     r.add_argument("--store", default=_env("store"),
                    help="read this store (sqlite://, redis://...) (ALERT_PROXY_STORE)")
     r.add_argument("--store-prefix", default=_env("store_prefix", "alert-proxy"))
     r.add_argument("--url", default=None, help="or ask a running proxy (e.g. http://127.0.0.1:8080)")
     r.add_argument("--token", default=_env("admin_token"), help="admin bearer token (ALERT_PROXY_ADMIN_TOKEN)")
-    d = sub.add_parser("deadletter", help="list or re-send dead-lettered events of a running proxy")
+    d = sub.add_parser("deadletter", help="list or re-send dead-lettered events of a running proxy",
+                       formatter_class=_Help)
     d.add_argument("action", choices=["list", "retry"])
     d.add_argument("--url", default=_env("url", "http://127.0.0.1:8080"),
                    help="the proxy's base URL (ALERT_PROXY_URL)")
@@ -98,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         if args.command == "check":
-            return _check(args.rules)
+            return _check(args.rules, args.placeholders)
         if args.command == "test":
             from proxy.ruletest import run_files
 
@@ -112,16 +164,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _check(locations: list[str]) -> int:
+def _check(locations: list[str], placeholders: bool) -> int:
     from proxy.rules import load_rules
     from proxy.rules.schema import rule_files
 
     for loc in locations:
         if not os.path.exists(loc):
             raise ConfigError([f"{loc}:0: no such file or folder"])
-    rf = load_rules(locations)
+    filled: set[str] = set()
+    rf = load_rules(locations, placeholders=filled if placeholders else None)
     n = len(rule_files(locations))
-    print(f"ok: {len(rf.rules)} rules in {n} file{'s' if n != 1 else ''}")
+    note = f" (placeholders for {', '.join(sorted(filled))})" if filled else ""
+    print(f"ok: {len(rf.rules)} rules in {n} file{'s' if n != 1 else ''}{note}")
     return 0
 
 
@@ -162,6 +216,41 @@ def _deadletter(args: Any) -> int:
     return 0
 
 
+class _Cert:
+    """A TLS context whose certificate is loaded again when its files change."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.cert, self.key = cert, key
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._stamp = self._mtimes()
+        try:
+            self.ctx.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError([f"--tls-cert/--tls-key: {e}"]) from None
+
+    def _mtimes(self) -> tuple[float, float]:
+        try:
+            return os.stat(self.cert).st_mtime, os.stat(self.key).st_mtime
+        except OSError:
+            return 0.0, 0.0
+
+    async def watch(self, every: float = 5.0) -> None:
+        import logging
+
+        log = logging.getLogger("alert_proxy")
+        while True:
+            await asyncio.sleep(every)
+            stamp = self._mtimes()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self.ctx.load_cert_chain(self.cert, self.key)  # new connections get it
+                    log.info("TLS certificate reloaded", extra={"fields": {"cert": self.cert}})
+                except (OSError, ssl.SSLError) as e:
+                    log.error("TLS certificate reload failed; keeping the old one",
+                              extra={"fields": {"cert": self.cert, "error": str(e)}})
+
+
 def _serve(args: Any) -> int:
     from aiohttp import web
 
@@ -174,8 +263,6 @@ def _serve(args: Any) -> int:
     setup_logging(args.log_level)
     rules = args.rules or (_env("rules", "rules/") or "rules/").split(",")
     auth = args.auth if args.auth is not None else (_env("auth", "") or "").split()
-    if args.rate_limit < 2:
-        raise ConfigError(["--rate-limit: must be at least 2 events per 60 s"])
     grace = min(2.0, args.shutdown_timeout / 4)  # for requests in progress; the rest for the outbox
     secrets = args.pagerduty_webhook_secret
     if secrets is None:
@@ -183,17 +270,19 @@ def _serve(args: Any) -> int:
     settings = Settings(rules=rules, upstream=args.upstream, dry_run=args.dry_run,
                         pagerduty_secrets=[expand_env(x, "--pagerduty-webhook-secret") for x in secrets],
                         auth=parse_auth(auth), send_timeout=args.send_timeout,
-                        window=window_for(args.rate_limit),
-                        shutdown_timeout=args.shutdown_timeout - grace)
-    ssl_ctx = None
-    if args.tls_cert or args.tls_key:
+                        window=window_for(args.rate_limit), body_timeout=args.body_timeout,
+                        max_groups=args.max_groups, shutdown_timeout=args.shutdown_timeout - grace)
+    cert = None
+    if args.tls_cert or args.tls_key or args.listen_tls:
         if not (args.tls_cert and args.tls_key):
-            raise ConfigError(["--tls-cert and --tls-key go together"])
-        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            ssl_ctx.load_cert_chain(args.tls_cert, args.tls_key)
-        except (OSError, ssl.SSLError) as e:
-            raise ConfigError([f"--tls-cert/--tls-key: {e}"]) from None
+            raise ConfigError(["--tls-cert and --tls-key go together (and --listen-tls needs them)"])
+        cert = _Cert(args.tls_cert, args.tls_key)
+    # --listen is http; with --listen-tls, https listens there too. --tls-cert alone (the
+    # first version's way) makes --listen https.
+    listeners = [(args.listen, cert if cert and not args.listen_tls else None)]
+    if args.listen_tls:
+        listeners.append((args.listen_tls, cert))
+
     # No uvloop: measured in bench/RESULTS.md, it adds no throughput here and its
     # p99 on 64-alert webhooks was 5x the default loop's.
     async def run() -> None:
@@ -201,23 +290,40 @@ def _serve(args: Any) -> int:
         runner = web.AppRunner(proxy.app(), access_log=None, handle_signals=False,
                                shutdown_timeout=grace)
         await runner.setup()
-        host, port = args.listen
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024,
-                           shutdown_timeout=grace)
-        await site.start()
+        urls = []
+        for (host, port), tls in listeners:
+            site = web.TCPSite(runner, host, port, ssl_context=tls.ctx if tls else None, backlog=1024,
+                               shutdown_timeout=grace)
+            try:
+                await site.start()
+            except OSError as e:
+                await runner.cleanup()
+                raise ConfigError([f"--listen {host}:{port}: {e.strerror or e} (is another process "
+                                   "listening there?)"]) from None
+            urls.append(f"{'https' if tls else 'http'}://{host}:{port}")
+        watcher = asyncio.create_task(cert.watch()) if cert else None
         gc.collect()
         gc.freeze()  # start-up objects never need scanning again
+        # The store's objects live long and are many (100,000 open groups: ~300,000). With
+        # CPython's defaults (700, 10, 10) a full pass over them ran 27 times while 100,000
+        # groups opened and flushed, ~100 ms each (the loop stalled, flushing ran at 17k
+        # groups/s); with these, young passes stay under ~11 ms and full ones are rare
+        # (bench/RESULTS.md, "Scale").
+        gc.set_threshold(5000, 10, 100)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, proxy.reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        scheme = "https" if ssl_ctx else "http"
-        print(orjson.dumps({"msg": "alert-proxy listening", "url": f"{scheme}://{host}:{port}",
-                            "store": args.store.split("@")[-1], "rules": rules,
+        print(orjson.dumps({"msg": "alert-proxy listening", "urls": urls,
+                            "store": args.store.split("@")[-1].split("?")[0], "rules": rules,
                             "dry_run": args.dry_run}).decode(), file=sys.stderr, flush=True)
         await stop.wait()
         t0 = time.monotonic()
+        if watcher:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         try:
             await asyncio.wait_for(runner.cleanup(), timeout=args.shutdown_timeout + 1)
         except TimeoutError:

@@ -7,12 +7,13 @@
      │    └── TooLarge       the body is over the limit (413)
      ├── ConfigError         a rules file or a flag that does not validate (file:line: message)
      └── StoreError          the store cannot be reached or answered wrongly (503: retry)
+          └── StoreFull      it holds --max-groups open groups: a new one waits (503: retry)
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "InputError", "NotJSON", "ProxyError", "StoreError", "TooLarge",
-           "Unauthorized"]
+__all__ = ["ConfigError", "InputError", "NotJSON", "ProxyError", "StoreError", "StoreFull",
+           "TooLarge", "Unauthorized"]
 
 
 class ProxyError(Exception):
@@ -60,3 +61,13 @@ class ConfigError(ProxyError):
 
 class StoreError(ProxyError):
     """The store failed; the driver's error is chained as __cause__."""
+
+
+class StoreFull(StoreError):
+    """The store holds the most open groups it may (--max-groups): alerts of open groups
+    are still taken; one that would open a group is refused until some close."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the proxy holds {limit} open groups, its --max-groups: an alert that "
+                         "opens another is refused until some resolve (alerts of open groups are "
+                         "still taken)")

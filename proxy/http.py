@@ -11,16 +11,19 @@ admin credentials are configured (`--auth admin=...`): then they answer whoever 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 
 from proxy.auth import Auth
-from proxy.errors import InputError, NotJSON, StoreError, TooLarge, Unauthorized
+from proxy.errors import InputError, NotJSON, StoreError, StoreFull, TooLarge, Unauthorized
 from proxy.metrics import Metrics
 
 __all__ = ["ADMIN", "MAX_BODY", "admin_middleware", "error_middleware", "json_response", "read_body",
@@ -43,24 +46,54 @@ def source_of(request: web.Request) -> str:
     return str(getattr(route.handler, "source", "other"))
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The raw body of a JSON request: content type and size checked."""
+_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _decompress(raw: bytes, encoding: str) -> bytes:
+    """gzip or deflate, never more than MAX_BODY bytes out (a 390 KB gzip bomb is 413)."""
+    for wbits in (_ENCODINGS[encoding], -zlib.MAX_WBITS) if encoding == "deflate" else (_ENCODINGS[encoding],):
+        d = zlib.decompressobj(wbits)
+        try:
+            out = d.decompress(raw, MAX_BODY + 1)
+            if len(out) > MAX_BODY or d.unconsumed_tail:
+                raise TooLarge([f"body is larger than {MAX_BODY} bytes once decompressed"])
+            if not d.eof:
+                raise InputError([f"body is not complete {encoding} data (it ends too early)"])
+            return out
+        except zlib.error:
+            continue
+    raise InputError([f"body is not valid {encoding} data (Content-Encoding: {encoding})"])
+
+
+async def read_body(request: web.Request, timeout: float = 10.0) -> bytes:
+    """The body of a JSON request: content type, size (before and after decompression) and
+    the time it takes to arrive checked. aiohttp's own decompression is off: a body that
+    does not decompress is a 400 like any other bad input."""
     ctype = request.content_type
     if ctype not in _JSON_TYPES and not ctype.endswith("+json"):
         raise InputError([f"Content-Type must be application/json (got {ctype or 'none'})"], 415)
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity", *_ENCODINGS):
+        raise InputError([f"Content-Encoding {encoding!r} is not supported (gzip, deflate)"], 415)
     if (request.content_length or 0) > MAX_BODY:
         raise TooLarge([f"body is larger than {MAX_BODY} bytes"])
     try:
-        return await request.read()
+        raw = await asyncio.wait_for(request.read(), timeout)
     except web.HTTPRequestEntityTooLarge:
         raise TooLarge([f"body is larger than {MAX_BODY} bytes"]) from None
+    except TimeoutError:
+        raise InputError([f"the body did not arrive within {timeout:g} s (does Content-Length say "
+                          "more than was sent?)"], 408) from None
+    except (aiohttp.ClientPayloadError, ConnectionError) as e:
+        raise InputError([f"the body could not be read: {e}"], 400) from None
+    return raw if encoding in ("", "identity") else _decompress(raw, encoding)
 
 
-async def read_json(request: web.Request, auth: Auth, source: str) -> Any:
+async def read_json(request: web.Request, auth: Auth, source: str, timeout: float = 10.0) -> Any:
     """Auth, content type, size, JSON: an InputError (4xx) naming the problem."""
     if not auth.allows(source, request.headers.get("Authorization")):
         raise Unauthorized([f"missing or wrong credentials for {source} (Authorization header)"])
-    raw = await read_body(request)
+    raw = await read_body(request, timeout)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -88,13 +121,15 @@ def error_middleware(metrics: Metrics) -> Any:
                                  e.status)
             if isinstance(e, Unauthorized) and e.challenge:
                 resp.headers["WWW-Authenticate"] = e.challenge
+            if e.status in (400, 408, 413):
+                resp.force_close()  # what is left of the body is not read: end the connection
             return resp
         except StoreError as e:
             metrics.requests_rejected.labels(source_of(request), "503").inc()
             log.warning("store unavailable; asking the sender to retry",
                         extra={"fields": {"path": request.path, "error": str(e)}})
-            return json_response({"status": "error", "message": "store unavailable, retry later",
-                                  "errors": [str(e)]}, 503)
+            message = str(e) if isinstance(e, StoreFull) else "store unavailable, retry later"
+            return json_response({"status": "error", "message": message, "errors": [str(e)]}, 503)
         except web.HTTPException as e:
             if e.status >= 400:
                 return json_response({"status": "error", "message": f"{e.reason}: {request.method} "

@@ -61,13 +61,10 @@ class Alert:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Alert:
-        return cls(fingerprint=d["fingerprint"], status=d["status"], labels=d["labels"],
-                   source=d.get("source", ""), annotations=d.get("annotations") or {},
-                   summary=d.get("summary") or "", severity=d.get("severity"),
-                   starts_at=d.get("starts_at") or "", ends_at=d.get("ends_at") or "",
-                   custom_details=d.get("custom_details") or {}, links=d.get("links") or [],
-                   images=d.get("images") or [], dedup_key=d.get("dedup_key"),
-                   client=d.get("client"), client_url=d.get("client_url"))
+        """From `to_dict`'s output (the fields it left out take their defaults)."""
+        d.pop("placed_severity", None)
+        d.setdefault("source", "")
+        return cls(**d)
 
 
 @dataclass(slots=True)
@@ -98,7 +95,8 @@ class GroupAlert:
     def from_json(cls, text: str | bytes, status: str, changes: tuple[float, ...] = ()) -> GroupAlert:
         d = orjson.loads(text)
         d["status"] = status
-        return cls(Alert.from_dict(d), d.get("placed_severity") or "error", changes)
+        severity = d.get("placed_severity") or "error"
+        return cls(Alert.from_dict(d), severity, changes)
 
     def to_dict(self) -> dict[str, Any]:
         """As the status API shows it."""

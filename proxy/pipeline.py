@@ -43,9 +43,11 @@ FLUSH_BATCH = 100  # groups claimed, decided and committed per store round trip 
 class Pipeline:
     def __init__(self, rules: RuleSet, store: Store, clock: Clock, metrics: Metrics,
                  on_enqueue: Callable[[], None] = lambda: None,
-                 caller: Caller | None = None, tally: Tally | None = None) -> None:
+                 caller: Caller | None = None, tally: Tally | None = None,
+                 max_groups: int = 1_000_000) -> None:
         self.rules, self.store, self.clock, self.metrics = rules, store, clock, metrics
         self.tally = tally or Tally()  # the noise figures (stats.py)
+        self.max_groups = max_groups
         self.on_enqueue = on_enqueue  # the sender's wake-up call
         self.caller: Caller = caller or HttpCaller()
         self._opens: dict[str, deque[float]] = {}  # routing key -> recent group openings
@@ -90,7 +92,7 @@ class Pipeline:
                     group_interval=r.group_interval,
                     resolve_wait=r.group_interval if r.resolve_wait is None else r.resolve_wait,
                     max_alerts=r.max_alerts, urgent=p.severity == "critical"))
-        if await self.store.record(entries, resolved, now, marks):
+        if await self.store.record(entries, resolved, now, marks, self.max_groups):
             self.on_enqueue()  # the resolve of a group the store had lost
         if alerts:
             self.metrics.alerts_received.labels(alerts[0].source).inc(len(alerts))

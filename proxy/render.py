@@ -22,8 +22,9 @@ _SUMMARY_MAX = 1024
 
 
 def _common(dicts: list[dict[str, str]]) -> dict[str, str]:
-    if not dicts:
-        return {}
+    """The items every dict shares (read only: one dict is returned as it is)."""
+    if len(dicts) <= 1:
+        return dicts[0] if dicts else {}
     out = dict(dicts[0])
     for d in dicts[1:]:
         for k in [k for k, v in out.items() if d.get(k) != v]:
@@ -31,21 +32,29 @@ def _common(dicts: list[dict[str, str]]) -> dict[str, str]:
     return out
 
 
-def template_context(g: Group, alerts: list[GroupAlert]) -> dict[str, Any]:
+def template_context(g: Group, alerts: list[GroupAlert], full: bool = True) -> dict[str, Any]:
     """What a rule's templates see: `labels`/`annotations` are those every firing alert
-    shares, `alert` the first firing one."""
+    shares, `alert` the first firing one. Without `full` (a rule with no templates) only
+    what the body itself needs: the shared labels and the counts."""
     firing = [a for a in alerts if a.firing]
     basis = firing or alerts
-    return {
-        "alert": basis[0].to_dict() if basis else {},
+    ctx: dict[str, Any] = {
         "labels": _common([a.labels for a in basis]),
-        "annotations": _common([a.alert.annotations for a in basis]),
         "group_labels": g.group_labels,
-        "alerts": [a.to_dict() for a in alerts],
         "num_firing": len(firing),
         "num_resolved": len(alerts) - len(firing),
         "rule": g.rule,
     }
+    if full:
+        ctx.update(alert=basis[0].to_dict() if basis else {},
+                   annotations=_common([a.alert.annotations for a in basis]),
+                   alerts=[a.to_dict() for a in alerts])
+    return ctx
+
+
+def _templated(rule: Rule) -> bool:
+    return bool(rule.summary or rule.custom_details or rule.links or rule.images or rule.client
+                or rule.client_url)
 
 
 def _severity(firing: list[GroupAlert]) -> str:
@@ -98,6 +107,8 @@ def _payload(g: Group, rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert]
 def _links_and_images(rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert]) -> dict[str, Any]:
     """The rule's links and images first, then the alerts' own; only what PagerDuty takes
     (http(s) links, https images), at most MAX_LINKS of each."""
+    if not (rule.links or rule.images or any(a.alert.links or a.alert.images for a in firing)):
+        return {}
     links: list[dict[str, str]] = [{k: t.render(ctx) for k, t in lk.items()} for lk in rule.links]
     images: list[dict[str, str]] = [{k: t.render(ctx) for k, t in im.items()} for im in rule.images]
     for a in firing:
@@ -173,7 +184,7 @@ def trigger_event(g: Group, rule: Rule, now: float, muted: Collection[str] = (),
     alerts = [a for fp, a in g.alerts.items() if fp not in muted]
     firing = [a for a in alerts if a.firing] or alerts
     lone = firing[0] if len(firing) == 1 else None
-    ctx = template_context(g, alerts)
+    ctx = template_context(g, alerts, _templated(rule))
     details = _details(g, rule, ctx, lone, extra)
     payload = _payload(g, rule, ctx, firing, details)
     body: dict[str, Any] = {"routing_key": g.routing_key, "event_action": "trigger",

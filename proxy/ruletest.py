@@ -46,6 +46,7 @@ from proxy.pipeline import Pipeline
 from proxy.remediate import Call, Caller, Outcome
 from proxy.rules import RuleSet, load_rules
 from proxy.rules.schema import LDict, LList, load_yaml
+from proxy.rules.templates import RENDER_ERRORS
 from proxy.store.memory import MemoryStore
 
 __all__ = ["run_file", "run_files"]
@@ -195,9 +196,10 @@ def run_file(path: Path) -> tuple[int, int, list[str]]:
             if unknown:
                 raise ConfigError([f"{where}: unknown key {min(unknown)!r} (known: name, "
                                    "interval, until, input, expect, remediation)"])
+            RENDER_ERRORS.clear()
             got = asyncio.run(_simulate(path, rule_files, test, where))
             expect = test.get("expect") or []
-            problems = []
+            problems = [f"template error: {e}" for e in RENDER_ERRORS]
             for j, exp in enumerate(expect):
                 if j >= len(got):
                     problems.append(f"event {j + 1}: expected {orjson.dumps(exp).decode()}, but only "

@@ -41,8 +41,12 @@ class Tally:
         c[field] += n
 
     def merge(self, counts: dict[str, float], at: float | None = None) -> None:
+        hour = int((at if at is not None else time.time()) // 3600)
+        c = self._hours.get(hour)
+        if c is None:
+            c = self._hours[hour] = defaultdict(float)
         for field, n in counts.items():
-            self.add(field, n, at)
+            c[field] += n
 
     async def flush(self, store: CountStore) -> None:
         """Add what was counted to the store; kept for the next flush if the store fails."""

@@ -74,6 +74,21 @@ def _tags(value: Any, errors: list[str]) -> dict[str, str]:
     return labels
 
 
+def _date(value: Any, errors: list[str]) -> str:
+    """$DATE: epoch milliseconds (a number or digits) -> ISO 8601; "" when absent."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) or
+                                       (isinstance(value, str) and value.isascii() and value.isdigit())):
+        errors.append("'date' must be epoch milliseconds (Datadog's $DATE)")
+        return ""
+    try:
+        return datetime.fromtimestamp(int(value) / 1000, UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        errors.append(f"'date' {value!r} is not a time Datadog could have sent (epoch milliseconds)")
+        return ""
+
+
 def parse(body: Any) -> list[Alert]:
     if not isinstance(body, dict):
         raise InputError(["body must be a JSON object (Datadog webhook payload)"])
@@ -99,6 +114,7 @@ def parse(body: Any) -> list[Alert]:
         status = "resolved" if alert_type == "success" else "firing"
     labels = _tags(body.get("tags"), errors)
     org = body.get("org")
+    starts = _date(body.get("date"), errors)
     if errors:
         raise InputError(errors)
     for key, label in _LABELS:
@@ -114,10 +130,6 @@ def parse(body: Any) -> list[Alert]:
         or t["aggreg_key"]
         or name.strip()
     )
-    starts = ""
-    date = body.get("date")
-    if isinstance(date, (int, float)) or (isinstance(date, str) and date.isdigit()):
-        starts = datetime.fromtimestamp(int(date) / 1000, UTC).isoformat().replace("+00:00", "Z")
     link, snapshot = t["link"], t["snapshot"]
     details: dict[str, Any] = {"body": t["body"]} if t["body"] else {}
     if isinstance(org, dict) and org.get("id"):

@@ -5,6 +5,7 @@ same thing they would read from PagerDuty. Unknown top-level fields are accepted
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,13 +51,18 @@ def _summary(payload: dict[str, Any], errors: list[str]) -> str:
     return s
 
 
+# An ISO 8601 date-time: a date, a time, and optionally seconds, fraction and an offset
+# (PagerDuty's own examples write +0000, without the colon).
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?")
+
+
 def check_timestamp(payload: dict[str, Any], errors: list[str]) -> str:
     ts = payload.get("timestamp")
     if ts is None:
         return ""
-    if isinstance(ts, str):
+    if isinstance(ts, str) and _DATE_TIME.fullmatch(ts):
         try:
-            datetime.fromisoformat(ts)
+            datetime.fromisoformat(ts if ts[-5] not in "+-" or ":" in ts[-5:] else ts[:-2] + ":" + ts[-2:])
             return ts
         except ValueError:
             pass
@@ -64,11 +70,21 @@ def check_timestamp(payload: dict[str, Any], errors: list[str]) -> str:
     return ""
 
 
-def _details(payload: dict[str, Any]) -> dict[str, Any]:
+def _optional_texts(obj: dict[str, Any], where: str, names: tuple[str, ...], errors: list[str]) -> None:
+    """Fields that are strings when given (PagerDuty refuses anything else)."""
+    for name in names:
+        if name in obj and obj[name] is not None and not isinstance(obj[name], str):
+            errors.append(f"'{where}{name}' is invalid (should be a string)")
+
+
+def _details(payload: dict[str, Any], errors: list[str]) -> dict[str, Any]:
     cd = payload.get("custom_details")
     if cd is None:
         return {}
-    return cd if isinstance(cd, dict) else {"details": cd}
+    if not isinstance(cd, dict):
+        errors.append("'payload.custom_details' is invalid (should be an object)")
+        return {}
+    return cd
 
 
 def fingerprint(routing_key: str, dedup_key: str) -> str:
@@ -110,8 +126,12 @@ def parse(body: Any) -> Event:
             payload = {}
         summary = _summary(payload, errors)
         src = payload.get("source")
-        if not isinstance(src, str) or not src.strip():
+        if src is not None and not isinstance(src, str):
+            errors.append("'payload.source' is invalid (should be a string)")
+        elif not isinstance(src, str) or not src.strip():
             errors.append("'payload.source' is missing or blank")
+        _optional_texts(payload, "payload.", ("component", "group", "class"), errors)
+        details = _details(payload, errors)
         sev = payload.get("severity")
         if not isinstance(sev, str) or not sev.strip():
             errors.append("'payload.severity' is missing or blank")
@@ -125,7 +145,6 @@ def parse(body: Any) -> Event:
         if errors:
             raise InputError(errors)
         dk = dk or uuid.uuid4().hex
-        details = _details(payload)
         labels = {f: payload[f] for f in _LABEL_FIELDS if isinstance(payload.get(f), str)}
         for k, v in details.items():
             if isinstance(v, (str, int, float)) and not isinstance(v, bool):
@@ -167,6 +186,8 @@ def parse_change(body: Any) -> dict[str, Any]:
         payload = {}
     _summary(payload, errors)
     check_timestamp(payload, errors)
+    _optional_texts(payload, "payload.", ("source",), errors)
+    _details(payload, errors)
     link_list(body.get("links"), "links", "href", errors)
     if errors:
         raise InputError(errors)

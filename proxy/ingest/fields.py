@@ -44,16 +44,25 @@ def fingerprint_of(*parts: object) -> str:
 
 
 def link_list(value: Any, where: str, required: str, errors: list[str]) -> list[dict[str, str]]:
-    """A list of objects with a string `required` field (links: href, images: src)."""
+    """A list of objects with a string `required` field (links: href, images: src), every
+    other known field a string too, as PagerDuty requires; an image's src is https."""
     if value is None:
         return []
     if not isinstance(value, list):
         errors.append(f"'{where}' must be an array")
         return []
+    known = ("href", "text") if required == "href" else ("src", "href", "alt")
     out: list[dict[str, str]] = []
     for i, item in enumerate(value):
         if not isinstance(item, dict) or not isinstance(item.get(required), str):
             errors.append(f"'{where}[{i}].{required}' is missing or not a string")
+            continue
+        bad = [k for k in known if k in item and not isinstance(item[k], str)]
+        if bad:
+            errors.append(f"'{where}[{i}].{bad[0]}' is invalid (should be a string)")
+            continue
+        if required == "src" and not item["src"].startswith("https://"):
+            errors.append(f"'{where}[{i}].src' is invalid (images must be served over https)")
             continue
         out.append({k: v for k, v in item.items() if isinstance(v, str)})
     return out

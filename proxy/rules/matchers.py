@@ -64,15 +64,20 @@ def parse_matcher(text: str) -> Matcher:
     return _make(name, op, value)
 
 
-def matchers_from_mapping(mapping: Mapping[str, object]) -> list[Matcher]:
-    """`{label: value}` is equality; `{label: [a, b]}` matches any of the values."""
+def matchers_from_mapping(mapping: Mapping[str, object], raw: Mapping[str, str] | None = None) -> list[Matcher]:
+    """`{label: value}` is equality; `{label: [a, b]}` matches any of the values. A value is
+    matched as written (`raw`: `port: 010` is "010", not 8), as Alertmanager does."""
     out = []
     for k, v in mapping.items():
         if isinstance(v, list):
-            out.append(_make(k, "=~", "|".join(re.escape(str(x)) for x in v)))
+            out.append(_make(k, "=~", "|".join(re.escape(_text(x)) for x in v)))
         else:
-            out.append(_make(k, "=", str(v)))
+            out.append(_make(k, "=", (raw or {}).get(k, _text(v))))
     return out
+
+
+def _text(v: object) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
 
 def matches_all(matchers: list[Matcher], labels: Mapping[str, str]) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from contextvars import ContextVar
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
@@ -25,7 +26,7 @@ from proxy.model import SEVERITIES
 from proxy.redact import mask
 from proxy.rules.matchers import Matcher, matchers_from_mapping, parse_matcher
 from proxy.rules.suppress import WEEKDAYS, Inhibit, Maintenance
-from proxy.rules.templates import Template, compile_template
+from proxy.rules.templates import ALERT_NAMES, ENRICH_NAMES, Template, compile_template
 
 __all__ = ["Flap", "Remediate", "Rule", "RuleFile", "Storm", "load_rules", "load_yaml", "rule_files"]
 
@@ -113,12 +114,22 @@ class RuleFile:
 
 
 class _LineLoader(yaml.SafeLoader):
-    """Remembers the line of every mapping key and sequence item (1-based)."""
+    """Remembers the line of every mapping key and sequence item (1-based), and reads
+    scalars as YAML 1.2 does: only true/false are booleans, so `country: NO` is the string
+    "NO" (YAML 1.1 made it False; Alertmanager keeps label values as strings)."""
+
+
+_LineLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_LineLoader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                                  re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 class LDict(dict[str, Any]):
     line: int = 0
     lines: dict[str, int]
+    raw: dict[str, str]  # the text of each plain scalar value, as written
 
 
 class LList(list[Any]):
@@ -130,12 +141,15 @@ def _map(loader: _LineLoader, node: yaml.MappingNode) -> LDict:
     d = LDict()
     d.line = node.start_mark.line + 1
     d.lines = {}
+    d.raw = {}
     for k_node, v_node in node.value:
         key = loader.construct_object(k_node, deep=True)
         if key in d:
             raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}", problem_mark=k_node.start_mark)
         d[str(key)] = loader.construct_object(v_node, deep=True)
         d.lines[str(key)] = k_node.start_mark.line + 1
+        if isinstance(v_node, yaml.ScalarNode):
+            d.raw[str(key)] = v_node.value
     return d
 
 
@@ -165,16 +179,25 @@ def load_yaml(path: Path) -> Any:
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+_PLACEHOLDERS: ContextVar[set[str] | None] = ContextVar("placeholders", default=None)
+PLACEHOLDER = "0" * 32  # shaped like a routing key, so that everything else still checks
+
+
 def _substitute(text: str) -> tuple[str, str]:
-    """`${VAR}` / `${VAR:-default}` from the environment; returns (value, name to show)."""
+    """`${VAR}` / `${VAR:-default}` from the environment; returns (value, name to show).
+    While checking with placeholders, an unset VAR gets PLACEHOLDER (and is noted)."""
     names = [m.group(1) for m in _ENV_REF.finditer(text)]
 
     def one(m: re.Match[str]) -> str:
         v = os.environ.get(m.group(1))
         if v is None:
-            if m.group(2) is None:
+            if m.group(2) is not None:
+                return m.group(2)
+            filled = _PLACEHOLDERS.get()
+            if filled is None:
                 raise ValueError(f"environment variable {m.group(1)} is not set")
-            return m.group(2)
+            filled.add(m.group(1))
+            return PLACEHOLDER
         return v
 
     value = _ENV_REF.sub(one, text)
@@ -226,10 +249,17 @@ def _str(v: Any) -> str:
     return v
 
 
-def _template(v: Any) -> Template:
+def _template(v: Any, names: tuple[str, ...] = ENRICH_NAMES) -> Template:
     if not isinstance(v, (str, int, float)) or isinstance(v, bool):
         raise ValueError(f"{v!r} is not a string template")
-    return compile_template(str(v))
+    return compile_template(str(v), names)
+
+
+def _label_templates(v: Any) -> dict[str, Template]:
+    """A rule's `labels`: templates over one alert (ALERT_NAMES)."""
+    if not isinstance(v, dict):
+        raise ValueError("must be a mapping of label names to templates")
+    return {str(k): _template(t, ALERT_NAMES) for k, t in v.items()}
 
 
 def _group_by(v: Any) -> tuple[str, ...]:
@@ -355,7 +385,7 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "images": ("images", _link_list("src", ("src", "href", "alt"))),
     "client": ("client", _template),
     "client_url": ("client_url", _template),
-    "labels": ("labels", _template_map),
+    "labels": ("labels", _label_templates),
     "flap": ("flap", _flap),
     "min_alerts": ("min_alerts", _positive_int),
     "for": ("for_", _positive_duration),
@@ -381,8 +411,10 @@ def _apply(ctx: _Ctx, obj: LDict, rule: Rule, where: str) -> None:
         elif key == "routing_key":
             try:
                 rk, name = _substitute(_str(value))
-                if rk and (len(rk) != 32 or not rk.isalnum()):
-                    raise ValueError(f"{value} is not a PagerDuty routing key (32 alphanumeric characters)")
+                if rk and (len(rk) != 32 or not rk.isalnum() or not rk.isascii()):
+                    given = f"{value} gives a {len(rk)}-character value" if _ENV_REF.search(value) \
+                        else f"the value given ({len(rk)} characters)"
+                    raise ValueError(f"{given}: not a PagerDuty routing key (32 alphanumeric characters)")
                 rule.routing_key, rule.key_name = (rk or None), name
                 rule.own_key = not where.startswith("defaults")
             except ValueError as e:
@@ -401,7 +433,7 @@ def _matchers(ctx: _Ctx, rule_obj: LDict, where: str, key: str = "match") -> lis
     if m is None:
         return []
     if isinstance(m, dict):
-        return matchers_from_mapping(m)
+        return matchers_from_mapping(m, getattr(m, "raw", {}))
     if isinstance(m, str):
         m = LList([m])
         m.line, m.lines = rule_obj.lines[key], [rule_obj.lines[key]]
@@ -432,8 +464,18 @@ def rule_files(locations: list[str]) -> list[Path]:
     return out
 
 
-def load_rules(locations: list[str]) -> RuleFile:
-    """Load every rule file at `locations`; ConfigError listing every problem found."""
+def load_rules(locations: list[str], placeholders: set[str] | None = None) -> RuleFile:
+    """Load every rule file at `locations`; ConfigError listing every problem found. With
+    `placeholders` (a set), an unset ${VAR} gets a placeholder and its name is added to the
+    set: rules checked in CI without the real keys."""
+    token = _PLACEHOLDERS.set(placeholders)
+    try:
+        return _load_rules(locations)
+    finally:
+        _PLACEHOLDERS.reset(token)
+
+
+def _load_rules(locations: list[str]) -> RuleFile:
     files = rule_files(locations)
     errors: list[str] = []
     docs: list[tuple[_Ctx, LDict]] = []

@@ -1,13 +1,26 @@
-"""Enrichment templates: Jinja2 in its sandbox, compiled when the rules load."""
+"""Enrichment templates: Jinja2 in its sandbox, compiled when the rules load.
+
+A template may only name what its context holds (`check` and `test` say so before a page
+ever carries "(template error ...)"): a group's templates see ENRICH_NAMES, a rule's
+`labels` templates see ALERT_NAMES. An error while rendering (a filter given the wrong
+type, say) never stops a page: the text shows it, the error is logged and counted, and
+`alert-proxy test` fails the rule test."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import StrictUndefined, TemplateError, Undefined, meta
 from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["Template", "compile_template"]
+__all__ = ["ALERT_NAMES", "ENRICH_NAMES", "RENDER_ERRORS", "Template", "compile_template"]
+
+log = logging.getLogger("alert_proxy")
+ENRICH_NAMES = ("alert", "alerts", "annotations", "group_labels", "labels", "num_firing",
+                "num_resolved", "rule")
+ALERT_NAMES = ("annotations", "labels", "severity", "source", "summary")
+RENDER_ERRORS: list[str] = []  # errors while rendering, for rule tests (cleared by them)
 
 _ENV = SandboxedEnvironment(undefined=Undefined, autoescape=False, trim_blocks=True)
 _STRICT_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
@@ -28,13 +41,21 @@ class Template:
         try:
             return self._tpl.render(context)
         except TemplateError as e:  # a runtime error must never stop a page
+            RENDER_ERRORS.append(f"{self.source!r}: {e}")
+            del RENDER_ERRORS[:-100]
+            log.warning("template error", extra={"fields": {"template": self.source, "error": str(e)}})
             return f"{self.source} (template error: {e})"
 
 
-def compile_template(source: str) -> Template:
-    """Compile `source`; ValueError naming the template problem if it does not parse."""
+def compile_template(source: str, names: tuple[str, ...] = ENRICH_NAMES) -> Template:
+    """Compile `source`; ValueError naming the problem if it does not parse or names a
+    variable its context does not hold."""
     try:
-        _STRICT_ENV.parse(source)
-        return Template(source)
+        ast = _STRICT_ENV.parse(source)
     except TemplateError as e:
         raise ValueError(f"template does not compile: {e}") from None
+    unknown = sorted(meta.find_undeclared_variables(ast) - set(names) - set(_ENV.globals))
+    if unknown:
+        raise ValueError(f"template names {unknown[0]!r}, which is not defined here "
+                         f"(known: {', '.join(names)})")
+    return Template(source)

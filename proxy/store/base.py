@@ -114,12 +114,13 @@ class Stats:
 
 class WindowStore(Protocol):
     async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
-                     marks: Sequence[tuple[str, str]] = ()) -> int:
+                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> int:
         """Atomically add `entries` to their groups (opening them as needed), apply
         `resolved` alerts by the scheduling rule, and record the inhibition `marks`
         (mark, fingerprint) of firing source alerts (a resolved fingerprint leaves every
         mark). One round trip for the whole request. Returns the number of resolves
-        enqueued for lost groups."""
+        enqueued for lost groups. If the groups the entries open would make more than
+        `max_groups`, nothing is recorded: StoreFull."""
         ...
 
     async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:

@@ -16,7 +16,9 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+from proxy.errors import StoreFull
 from proxy.model import URGENT, Group, GroupAlert, OutEvent
 from proxy.store.base import (
     CHANGES_KEPT,
@@ -33,6 +35,16 @@ from proxy.store.base import (
 )
 
 __all__ = ["MemoryStore"]
+
+
+def _untracked(value: Any) -> Any:
+    """The state with tuples for lists: containers of only atomic values are skipped by
+    Python's cyclic GC, whose full passes would otherwise walk every open group."""
+    if isinstance(value, dict):
+        return {k: _untracked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_untracked(v) for v in value)
+    return value
 
 
 def split_status(raw: str) -> tuple[str, tuple[float, ...]]:
@@ -59,19 +71,25 @@ class _Window:
         for fp, js in self.json.items():
             status, changes = split_status(self.status[fp])
             alerts[fp] = GroupAlert.from_json(js, status, changes)
-        return replace(self.head, alerts=alerts, group_labels=dict(self.head.group_labels),
-                       state=dict(self.head.state), n_alerts=len(alerts))
+        h = self.head
+        return Group(key=h.key, rule=h.rule, routing_key=h.routing_key, key_name=h.key_name,
+                     group_labels=dict(h.group_labels), group_interval=h.group_interval,
+                     resolve_wait=h.resolve_wait, alerts=alerts, opened_at=h.opened_at, due=h.due,
+                     triggered=h.triggered, grown=h.grown, last_trigger_at=h.last_trigger_at,
+                     last_flush_at=h.last_flush_at, overflow=h.overflow, version=h.version,
+                     last_seen=h.last_seen, urgent=h.urgent, state=dict(h.state),
+                     n_alerts=len(alerts))
 
 
 @dataclass(slots=True)
 class _Key:
     """One routing key's outbox: lines per dedup_key, heaps of their heads, its budget."""
 
-    lines: dict[str, list[int]] = field(default_factory=dict)  # a list: most hold one event
+    lines: dict[str, tuple[int, ...]] = field(default_factory=dict)  # tuples: the GC skips them
     ready: list[tuple[int, int, str]] = field(default_factory=list)  # (priority, seq, dk)
     waiting: list[tuple[float, int, str]] = field(default_factory=list)  # (time, seq, dk)
     leased: dict[int, float] = field(default_factory=dict)  # seq -> lease end
-    age: list[tuple[float, int]] = field(default_factory=list)  # (enqueued_at, seq)
+    age: deque[tuple[float, int]] = field(default_factory=deque)  # (enqueued_at, seq), in order
     depth: int = 0
     stamps: dict[int, float] = field(default_factory=dict)  # budget: stamp -> send time
     paused_until: float = 0.0
@@ -146,7 +164,9 @@ class MemoryStore:
         self._tomb_q.append((until, key))
 
     async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
-                     marks: Sequence[tuple[str, str]] = ()) -> int:
+                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> int:
+        if len(self._groups) + len({e.group_key for e in entries} - self._groups.keys()) > max_groups:
+            raise StoreFull(max_groups)
         self._sweep_tombs(now)
         lost: list[OutEvent] = []
         for mark, fp in marks:
@@ -217,7 +237,7 @@ class MemoryStore:
                 h = w.head
                 h.triggered, h.grown = g.triggered, g.grown
                 h.last_trigger_at, h.last_flush_at = g.last_trigger_at, g.last_flush_at
-                h.state = dict(g.state)
+                h.state = _untracked(g.state)
                 h.version += 1
                 self._schedule(h, g.due)
             await self.enqueue(c.events)
@@ -258,7 +278,7 @@ class MemoryStore:
         for ev in events:
             k = self._key(ev.routing_key)
             k.name = ev.key_name
-            line = k.lines.setdefault(ev.dedup_key, [])
+            line = k.lines.get(ev.dedup_key, ())
             if ev.action == "trigger" and line and line[-1] not in k.leased:
                 last = self._items[line[-1]]
                 if last.action == "trigger":
@@ -267,11 +287,11 @@ class MemoryStore:
                         self._head_ready(k, line[0], ev.dedup_key)  # its priority may change
                     continue
             self._seq += 1
-            ev = replace(ev, seq=self._seq)
+            ev.seq = self._seq  # the store keeps this event object from now on
             self._items[ev.seq] = ev
-            line.append(ev.seq)
+            line = k.lines[ev.dedup_key] = (*line, ev.seq)
             k.depth += 1
-            heapq.heappush(k.age, (ev.enqueued_at, ev.seq))
+            k.age.append((ev.enqueued_at, ev.seq))
             if len(line) == 1:
                 self._head_ready(k, ev.seq, ev.dedup_key)
 
@@ -341,13 +361,14 @@ class MemoryStore:
         k.depth -= 1
         line = k.lines.get(ev.dedup_key)
         if line is not None and ev.seq in line:
-            line.remove(ev.seq)
+            line = tuple(s for s in line if s != ev.seq)
             if line:
+                k.lines[ev.dedup_key] = line
                 self._head_ready(k, line[0], ev.dedup_key)
             else:
                 del k.lines[ev.dedup_key]
         while k.age and k.age[0][1] not in self._items:
-            heapq.heappop(k.age)
+            k.age.popleft()
         return item
 
     async def done(self, ev: OutEvent, stamp: int, now: float) -> None:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import orjson
 from redis.exceptions import RedisError
 
-from proxy.errors import StoreError
+from proxy.errors import StoreError, StoreFull
 from proxy.model import Group, GroupAlert, OutEvent
 from proxy.store import keys
 from proxy.store.base import (
@@ -159,7 +159,7 @@ class RedisStore:
     # -- windows -------------------------------------------------------------------
     @_wrapped
     async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
-                     marks: Sequence[tuple[str, str]] = ()) -> int:
+                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> int:
         if not entries and not resolved and not marks:
             return 0
         n = self.n
@@ -197,11 +197,14 @@ class RedisStore:
             ms.append([mk[mark], kl.idx(n.marks_of(fp)), mark, fp])
         for _ in range(5):
             req = {"now": now, "ttl": GROUP_TTL, "tomb": int(TOMBSTONE_TTL), "kept": CHANGES_KEPT,
-                   "g": groups, "e": es, "r": rs, "m": ms, "mk": mk}
+                   "max": min(max_groups, 1 << 50), "g": groups, "e": es, "r": rs, "m": ms, "mk": mk}
             out = await self._run("record", kl.keys, orjson.dumps(req), durable=True)
             if not isinstance(out, bytes | str):
                 return int(out)
-            missing = orjson.loads(out)["missing"]  # groups or marks only the script knew
+            answer = orjson.loads(out)
+            if "full" in answer:
+                raise StoreFull(max_groups)
+            missing = answer["missing"]  # groups or marks only the script knew
             for k in missing.get("groups") or []:
                 group(k)
             for m in missing.get("marks") or []:

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from proxy.errors import ConfigError, StoreError
+from proxy.errors import ConfigError, StoreError, StoreFull
 from proxy.model import URGENT, Group, GroupAlert, OutEvent
 from proxy.store.base import (
     COUNT_HOURS,
@@ -208,7 +208,7 @@ class SqliteStore:
             err = StoreError(f"sqlite: {type(e).__name__}: {e}")
             results = [(fut, None, err) for _, fut in batch]
         for fut, value, exc in results:
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, sqlite3.Error) and not isinstance(exc, StoreError):
                 exc = StoreError(f"sqlite: {type(exc).__name__}: {exc}")
             if exc is not None:
                 fut.set_exception(exc)
@@ -240,13 +240,13 @@ class SqliteStore:
 
     # -- windows -------------------------------------------------------------------
     async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
-                     marks: Sequence[tuple[str, str]] = ()) -> int:
+                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> int:
         if not entries and not resolved and not marks:
             return 0
-        return await self._do(lambda c: self._record(c, entries, resolved, now, marks))
+        return await self._do(lambda c: self._record(c, entries, resolved, now, marks, max_groups))
 
     def _record(self, c: sqlite3.Connection, entries: Sequence[Entry], resolved: Sequence[Resolved],
-                now: float, marks: Sequence[tuple[str, str]]) -> int:
+                now: float, marks: Sequence[tuple[str, str]], max_groups: int) -> int:
         """A whole request in a fixed number of statements, whatever its number of groups."""
         c.execute("DELETE FROM tombs WHERE until <= ?", (now,))
         if marks:
@@ -273,6 +273,8 @@ class SqliteStore:
                     caps.setdefault(gkey, 1 << 62)
         heads = self._heads(c, list(puts))
         new = [e for k, e in first.items() if k not in heads]
+        if new and self._n_groups + len(new) > max_groups:
+            raise StoreFull(max_groups)
         if new:
             c.executemany(f"INSERT INTO groups ({_GROUP_COLS}) VALUES "
                           "(?,?,?,?,?,?,?,?,?,?,0,0,0,0,0,0,?,0,'{}')",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import orjson
+import pytest
 
 from proxy import correlate
 from proxy.correlate import Page
@@ -387,3 +388,15 @@ async def test_heads_and_load_many(store):
     assert heads["g1"].group_labels == {"alertname": "g1"}
     [g2, g1] = await store.load_many(["g2", "g1", "gone"])
     assert (g2.key, g1.key) == ("g2", "g1") and sorted(g1.alerts) == ["a", "b"]
+
+
+async def test_max_groups_refuses_a_new_group_but_not_alerts_of_open_ones(store):
+    from proxy.errors import StoreFull
+
+    await store.record([entry("g1", "a"), entry("g2", "b")], [], T0, max_groups=2)
+    with pytest.raises(StoreFull):
+        await store.record([entry("g1", "c"), entry("g3", "d")], [], T0, max_groups=2)
+    assert sorted(g.key for g in await store.groups()) == ["g1", "g2"]
+    assert sorted((await store.load("g1")).alerts) == ["a"]  # nothing of the refused request
+    await store.record([entry("g1", "c")], [], T0, max_groups=2)
+    assert sorted((await store.load("g1")).alerts) == ["a", "c"]

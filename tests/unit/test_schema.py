@@ -20,8 +20,8 @@ EXPECTED = {
     "bad_on_growth": "3: rule 'db': on_growth: 'always' must be ignore or update",
     "bad_regex": "3: rule 'db': match: 'db[0-9' is not a valid regular expression: "
                  "unterminated character set at position 2",
-    "bad_routing_key": "3: rule 'db': routing_key: not-a-key is not a PagerDuty routing key "
-                       "(32 alphanumeric characters)",
+    "bad_routing_key": "3: rule 'db': routing_key: the value given (9 characters): not a "
+                       "PagerDuty routing key (32 alphanumeric characters)",
     "bad_time_zone": "3: maintenance 'm': time_zone: 'Mars/Olympus' is not a time zone "
                      "(e.g. Europe/Berlin, UTC)",
     "bad_weekday": "3: maintenance 'm': weekdays: 'funday' is not a weekday or range "

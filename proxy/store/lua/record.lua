@@ -1,7 +1,7 @@
 -- record: a whole request's alerts into their groups, atomically, in one round trip.
 -- KEYS: 1 due:u, 2 due:n, 3 ob:items, 4 ob:seq, 5 ob:keys, 6 ob:names, 7 heads, 8 sizes,
 --   then the keys the request names by index in ARGV[1].
--- ARGV[1]: JSON {now, ttl, tomb, kept,
+-- ARGV[1]: JSON {now, ttl, tomb, kept, max (open groups at most),
 --   g: {group key: [i_g, i_ga, i_gs, i_tomb, meta or false]}, meta = [rule, routing_key,
 --      key_name, group_labels JSON, group_wait, group_interval, resolve_wait, head JSON]
 --   e: [[group key, fp, i_fpkey, alert JSON, max_alerts, urgent]]          firing entries
@@ -11,8 +11,9 @@
 --   mk: {mark: i_mark}                                   every mark key declared}
 -- A resolved alert's groups and marks are known only here (SMEMBERS): if one was not
 -- declared, nothing is written and the answer is {"missing": {"groups": [...], "marks":
--- [...]}}; the caller declares them and calls again. Else returns the number of resolves
--- enqueued for lost groups.
+-- [...]}}; the caller declares them and calls again. If the entries would open more groups
+-- than `max` allows, nothing is written and the answer is {"full": max}. Else returns the
+-- number of resolves enqueued for lost groups.
 local R = cjson.decode(ARGV[1])
 local now, ttl, kept = R.now, R.ttl, R.kept
 local DUE_U, DUE_N = KEYS[1], KEYS[2]
@@ -35,6 +36,16 @@ for _, r in ipairs(R.r) do
 end
 if #miss_g > 0 or #miss_m > 0 then
   return cjson.encode({missing = {groups = miss_g, marks = miss_m}})
+end
+local opening, counted = 0, {}
+for _, e in ipairs(R.e) do
+  if not counted[e[1]] then
+    counted[e[1]] = true
+    if redis.call('EXISTS', KEYS[R.g[e[1]][1]]) == 0 then opening = opening + 1 end
+  end
+end
+if opening > 0 and redis.call('ZCARD', DUE_U) + redis.call('ZCARD', DUE_N) + opening > R.max then
+  return cjson.encode({full = R.max})
 end
 
 -- 2. Firing entries, opening groups as needed. Each group's fields are read once (T).
