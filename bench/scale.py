@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PD_ROUTING_KEY", "0123456789abcdef0123456789abcdef")
 
-from bench.run import Bench, rss  # noqa: E402
-from tests.support.net import free_port  # noqa: E402
-from tests.support.redis_server import RedisServer  # noqa: E402
+from bench.run import Bench, rss
+from tests.support.net import free_port
+from tests.support.redis_server import RedisServer
 
 GROUP_WAIT = 1.0
 TICK = os.sysconf("SC_CLK_TCK")
@@ -52,14 +52,14 @@ def alert_body(start: int, n: int, severity: str = "info", name: str = "Scale") 
 
 # -- in process: flush throughput ---------------------------------------------------------------
 async def flush_in_process(store_url: str, n: int, prefix: str) -> dict[str, Any]:
+    import gc
+
     from proxy.clock import ManualClock
     from proxy.ingest import alertmanager
     from proxy.metrics import Metrics
     from proxy.pipeline import Pipeline
     from proxy.rules import RuleSet, load_rules
     from proxy.store import from_url
-
-    import gc
 
     gc.set_threshold(5000, 10, 100)  # as `alert-proxy serve` does
     rules = Path(tempfile.mkdtemp()) / "rules.yml"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from contextvars import ContextVar
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from pathlib import Path
