@@ -40,7 +40,7 @@ class Template:
             return self.source
         try:
             return self._tpl.render(context)
-        except TemplateError as e:  # a runtime error must never stop a page
+        except Exception as e:  # noqa: BLE001 - whatever a template raises, the page still goes
             RENDER_ERRORS.append(f"{self.source!r}: {e}")
             del RENDER_ERRORS[:-100]
             log.warning("template error", extra={"fields": {"template": self.source, "error": str(e)}})
