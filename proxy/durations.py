@@ -1,4 +1,6 @@
-"""Durations as Prometheus writes them: 30s, 5m, 4h, 1h30m, 1d, 500ms."""
+"""Durations in Prometheus's grammar, as Alertmanager reads them: whole numbers, units in
+decreasing order, each at most once: 30s, 5m, 4h, 1h30m, 1d, 2w, 1y, 500ms. `1.5m` and
+`30s5m` are errors, as they are in Alertmanager; `0` is 0."""
 
 from __future__ import annotations
 
@@ -6,15 +8,18 @@ import re
 
 __all__ = ["parse_duration"]
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+_UNITS = (("y", 365 * 86400.0), ("w", 604800.0), ("d", 86400.0), ("h", 3600.0), ("m", 60.0),
+          ("s", 1.0), ("ms", 0.001))
+_GRAMMAR = re.compile("".join(rf"(?:(\d+){u})?" for u, _ in _UNITS))
 
 
 def parse_duration(text: object) -> float:
-    """Seconds in `text`; ValueError naming the expected form otherwise. `0` is allowed."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool) and text == 0:
+    """Seconds in `text`; ValueError naming the expected form otherwise."""
+    if isinstance(text, int) and not isinstance(text, bool) and text == 0:
         return 0.0
-    if not isinstance(text, str) or not _WHOLE.fullmatch(text.strip()):
-        raise ValueError(f"{text!r} is not a duration (e.g. 30s, 5m, 4h)")
-    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text.strip()))
+    if isinstance(text, str) and text.strip() == "0":
+        return 0.0
+    m = _GRAMMAR.fullmatch(text.strip()) if isinstance(text, str) and text.strip() else None
+    if m is None or not any(m.groups()):
+        raise ValueError(f"{text!r} is not a duration (e.g. 30s, 5m, 4h, 1h30m)")
+    return sum(int(n) * seconds for n, (_, seconds) in zip(m.groups(), _UNITS, strict=True) if n)

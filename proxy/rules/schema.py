@@ -24,7 +24,7 @@ from proxy.durations import parse_duration
 from proxy.errors import ConfigError
 from proxy.model import SEVERITIES
 from proxy.redact import mask
-from proxy.rules.matchers import Matcher, matchers_from_mapping, parse_matcher
+from proxy.rules.matchers import Matcher, matchers_from_mapping, parse_matchers
 from proxy.rules.suppress import WEEKDAYS, Inhibit, Maintenance
 from proxy.rules.templates import ALERT_NAMES, ENRICH_NAMES, Template, compile_template
 
@@ -392,7 +392,7 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "stale_after": ("stale_after", _positive_duration),
     "remediate": ("remediate", _remediate),
 }
-_RULE_ONLY = {"name", "match", "continue", "drop", "routing_key"}
+_RULE_ONLY = {"name", "match", "matchers", "match_re", "continue", "drop", "routing_key"}
 _DEFAULTS_ONLY = {"storm": ("storm", _storm)}
 _TOP = {"defaults", "rules", "inhibit", "maintenance"}
 
@@ -429,24 +429,37 @@ def _apply(ctx: _Ctx, obj: LDict, rule: Rule, where: str) -> None:
 
 
 def _matchers(ctx: _Ctx, rule_obj: LDict, where: str, key: str = "match") -> list[Matcher]:
+    """One matcher key: a mapping (`match`: equality, `match_re`: regexes, a list value
+    meaning any of) or a list of matcher strings, each one matcher or a `{...}` set."""
     m = rule_obj.get(key)
     if m is None:
         return []
     if isinstance(m, dict):
-        return matchers_from_mapping(m, getattr(m, "raw", {}))
+        try:
+            return matchers_from_mapping(m, getattr(m, "raw", {}), regex=key.endswith("_re"))
+        except ValueError as e:
+            ctx.err(rule_obj, key, f"{where}{key}: {e}")
+            return []
     if isinstance(m, str):
         m = LList([m])
         m.line, m.lines = rule_obj.lines[key], [rule_obj.lines[key]]
-    if not isinstance(m, list):
+    if not isinstance(m, list) or key.endswith("_re"):
         ctx.err(rule_obj, key, f"{where}{key}: must be a list of matchers or a mapping")
         return []
     out = []
     for i, text in enumerate(m):
         try:
-            out.append(parse_matcher(_str(text)))
+            out += parse_matchers(_str(text))
         except ValueError as e:
             ctx.err(m, i, f"{where}{key}: {e}")
     return out
+
+
+def _rule_matchers(ctx: _Ctx, obj: LDict, where: str, side: str = "") -> list[Matcher]:
+    """`match`, Alertmanager's `matchers` and `match_re` (with `source_`/`target_` for
+    inhibit rules): every matcher given must hold."""
+    return [m for key in ("match", "matchers", "match_re")
+            for m in _matchers(ctx, obj, where, side + key)]
 
 
 def rule_files(locations: list[str]) -> list[Path]:
@@ -562,16 +575,17 @@ def _unknown(ctx: _Ctx, obj: LDict, where: str, known: tuple[str, ...]) -> None:
 
 def _inhibit(ctx: _Ctx, obj: LDict, i: int) -> Inhibit:
     where = f"inhibit[{i}]: "
-    _unknown(ctx, obj, where, ("source_match", "target_match", "equal"))
-    for key in ("source_match", "target_match"):
-        if key not in obj:
-            ctx.err(obj, None, f"{where}{key} is required")
+    sides = ("match", "matchers", "match_re")
+    _unknown(ctx, obj, where, (*(f"{s}_{k}" for s in ("source", "target") for k in sides), "equal"))
+    for side in ("source", "target"):
+        if not any(f"{side}_{k}" in obj for k in sides):
+            ctx.err(obj, None, f"{where}{side}_match or {side}_matchers is required")
     equal = obj.get("equal", [])
     if not isinstance(equal, list) or not all(isinstance(x, str) for x in equal):
         ctx.err(obj, "equal", f"{where}equal: must be a list of label names")
         equal = []
-    return Inhibit(source=_matchers(ctx, obj, where, "source_match"),
-                   target=_matchers(ctx, obj, where, "target_match"), equal=tuple(equal),
+    return Inhibit(source=_rule_matchers(ctx, obj, where, "source_"),
+                   target=_rule_matchers(ctx, obj, where, "target_"), equal=tuple(equal),
                    where=f"{ctx.path}:{obj.line}")
 
 
@@ -616,12 +630,47 @@ def _weekdays(items: list[Any]) -> set[int]:
     return out
 
 
-def _pairs(obj: LDict, key: str, a: str, b: str, conv: Callable[[Any], Any]) -> list[tuple[Any, Any]]:
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december")
+
+
+def _int_ranges(items: Any, what: str, lo: int, hi: int, example: str,
+                names: tuple[str, ...] = ()) -> list[tuple[int, int]]:
+    """Alertmanager's inclusive ranges: `5`, `1:5`, `-3:-1` (days), `january:march`."""
+    if not isinstance(items, list):
+        raise ValueError(f"must be a list (e.g. {example})")
+    def one(item: Any, text: str) -> int:
+        text = text.strip().lower()
+        if text in names:
+            return names.index(text) + 1
+        try:
+            n = int(text)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a {what} or range (e.g. {example})") from None
+        if not (lo <= n <= hi) or n == 0:
+            raise ValueError(f"{item!r}: {n} is not a {what} ({lo} to {hi})")
+        return n
+
+    out = []
+    for item in items:
+        first, _, last = str(item).partition(":")
+        a, b = one(item, first), one(item, last or first)
+        if (a > 0) == (b > 0) and a > b:
+            raise ValueError(f"{item!r}: the range ends before it starts")
+        out.append((a, b))
+    return out
+
+
+def _pairs(obj: LDict, key: str, a: str, b: str, conv: Callable[[Any], Any],
+           alias: tuple[str, str] | None = None) -> list[tuple[Any, Any]]:
+    """A list of {a: ..., b: ...}; `alias` names Alertmanager's spelling of a and b."""
     raw = obj.get(key, [])
     if not isinstance(raw, list):
         raise ValueError(f"must be a list of {{{a}: ..., {b}: ...}}")
     out = []
     for item in raw:
+        if isinstance(item, dict) and alias and alias[0] in item and alias[1] in item:
+            item = {a: item[alias[0]], b: item[alias[1]]}
         if not isinstance(item, dict) or a not in item or b not in item:
             raise ValueError(f"each item needs {a!r} and {b!r}")
         out.append((conv(item[a]), conv(item[b])))
@@ -631,19 +680,30 @@ def _pairs(obj: LDict, key: str, a: str, b: str, conv: Callable[[Any], Any]) -> 
 def _maintenance(ctx: _Ctx, obj: LDict, i: int) -> Maintenance:
     name = obj.get("name")
     where = f"maintenance {name!r}: " if isinstance(name, str) else f"maintenance[{i}]: "
-    _unknown(ctx, obj, where, ("name", "match", "time_zone", "weekdays", "times", "dates", "ranges"))
-    mw = Maintenance(name=str(name or f"maintenance[{i}]"), matchers=_matchers(ctx, obj, where))
+    _unknown(ctx, obj, where, ("name", "match", "matchers", "time_zone", "location", "weekdays",
+                               "times", "dates", "ranges", "days_of_month", "months", "years"))
+    mw = Maintenance(name=str(name or f"maintenance[{i}]"),
+                     matchers=_rule_matchers(ctx, obj, where))
+    zone_key = "location" if "location" in obj else "time_zone"  # location: Alertmanager's
     try:
-        mw.tz = ZoneInfo(str(obj.get("time_zone", "UTC")))
+        mw.tz = ZoneInfo(str(obj.get(zone_key, "UTC")))
     except (ZoneInfoNotFoundError, ValueError):
-        ctx.err(obj, "time_zone", f"{where}time_zone: {obj.get('time_zone')!r} is not a time zone "
+        ctx.err(obj, zone_key, f"{where}{zone_key}: {obj.get(zone_key)!r} is not a time zone "
                 "(e.g. Europe/Berlin, UTC)")
     checks: dict[str, Callable[[], None]] = {
         "weekdays": lambda: setattr(mw, "weekdays", _weekdays(list(obj["weekdays"]))),
-        "times": lambda: setattr(mw, "times", _pairs(obj, "times", "start", "end", _clock_time)),
+        "times": lambda: setattr(mw, "times", _pairs(obj, "times", "start", "end", _clock_time,
+                                                     ("start_time", "end_time"))),
         "dates": lambda: setattr(mw, "dates", _pairs(obj, "dates", "start", "end", _day)),
         "ranges": lambda: setattr(mw, "ranges", _pairs(obj, "ranges", "from", "until",
                                                        lambda t: _instant(t, mw.tz))),
+        "days_of_month": lambda: setattr(mw, "days_of_month", _int_ranges(
+            obj["days_of_month"], "day of the month", -31, 31, "['1:5', '-1']")),
+        "months": lambda: setattr(mw, "months", {m for a, b in _int_ranges(
+            obj["months"], "month", 1, 12, "['january:march', '12']", _MONTHS)
+            for m in range(a, b + 1)}),
+        "years": lambda: setattr(mw, "years", _int_ranges(
+            obj["years"], "year", 1, 9999, "['2026:2027']")),
     }
     for key, check in checks.items():
         if key in obj:
@@ -652,7 +712,7 @@ def _maintenance(ctx: _Ctx, obj: LDict, i: int) -> Maintenance:
             except (ValueError, TypeError) as e:
                 ctx.err(obj, key, f"{where}{key}: {e}")
     if not any(k in obj for k in checks):
-        ctx.err(obj, None, f"{where}needs at least one of weekdays, times, dates, ranges")
+        ctx.err(obj, None, f"{where}needs at least one of {', '.join(checks)}")
     return mw
 
 
@@ -668,7 +728,7 @@ def _parse_rule(ctx: _Ctx, raw: LList, i: int, r: Any, defaults: Rule) -> Rule |
     elif name.startswith("("):
         ctx.err(r, "name", f"{where}name: names in parentheses are the proxy's own (e.g. (storm))")
     rule = replace(defaults, name=str(name), where=f"{ctx.path}:{r.line}")
-    rule.matchers = _matchers(ctx, r, where)
+    rule.matchers = _rule_matchers(ctx, r, where)
     for flag, attr in (("continue", "cont"), ("drop", "drop")):
         if flag in r:
             try:

@@ -5,6 +5,7 @@ alerts; a resolve for an incident PagerDuty already has always goes out."""
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,10 +31,21 @@ class Maintenance:
     times: list[tuple[time, time]] = field(default_factory=list)
     dates: list[tuple[date, date]] = field(default_factory=list)  # inclusive
     ranges: list[tuple[datetime, datetime]] = field(default_factory=list)  # absolute
+    # Alertmanager's time_intervals fields: days of the month (negative counts from the
+    # end, -1 is the last day), months (1-12) and years, each a list of inclusive ranges
+    days_of_month: list[tuple[int, int]] = field(default_factory=list)
+    months: set[int] = field(default_factory=set)
+    years: list[tuple[int, int]] = field(default_factory=list)
 
     def active(self, now: float) -> bool:
         local = datetime.fromtimestamp(now, self.tz)
         if self.weekdays and local.weekday() not in self.weekdays:
+            return False
+        if self.months and local.month not in self.months:
+            return False
+        if self.years and not any(s <= local.year <= e for s, e in self.years):
+            return False
+        if self.days_of_month and not _day_of_month(local, self.days_of_month):
             return False
         if self.times and not any(_within(local.time(), s, e) for s, e in self.times):
             return False
@@ -43,6 +55,18 @@ class Maintenance:
 
     def applies(self, labels: Mapping[str, str]) -> bool:
         return matches_all(self.matchers, labels)
+
+
+def _day_of_month(local: datetime, ranges: list[tuple[int, int]]) -> bool:
+    """As Alertmanager: negative days count from the month's end; a range is clamped to
+    the month (1:31 covers February)."""
+    last = calendar.monthrange(local.year, local.month)[1]
+    for s, e in ranges:
+        s = s + last + 1 if s < 0 else s
+        e = e + last + 1 if e < 0 else e
+        if max(s, 1) <= local.day <= min(e, last):
+            return True
+    return False
 
 
 def _within(t: time, start: time, end: time) -> bool:

@@ -74,7 +74,7 @@ def test_dockerfile_passes_hadolint_and_is_pinned():
     assert re.search(r"ARG BASE=python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", text)
     assert "--require-hashes -r requirements.lock" in text and text.count("FROM ") == 2
     lock = (DEPLOY / "requirements.lock").read_text()
-    pinned = re.findall(r"^([a-z0-9-]+)==", lock, re.M)
+    pinned = re.findall(r"^([a-z0-9-]+)==", lock, re.MULTILINE)
     assert {"aiohttp", "orjson", "redis", "jinja2", "pyyaml", "prometheus-client"} <= set(pinned)
     assert all(f"{name}==" in lock for name in pinned) and lock.count("--hash=sha256:") >= len(pinned)
     ignored = (ROOT / ".dockerignore").read_text()

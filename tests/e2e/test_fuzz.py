@@ -12,6 +12,7 @@ import random
 import socket
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -124,7 +125,7 @@ def case(path: str, rng: random.Random) -> tuple[bytes, dict[str, str]]:
 
 
 def rss_kb(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
@@ -211,9 +212,9 @@ async def test_ten_thousand_malformed_requests(tmp_path, fake_pd, proxy_process)
     assert grown_mb < 150, grown_mb
     # and valid traffic is still served (on a key of its own: the fuzzed alerts that were
     # valid may have spent this one's budget)
-    async with aiohttp.ClientSession() as s:
-        async with s.post(base + "/v2/enqueue", json={"routing_key": KEY2, "event_action": "trigger",
-                          "payload": {"summary": "StillServed", "source": "h", "severity": "info"}}) as r:
-            assert r.status == 202
+    still = {"routing_key": KEY2, "event_action": "trigger",
+             "payload": {"summary": "StillServed", "source": "h", "severity": "info"}}
+    async with aiohttp.ClientSession() as s, s.post(base + "/v2/enqueue", json=still) as r:
+        assert r.status == 202
     await wait_for(lambda: any("StillServed" in str(x.body) for x in fake_pd.accepted()), timeout=10)
     assert p.proc.poll() is None

@@ -13,20 +13,20 @@ INVALID = ROOT / "tests" / "fixtures" / "invalid_rules"
 
 # One file per error kind, and the exact line `alert-proxy check` prints for it.
 EXPECTED = {
-    "bad_duration": "3: rule 'db': group_wait: '30' is not a duration (e.g. 30s, 5m, 4h)",
+    "bad_duration": "3: rule 'db': group_wait: '30' is not a duration (e.g. 30s, 5m, 4h, 1h30m)",
     "bad_matcher": "5: rule 'db': match: 'severity critical' is not a matcher "
                    "(e.g. severity=\"critical\", env!~\"dev|test\")",
     "bad_max_alerts": "3: rule 'db': max_alerts: 0 is not a positive whole number",
     "bad_on_growth": "3: rule 'db': on_growth: 'always' must be ignore or update",
-    "bad_regex": "3: rule 'db': match: 'db[0-9' is not a valid regular expression: "
-                 "unterminated character set at position 2",
+    "bad_regex": "3: rule 'db': match: 'db[0-9' is not a valid regular expression (RE2, as "
+                 "in Alertmanager): missing ]: [0-9",
     "bad_routing_key": "3: rule 'db': routing_key: the value given (9 characters): not a "
                        "PagerDuty routing key (32 alphanumeric characters)",
     "bad_time_zone": "3: maintenance 'm': time_zone: 'Mars/Olympus' is not a time zone "
                      "(e.g. Europe/Berlin, UTC)",
     "bad_weekday": "3: maintenance 'm': weekdays: 'funday' is not a weekday or range "
                    "(e.g. monday, monday:friday)",
-    "inhibit_without_source": "2: inhibit[0]: source_match is required",
+    "inhibit_without_source": "2: inhibit[0]: source_match or source_matchers is required",
     "bad_severity": "3: rule 'db': severity: 'sev1' is not a PagerDuty severity "
                     "(critical, error, warning, info)",
     "bad_severity_map": "3: rule 'db': severity_map: 'urgent' is not a PagerDuty severity "
