@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
@@ -20,7 +21,7 @@ from proxy import __version__, ingest
 from proxy.auth import Auth
 from proxy.clock import Clock, SystemClock
 from proxy.console import Console
-from proxy.errors import InputError, StoreError
+from proxy.errors import InputError, NotJSON, StoreError, Unauthorized
 from proxy.http import (
     ADMIN,
     MAX_BODY,
@@ -30,7 +31,7 @@ from proxy.http import (
     read_body,
     read_json,
 )
-from proxy.ingest import pagerduty
+from proxy.ingest import pagerduty, sns, webhook
 from proxy.metrics import Metrics
 from proxy.model import Alert, OutEvent
 from proxy.pipeline import Pipeline
@@ -79,7 +80,7 @@ class Proxy:
         self.metrics = metrics or Metrics()
         self.metrics.build_info.labels(__version__, platform.python_version()).set(1)
         self.metrics.start_at_zero(alert_sources=("alertmanager", "datadog", "events_v2"),
-                                   request_sources=("alertmanager", "datadog", "events", "pagerduty"),
+                                   request_sources=("alertmanager", "datadog", "events", "pagerduty", "webhook"),
                                    actions=("trigger", "acknowledge", "resolve", "change"),
                                    outcomes=tuple(Outcome), reasons=SUPPRESS_REASONS,
                                    remediation=("ok", "failed", "timeout", "error"))
@@ -94,6 +95,7 @@ class Proxy:
         self.pipeline = Pipeline(self.live.current, store, self.clock, self.metrics,
                                  on_enqueue=self.sender.kick, tally=self.tally,
                                  max_groups=settings.max_groups)
+        self.sns = sns.SnsVerifier()
         self._tasks: list[asyncio.Task[None]] = []
         self._sending: asyncio.Task[None] | None = None
         self._change_seq = itertools.count()
@@ -169,6 +171,8 @@ class Proxy:
             self._sending.cancel()
             await asyncio.gather(self._sending, return_exceptions=True)
         with contextlib.suppress(Exception):
+            await self.sns.close()
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(self.store.close(), timeout=max(0.1, deadline - time.monotonic()))
 
     def reload(self) -> list[str]:
@@ -211,6 +215,39 @@ class Proxy:
                                                              self.settings.body_timeout))
         await self.pipeline.change(body, next(self._change_seq))
         return json_response({"status": "success", "message": "Change event processed"}, 202)
+
+    @_source("webhook")
+    async def h_webhook(self, request: web.Request) -> web.Response:
+        """A generic JSON sender, mapped to alerts by the `sources:` entry of its name; one
+        behind Amazon SNS is verified first (and its subscription confirmed)."""
+        name = request.match_info["name"]
+        if not self.settings.auth.allows(f"webhook:{name}", request.headers.get("Authorization")):
+            raise Unauthorized([f"missing or wrong credentials for webhook:{name} (Authorization header)"])
+        mapping = self.pipeline.rules.sources.get(name)
+        if mapping is None:
+            raise InputError([f"no webhook source is named {name!r} (the rules' sources: section "
+                              "names them)"], 404)
+        raw = await read_body(request, self.settings.body_timeout, text_ok=mapping.sns is not None)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise NotJSON() from None
+        envelope = None
+        if mapping.sns is not None:
+            env = sns.envelope(body, request.headers.get("x-amz-sns-message-type"))
+            await self.sns.verify(mapping.sns, env)
+            if env["Type"] != "Notification":
+                confirmed = env["Type"] == "SubscriptionConfirmation" and \
+                    await self.sns.confirm(mapping.sns, env)
+                return json_response({"status": "success", "type": env["Type"], "confirmed": confirmed})
+            try:
+                body = orjson.loads(env["Message"])
+            except orjson.JSONDecodeError:
+                raise NotJSON(f"'Message' is not JSON (source {name!r} maps JSON messages)") from None
+            envelope = {k: env.get(k, "") for k in ("Subject", "TopicArn", "MessageId", "Timestamp")}
+        alerts = webhook.parse(mapping, body, envelope)
+        await self.pipeline.accept(alerts)
+        return json_response({"status": "success", "alerts": len(alerts)})
 
     @_source("pagerduty")
     async def h_pagerduty(self, request: web.Request) -> web.Response:
@@ -304,6 +341,7 @@ class Proxy:
             web.post("/v2/enqueue", self.h_enqueue),
             web.post("/v2/change/enqueue", self.h_change),
             web.post("/v1/pagerduty", self.h_pagerduty),
+            web.post("/v1/webhook/{name}", self.h_webhook),
             web.get("/healthz", self.h_healthz),
             web.get("/readyz", self.h_readyz),
             web.post("/-/reload", self.h_reload),

@@ -1,7 +1,8 @@
 """Optional inbound auth per source: a bearer token or basic auth, compared in constant time.
 
 A spec reads `SOURCE=bearer:TOKEN` or `SOURCE=basic:USER:PASSWORD`; SOURCE is one of
-alertmanager, datadog, events (the /v2 paths), admin (reload and the status API), or `*`.
+alertmanager, datadog, events (the /v2 paths), admin (reload and the status API), webhook
+(every /v1/webhook/NAME) or webhook:NAME (that source only), or `*`.
 `${VAR}` in a spec is read from the environment, so secrets stay off the command line."""
 
 from __future__ import annotations
@@ -23,16 +24,20 @@ class Auth:
     def __init__(self, expected: dict[str, str]) -> None:
         self._expected = expected  # source -> full Authorization header value
 
+    def _wanted(self, source: str) -> str | None:
+        """The credentials of `source`: its own, its family's (webhook:NAME -> webhook), `*`."""
+        family = source.partition(":")[0]
+        return self._expected.get(source) or self._expected.get(family) or self._expected.get("*")
+
     def configured(self, source: str) -> bool:
-        """Credentials are required for `source` (its own, or `*`)."""
-        return source in self._expected or "*" in self._expected
+        """Credentials are required for `source`."""
+        return self._wanted(source) is not None
 
     def is_basic(self, source: str) -> bool:
-        want = self._expected.get(source) or self._expected.get("*") or ""
-        return want.startswith("Basic ")
+        return (self._wanted(source) or "").startswith("Basic ")
 
     def allows(self, source: str, header: str | None) -> bool:
-        want = self._expected.get(source) or self._expected.get("*")
+        want = self._wanted(source)
         if want is None:
             return True
         return header is not None and hmac.compare_digest(header.encode(), want.encode())
@@ -51,9 +56,10 @@ def parse_auth(specs: list[str]) -> Auth:
     for spec in specs:
         source, _, rest = spec.partition("=")
         kind, _, secret = rest.partition(":")
-        if source not in SOURCES or kind not in ("bearer", "basic") or not secret:
+        known = source in SOURCES or re.fullmatch(r"webhook:[a-z0-9][a-z0-9_-]*", source)
+        if not known or kind not in ("bearer", "basic") or not secret:
             raise ConfigError([f"--auth: expected SOURCE=bearer:TOKEN or SOURCE=basic:USER:PASS "
-                               f"with SOURCE in {', '.join(SOURCES)} (got {source!r}={kind!r}:…)"])
+                               f"with SOURCE in {', '.join(SOURCES)}, webhook:NAME (got {source!r}={kind!r}:…)"])
         secret = expand_env(secret, f"--auth {source}")
         if kind == "bearer":
             expected[source] = f"Bearer {secret}"

@@ -175,7 +175,8 @@ def _check(locations: list[str], placeholders: bool) -> int:
     rf = load_rules(locations, placeholders=filled if placeholders else None)
     n = len(rule_files(locations))
     note = f" (placeholders for {', '.join(sorted(filled))})" if filled else ""
-    print(f"ok: {len(rf.rules)} rules in {n} file{'s' if n != 1 else ''}{note}")
+    extra = f", {len(rf.sources)} webhook source{'s' if len(rf.sources) != 1 else ''}" if rf.sources else ""
+    print(f"ok: {len(rf.rules)} rules{extra} in {n} file{'s' if n != 1 else ''}{note}")
     return 0
 
 

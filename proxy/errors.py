@@ -4,7 +4,8 @@
      ├── InputError          a request the proxy refuses: 4xx, every problem names its field
      │    ├── NotJSON        the body does not decode (PagerDuty: "Unrecognized object")
      │    ├── Unauthorized   missing or wrong credentials or signature (401)
-     │    └── TooLarge       the body is over the limit (413)
+     │    ├── TooLarge       the body is over the limit (413)
+     │    └── Upstream       a service the request needs did not answer (503: retry)
      ├── ConfigError         a rules file or a flag that does not validate (file:line: message)
      └── StoreError          the store cannot be reached or answered wrongly (503: retry)
           └── StoreFull      it holds --max-groups open groups: a new one waits (503: retry)
@@ -13,7 +14,7 @@
 from __future__ import annotations
 
 __all__ = ["ConfigError", "InputError", "NotJSON", "ProxyError", "StoreError", "StoreFull",
-           "TooLarge", "Unauthorized"]
+           "TooLarge", "Unauthorized", "Upstream"]
 
 
 class ProxyError(Exception):
@@ -49,6 +50,13 @@ class Unauthorized(InputError):
 
 class TooLarge(InputError):
     status = 413
+
+
+class Upstream(InputError):
+    """Taking the request needs another service (an SNS signing certificate, say) that did
+    not answer: nothing was taken, the sender retries."""
+
+    status = 503
 
 
 class ConfigError(ProxyError):

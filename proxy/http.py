@@ -65,12 +65,13 @@ def _decompress(raw: bytes, encoding: str) -> bytes:
     raise InputError([f"body is not valid {encoding} data (Content-Encoding: {encoding})"])
 
 
-async def read_body(request: web.Request, timeout: float = 10.0) -> bytes:
+async def read_body(request: web.Request, timeout: float = 10.0, text_ok: bool = False) -> bytes:
     """The body of a JSON request: content type, size (before and after decompression) and
     the time it takes to arrive checked. aiohttp's own decompression is off: a body that
-    does not decompress is a 400 like any other bad input."""
+    does not decompress is a 400 like any other bad input. `text_ok`: text/plain is taken
+    too (Amazon SNS sends its JSON so)."""
     ctype = request.content_type
-    if ctype not in _JSON_TYPES and not ctype.endswith("+json"):
+    if ctype not in _JSON_TYPES and not ctype.endswith("+json") and not (text_ok and ctype == "text/plain"):
         raise InputError([f"Content-Type must be application/json (got {ctype or 'none'})"], 415)
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity", *_ENCODINGS):

@@ -16,6 +16,8 @@ hours runs in milliseconds.
               - labels: {alertname: DatabaseDown, cluster: eu1, service: db}
           - at: 5s
             alertmanager: {...}       # or datadog: {...}, or events_v2: {...}
+          - at: 9s                    # or a body for a sources: entry (an SNS source:
+            webhook: {source: grafana, body: {...}}   # its Message, already verified)
         expect:                       # each a subset of the event body, in order
           - at: 45s                   # optional: when it went out
             event_action: trigger
@@ -40,18 +42,18 @@ import orjson
 from proxy.clock import ManualClock
 from proxy.durations import parse_duration
 from proxy.errors import ConfigError, InputError
-from proxy.ingest import alertmanager, datadog, events_v2
+from proxy.ingest import alertmanager, datadog, events_v2, webhook
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline
 from proxy.remediate import Call, Caller, Outcome
 from proxy.rules import RuleSet, load_rules
-from proxy.rules.schema import LDict, LList, load_yaml
 from proxy.rules.templates import RENDER_ERRORS
+from proxy.rules.yamlfile import LDict, LList, load_yaml
 from proxy.store.memory import MemoryStore
 
 __all__ = ["run_file", "run_files"]
 
-_SOURCES = ("alerts", "alertmanager", "datadog", "events_v2")
+_SOURCES = ("alerts", "alertmanager", "datadog", "events_v2", "webhook")
 
 
 @contextmanager
@@ -100,7 +102,14 @@ async def _feed(pipeline: Pipeline, kind: str, body: Any) -> None:
     if kind == "alerts":
         body = {"alerts": [{"status": "firing", **a} for a in body]}
         kind = "alertmanager"
-    if kind == "alertmanager":
+    if kind == "webhook":
+        if not isinstance(body, dict) or set(body) != {"source", "body"}:
+            raise InputError(["webhook: a mapping with source (a sources: name) and body"])
+        mapping = pipeline.rules.sources.get(str(body["source"]))
+        if mapping is None:
+            raise InputError([f"webhook: no source is named {body['source']!r} in the rules"])
+        await pipeline.accept(webhook.parse(mapping, body["body"], {}))
+    elif kind == "alertmanager":
         await pipeline.accept(alertmanager.parse(body))
     elif kind == "datadog":
         await pipeline.accept(datadog.parse(body))

@@ -79,6 +79,7 @@ class RuleSet:
         self.rules = rules.rules
         self.inhibit = rules.inhibit
         self.maintenance = rules.maintenance
+        self.sources = rules.sources  # POST /v1/webhook/{name}: name -> mapping
         self._by_name = {r.name: r for r in rules.rules}
         self._by_name[STORM_RULE] = replace(
             self.defaults, name=STORM_RULE, matchers=[], group_wait=0.0, resolve_wait=0.0,

@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
 from proxy.durations import parse_duration
 from proxy.errors import ConfigError
+from proxy.ingest.webhook import Mapping
 from proxy.model import SEVERITIES
 from proxy.redact import mask
 from proxy.rules.matchers import Matcher, matchers_from_mapping, parse_matchers
+from proxy.rules.sources import load_sources
 from proxy.rules.suppress import WEEKDAYS, Inhibit, Maintenance
 from proxy.rules.templates import ALERT_NAMES, ENRICH_NAMES, Template, compile_template
+from proxy.rules.yamlfile import Ctx as _Ctx
+from proxy.rules.yamlfile import LDict, LList, load_yaml
 
 __all__ = ["Flap", "Remediate", "Rule", "RuleFile", "Storm", "load_rules", "load_yaml", "rule_files"]
 
@@ -111,69 +113,7 @@ class RuleFile:
     rules: list[Rule]
     inhibit: list[Inhibit] = field(default_factory=list)
     maintenance: list[Maintenance] = field(default_factory=list)
-
-
-class _LineLoader(yaml.SafeLoader):
-    """Remembers the line of every mapping key and sequence item (1-based), and reads
-    scalars as YAML 1.2 does: only true/false are booleans, so `country: NO` is the string
-    "NO" (YAML 1.1 made it False; Alertmanager keeps label values as strings)."""
-
-
-_LineLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_LineLoader.add_implicit_resolver("tag:yaml.org,2002:bool",
-                                  re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-
-
-class LDict(dict[str, Any]):
-    line: int = 0
-    lines: dict[str, int]
-    raw: dict[str, str]  # the text of each plain scalar value, as written
-
-
-class LList(list[Any]):
-    line: int = 0
-    lines: list[int]
-
-
-def _map(loader: _LineLoader, node: yaml.MappingNode) -> LDict:
-    d = LDict()
-    d.line = node.start_mark.line + 1
-    d.lines = {}
-    d.raw = {}
-    for k_node, v_node in node.value:
-        key = loader.construct_object(k_node, deep=True)
-        if key in d:
-            raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}", problem_mark=k_node.start_mark)
-        d[str(key)] = loader.construct_object(v_node, deep=True)
-        d.lines[str(key)] = k_node.start_mark.line + 1
-        if isinstance(v_node, yaml.ScalarNode):
-            d.raw[str(key)] = v_node.value
-    return d
-
-
-def _seq(loader: _LineLoader, node: yaml.SequenceNode) -> LList:
-    items = LList(loader.construct_object(n, deep=True) for n in node.value)
-    items.line = node.start_mark.line + 1
-    items.lines = [n.start_mark.line + 1 for n in node.value]
-    return items
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _map)
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _seq)
-
-
-def load_yaml(path: Path) -> Any:
-    """Parse one YAML file with line marks; ConfigError `file:line: message` on bad YAML."""
-    try:
-        with path.open("rb") as f:
-            return yaml.load(f, Loader=_LineLoader)
-    except yaml.MarkedYAMLError as e:
-        line = e.problem_mark.line + 1 if e.problem_mark else 0
-        raise ConfigError([f"{path}:{line}: YAML: {e.problem}"]) from None
-    except OSError as e:
-        raise ConfigError([f"{path}:0: cannot read: {e.strerror}"]) from None
+    sources: dict[str, Mapping] = field(default_factory=dict)  # webhook name -> its mapping
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -202,22 +142,6 @@ def _substitute(text: str) -> tuple[str, str]:
 
     value = _ENV_REF.sub(one, text)
     return value, (names[0] if names else mask(value))
-
-
-class _Ctx:
-    """Collects errors for one file; `at(obj, key)` is the `file:line` of a key."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.errors: list[str] = []
-
-    def err(self, obj: Any, key: str | int | None, msg: str) -> None:
-        line = getattr(obj, "line", 0)
-        if isinstance(obj, LDict) and isinstance(key, str):
-            line = obj.lines.get(key, line)
-        elif isinstance(obj, LList) and isinstance(key, int) and key < len(obj.lines):
-            line = obj.lines[key]
-        self.errors.append(f"{self.path}:{line}: {msg}")
 
 
 def _duration(v: Any) -> float:
@@ -394,7 +318,7 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 _RULE_ONLY = {"name", "match", "matchers", "match_re", "continue", "drop", "routing_key"}
 _DEFAULTS_ONLY = {"storm": ("storm", _storm)}
-_TOP = {"defaults", "rules", "inhibit", "maintenance"}
+_TOP = ("defaults", "rules", "inhibit", "maintenance", "sources")
 
 
 def _apply(ctx: _Ctx, obj: LDict, rule: Rule, where: str) -> None:
@@ -508,8 +432,7 @@ def _load_rules(locations: list[str]) -> RuleFile:
             continue
         for key in doc:
             if key not in _TOP:
-                ctx.err(doc, key, f"unknown top-level key {key!r} (known: defaults, rules, inhibit, "
-                              "maintenance)")
+                ctx.err(doc, key, f"unknown top-level key {key!r} (known: {', '.join(_TOP)})")
         d = doc.get("defaults")
         if d is not None:
             if not isinstance(d, LDict):
@@ -539,7 +462,10 @@ def _load_rules(locations: list[str]) -> RuleFile:
             rules.append(rule)
     inhibit: list[Inhibit] = []
     maintenance: list[Maintenance] = []
+    sources: dict[str, Mapping] = {}
+    source_at: dict[str, str] = {}
     for ctx, doc in docs:
+        sources.update((m.name, m) for m in load_sources(ctx, doc.get("sources"), source_at))
         for i, item in enumerate(_list_of_maps(ctx, doc, "inhibit")):
             inhibit.append(_inhibit(ctx, item, i))
         for i, item in enumerate(_list_of_maps(ctx, doc, "maintenance")):
@@ -548,7 +474,8 @@ def _load_rules(locations: list[str]) -> RuleFile:
         errors += ctx.errors
     if errors:
         raise ConfigError(errors)
-    return RuleFile(defaults=defaults, rules=rules, inhibit=inhibit, maintenance=maintenance)
+    return RuleFile(defaults=defaults, rules=rules, inhibit=inhibit, maintenance=maintenance,
+                    sources=sources)
 
 
 def _list_of_maps(ctx: _Ctx, doc: LDict, key: str) -> list[LDict]:

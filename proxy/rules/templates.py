@@ -11,18 +11,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, meta
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["ALERT_NAMES", "ENRICH_NAMES", "RENDER_ERRORS", "Template", "compile_template"]
+__all__ = ["ALERT_NAMES", "ENRICH_NAMES", "RENDER_ERRORS", "SOURCE_NAMES", "Template",
+           "compile_template"]
 
 log = logging.getLogger("alert_proxy")
 ENRICH_NAMES = ("alert", "alerts", "annotations", "group_labels", "labels", "num_firing",
                 "num_resolved", "rule")
 ALERT_NAMES = ("annotations", "labels", "severity", "source", "summary")
+SOURCE_NAMES = ("body", "item", "sns")  # a webhook mapping's templates (ingest/webhook.py)
 RENDER_ERRORS: list[str] = []  # errors while rendering, for rule tests (cleared by them)
 
-_ENV = SandboxedEnvironment(undefined=Undefined, autoescape=False, trim_blocks=True)
+# a missing field renders as nothing, however deep (labels.a.b), and so does a JSON null
+_ENV = SandboxedEnvironment(undefined=ChainableUndefined, autoescape=False, trim_blocks=True,
+                            finalize=lambda v: "" if v is None else v)
 _STRICT_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
@@ -45,6 +49,16 @@ class Template:
             del RENDER_ERRORS[:-100]
             log.warning("template error", extra={"fields": {"template": self.source, "error": str(e)}})
             return f"{self.source} (template error: {e})"
+
+    def render_strict(self, context: dict[str, Any]) -> str:
+        """Render, or ValueError: for input mapped by a template, where an error is the
+        sender's to hear about (a 400), not a text to page with."""
+        if self._tpl is None:
+            return self.source
+        try:
+            return self._tpl.render(context)
+        except Exception as e:  # noqa: BLE001 - any template failure is the input's problem
+            raise ValueError(str(e)) from None
 
 
 def compile_template(source: str, names: tuple[str, ...] = ENRICH_NAMES) -> Template:

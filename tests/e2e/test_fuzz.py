@@ -30,6 +30,9 @@ defaults:
   group_interval: 5s
   repeat_interval: 1h
   max_alerts: 50
+sources:
+  - {name: grafana, builtin: grafana}
+  - {name: kuma, builtin: uptime-kuma}
 """
 SECRET = "fuzz-secret-0123456789"
 EXAMPLES = ROOT.parent / "shared" / "pagerduty" / "webhooks-v3-examples"
@@ -43,6 +46,8 @@ SEEDS: dict[str, Any] = {
                                                            "timestamp": "2026-11-23T10:00:00Z"},
                            "links": [{"href": "https://ci/1", "text": "build"}]},
     "/v1/pagerduty": orjson.loads((EXAMPLES / "envelope_incident_priority_updated.json").read_bytes()),
+    "/v1/webhook/grafana": orjson.loads((ROOT / "tests/fixtures/webhooks/grafana-firing.json").read_bytes()),
+    "/v1/webhook/kuma": orjson.loads((ROOT / "tests/fixtures/webhooks/uptime-kuma-down.json").read_bytes()),
 }
 WEIRD: list[Any] = [None, True, False, 0, -1, 10**40, -(10**40), 1.5e308, "", " ", "\u0000", "é\u202e",
                     "x" * 3000, [], {}, [[[]]], {"a": {"b": {"c": None}}}, ["a", 1, None], "2026-13-45T99:99",

@@ -49,7 +49,7 @@ EXPECTED = {
     "top_level_list": "1: a rules file is a mapping with 'defaults' and 'rules'",
     "unknown_rule_key": "4: rule 'db': unknown key 'group_wiat' (did you mean 'group_wait'?)",
     "unknown_top_key": "3: unknown top-level key 'route' (known: defaults, rules, inhibit, "
-                       "maintenance)",
+                       "maintenance, sources)",
     "yaml_syntax": "4: YAML: expected ',' or ']', but got '-'",
     "zero_interval": "2: defaults: group_interval: '0s' must be longer than 0s",
 }
