@@ -153,7 +153,7 @@ class Pipeline:
             for fp, a in g.alerts.items():
                 if not a.firing:
                     continue
-                if rules.in_maintenance(a.labels, now):
+                if rules.in_maintenance(a.labels, now, g.rule):
                     out.setdefault(g.key, {})[fp] = "maintenance"
                 elif marks := rules.target_marks(a.labels):
                     wanted[(g.key, fp)] = marks

@@ -204,12 +204,12 @@ class Console:
         live = self.proxy.live
         rs = live.current
         rows = []
-        for r in [*rs.rules, rs.defaults]:
+        for depth, r in [*rs.walk(), (0, rs.defaults)]:
             more = [k for k, on in (("drop", r.drop), ("continue", r.cont), ("flap", r.flap),
                                     ("remediate", r.remediate), ("min_alerts", r.min_alerts),
                                     ("for", r.for_), ("stale_after", r.stale_after),
                                     ("on_growth: update", r.on_growth == "update")) if on]
-            rows.append({"name": r.name, "match": ", ".join(map(str, r.matchers)) or "(everything)",
+            rows.append({"name": "\u00a0\u00a0" * (depth - 1) + "↳ " * bool(depth) + r.name, "match": ", ".join(map(str, r.matchers)) or "(everything)",
                          "group_by": ", ".join(r.group_by),
                          "timing": f"wait {r.group_wait:g}s · interval {r.group_interval:g}s · "
                                    f"repeat {r.repeat_interval:g}s",

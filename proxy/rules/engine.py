@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -80,13 +81,22 @@ class RuleSet:
         self.inhibit = rules.inhibit
         self.maintenance = rules.maintenance
         self.sources = rules.sources  # POST /v1/webhook/{name}: name -> mapping
-        self._by_name = {r.name: r for r in rules.rules}
+        self._by_name = {r.name: r for _, r in self.walk()}
         self._by_name[STORM_RULE] = replace(
             self.defaults, name=STORM_RULE, matchers=[], group_wait=0.0, resolve_wait=0.0,
             on_growth="update", min_alerts=0, for_=0.0, flap=None, stale_after=0.0,
             severity=None, max_alerts=1 << 30, custom_details={}, links=[], images=[],
             summary=compile_template("Alert storm on {{ group_labels.storm }}: {{ num_firing }} "
                                      "groups folded into this incident"))
+
+    def walk(self) -> Iterator[tuple[int, Rule]]:
+        """Every rule with its depth (0: top level; deeper: in a rule's `routes:`), in the
+        order of the files."""
+        stack = [(0, r) for r in reversed(self.rules)]
+        while stack:
+            depth, rule = stack.pop()
+            yield depth, rule
+            stack += [(depth + 1, r) for r in reversed(rule.routes)]
 
     def rule(self, name: str) -> Rule:
         """The rule called `name`, or the defaults if a reload removed it."""
@@ -121,18 +131,32 @@ class RuleSet:
         """The marks that would mute an alert with these labels."""
         return [inh.key(labels) for inh in self.inhibit if matches_all(inh.target, labels)]
 
-    def in_maintenance(self, labels: dict[str, str], now: float) -> bool:
-        return any(mw.applies(labels) and mw.active(now) for mw in self.maintenance)
+    def in_maintenance(self, labels: dict[str, str], now: float, rule: str = "") -> bool:
+        """An alert with these labels, in a group of `rule`, is in a maintenance window."""
+        return any(mw.applies(labels, rule) and mw.active(now) for mw in self.maintenance)
 
-    def place(self, alert: Alert) -> tuple[list[Placement], str | None]:
+    @classmethod
+    def _match(cls, rules: list[Rule], labels: dict[str, str]) -> list[Rule] | None:
+        """The rules an alert goes to, as Alertmanager routes: the first that matches (and
+        the next ones while `continue`), each replaced by what its `routes:` give if any of
+        them match. None: a rule drops it."""
         matched: list[Rule] = []
-        for rule in self.rules:
-            if matches_all(rule.matchers, alert.labels):
+        for rule in rules:
+            if matches_all(rule.matchers, labels):
                 if rule.drop:
-                    return [], "dropped"
-                matched.append(rule)
+                    return None
+                inner = cls._match(rule.routes, labels) if rule.routes else []
+                if inner is None:
+                    return None
+                matched += inner or [rule]
                 if not rule.cont:
                     break
+        return matched
+
+    def place(self, alert: Alert) -> tuple[list[Placement], str | None]:
+        matched = self._match(self.rules, alert.labels)
+        if matched is None:
+            return [], "dropped"
         if not matched:
             matched = [self.defaults]
         out = []

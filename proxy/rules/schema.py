@@ -104,6 +104,10 @@ class Rule:
     stale_after: float = 0.0  # resolve a group no source refreshed for this long (0: never)
     storm: Storm | None = None  # defaults only
     remediate: Remediate | None = None
+    # Alertmanager's route tree: an alert the rule matches goes to the first of these that
+    # matches (`continue` as among rules), or to the rule itself if none does; they inherit
+    # the rule's settings
+    routes: list[Rule] = field(default_factory=list)
     where: str = ""  # file:line of the rule
 
 
@@ -316,7 +320,7 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "stale_after": ("stale_after", _positive_duration),
     "remediate": ("remediate", _remediate),
 }
-_RULE_ONLY = {"name", "match", "matchers", "match_re", "continue", "drop", "routing_key"}
+_RULE_ONLY = {"name", "match", "matchers", "match_re", "continue", "drop", "routing_key", "routes"}
 _DEFAULTS_ONLY = {"storm": ("storm", _storm)}
 _TOP = ("defaults", "rules", "inhibit", "maintenance", "sources")
 
@@ -453,13 +457,9 @@ def _load_rules(locations: list[str]) -> RuleFile:
             ctx.err(doc, "rules", "rules: must be a list")
             continue
         for i, r in enumerate(raw):
-            rule = _parse_rule(ctx, raw, i, r, defaults)
-            if rule is None:
-                continue
-            if rule.name in seen:
-                ctx.err(r, "name", f"rule {rule.name!r}: name already used at {seen[rule.name]}")
-            seen[rule.name] = rule.where
-            rules.append(rule)
+            rule = _parse_rule(ctx, raw, i, r, defaults, seen)
+            if rule is not None:
+                rules.append(rule)
     inhibit: list[Inhibit] = []
     maintenance: list[Maintenance] = []
     sources: dict[str, Mapping] = {}
@@ -469,7 +469,7 @@ def _load_rules(locations: list[str]) -> RuleFile:
         for i, item in enumerate(_list_of_maps(ctx, doc, "inhibit")):
             inhibit.append(_inhibit(ctx, item, i))
         for i, item in enumerate(_list_of_maps(ctx, doc, "maintenance")):
-            maintenance.append(_maintenance(ctx, item, i))
+            maintenance.append(_maintenance(ctx, item, i, seen))
     for ctx, _ in docs:
         errors += ctx.errors
     if errors:
@@ -604,13 +604,22 @@ def _pairs(obj: LDict, key: str, a: str, b: str, conv: Callable[[Any], Any],
     return out
 
 
-def _maintenance(ctx: _Ctx, obj: LDict, i: int) -> Maintenance:
+def _maintenance(ctx: _Ctx, obj: LDict, i: int, rule_names: dict[str, str]) -> Maintenance:
     name = obj.get("name")
     where = f"maintenance {name!r}: " if isinstance(name, str) else f"maintenance[{i}]: "
-    _unknown(ctx, obj, where, ("name", "match", "matchers", "time_zone", "location", "weekdays",
-                               "times", "dates", "ranges", "days_of_month", "months", "years"))
+    _unknown(ctx, obj, where, ("name", "match", "matchers", "rules", "time_zone", "location",
+                               "weekdays", "times", "dates", "ranges", "days_of_month", "months",
+                               "years"))
     mw = Maintenance(name=str(name or f"maintenance[{i}]"),
                      matchers=_rule_matchers(ctx, obj, where))
+    scope = obj.get("rules", [])
+    if not isinstance(scope, list) or not all(isinstance(n, str) for n in scope):
+        ctx.err(obj, "rules", f"{where}rules: must be a list of rule names (as Alertmanager's "
+                "mute_time_intervals on a route)")
+    else:
+        mw.rules = frozenset(scope)
+        for n in sorted(mw.rules - set(rule_names)):
+            ctx.err(obj, "rules", f"{where}rules: {n!r} is not the name of a rule")
     zone_key = "location" if "location" in obj else "time_zone"  # location: Alertmanager's
     try:
         mw.tz = ZoneInfo(str(obj.get(zone_key, "UTC")))
@@ -643,7 +652,9 @@ def _maintenance(ctx: _Ctx, obj: LDict, i: int) -> Maintenance:
     return mw
 
 
-def _parse_rule(ctx: _Ctx, raw: LList, i: int, r: Any, defaults: Rule) -> Rule | None:
+def _parse_rule(ctx: _Ctx, raw: LList, i: int, r: Any, parent: Rule, seen: dict[str, str]) -> Rule | None:
+    """One rule, inheriting `parent`'s settings (the defaults, or the rule whose `routes:`
+    it is in); its own `routes:` inherit from it in turn. `seen`: names given so far."""
     if not isinstance(r, LDict):
         ctx.err(raw, i, f"rules[{i}]: must be a mapping")
         return None
@@ -654,7 +665,11 @@ def _parse_rule(ctx: _Ctx, raw: LList, i: int, r: Any, defaults: Rule) -> Rule |
                 f"{where}name: every rule needs a name (it keeps its windows across reloads)")
     elif name.startswith("("):
         ctx.err(r, "name", f"{where}name: names in parentheses are the proxy's own (e.g. (storm))")
-    rule = replace(defaults, name=str(name), where=f"{ctx.path}:{r.line}")
+    elif name in seen:
+        ctx.err(r, "name", f"rule {name!r}: name already used at {seen[name]}")
+    rule = replace(parent, name=str(name), where=f"{ctx.path}:{r.line}", matchers=[], cont=False,
+                   drop=False, routes=[])
+    seen.setdefault(rule.name, rule.where)
     rule.matchers = _rule_matchers(ctx, r, where)
     for flag, attr in (("continue", "cont"), ("drop", "drop")):
         if flag in r:
@@ -663,4 +678,13 @@ def _parse_rule(ctx: _Ctx, raw: LList, i: int, r: Any, defaults: Rule) -> Rule |
             except ValueError as e:
                 ctx.err(r, flag, f"{where}{flag}: {e}")
     _apply(ctx, r, rule, where)
+    children = r.get("routes")
+    if children is not None:
+        if not isinstance(children, LList):
+            ctx.err(r, "routes", f"{where}routes: must be a list of rules")
+        elif rule.drop:
+            ctx.err(r, "routes", f"{where}routes: a rule that drops has no use for routes")
+        else:
+            rule.routes = [c for j, child in enumerate(children)
+                           if (c := _parse_rule(ctx, children, j, child, rule, seen)) is not None]
     return rule

@@ -36,6 +36,7 @@ class Maintenance:
     days_of_month: list[tuple[int, int]] = field(default_factory=list)
     months: set[int] = field(default_factory=set)
     years: list[tuple[int, int]] = field(default_factory=list)
+    rules: frozenset[str] = frozenset()  # only alerts in these rules' groups (empty: any)
 
     def active(self, now: float) -> bool:
         local = datetime.fromtimestamp(now, self.tz)
@@ -53,8 +54,8 @@ class Maintenance:
             return False
         return not self.ranges or any(s <= local < e for s, e in self.ranges)
 
-    def applies(self, labels: Mapping[str, str]) -> bool:
-        return matches_all(self.matchers, labels)
+    def applies(self, labels: Mapping[str, str], rule: str = "") -> bool:
+        return (not self.rules or rule in self.rules) and matches_all(self.matchers, labels)
 
 
 def _day_of_month(local: datetime, ranges: list[tuple[int, int]]) -> bool:
