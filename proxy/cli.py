@@ -123,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("rules", nargs="+")
     c.add_argument("--placeholders", action="store_true",
                    help="check without the real secrets: an unset ${VAR} gets a placeholder value")
+    i = sub.add_parser("import", help="print an Alertmanager configuration as a rules file "
+                       "(what cannot be expressed is listed on stderr and in comments)")
+    i.add_argument("file", help="alertmanager.yml")
     t = sub.add_parser("test", help="run rule unit tests")
     t.add_argument("files", nargs="+")
     r = sub.add_parser("report", help="the noise report: alerts in, pages out, suppressed, per "
@@ -157,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_files(args.files)
         if args.command == "report":
             return _report(args)
+        if args.command == "import":
+            return _import(args.file)
         return _deadletter(args)
     except ConfigError as e:
         for line in e.errors:
@@ -177,6 +182,30 @@ def _check(locations: list[str], placeholders: bool) -> int:
     note = f" (placeholders for {', '.join(sorted(filled))})" if filled else ""
     extra = f", {len(rf.sources)} webhook source{'s' if len(rf.sources) != 1 else ''}" if rf.sources else ""
     print(f"ok: {len(rf.rules)} rules{extra} in {n} file{'s' if n != 1 else ''}{note}")
+    return 0
+
+
+def _import(path: str) -> int:
+    """Print the rules for an Alertmanager configuration, checked as `check --placeholders`
+    would check them; what they cannot express goes to stderr."""
+    import tempfile
+    from pathlib import Path
+
+    from proxy.importer import import_alertmanager
+    from proxy.rules import load_rules
+    from proxy.rules.yamlfile import load_yaml
+
+    text, notes = import_alertmanager(load_yaml(Path(path)), Path(path).name)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "imported.yml").write_text(text)
+        try:
+            load_rules([tmp], placeholders=set())
+        except ConfigError as e:
+            raise ConfigError(["import: the rules written do not load (a bug: please report it "
+                               "with the configuration):", *e.errors]) from None
+    sys.stdout.write(text)
+    for note in notes:
+        print(f"alert-proxy import: not imported: {note}", file=sys.stderr)
     return 0
 
 

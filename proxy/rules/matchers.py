@@ -89,16 +89,22 @@ def parse_matcher(text: str) -> Matcher:
 
 
 def parse_matchers(text: str) -> list[Matcher]:
-    """`{a="b", c=~"d"}` (a set, as Alertmanager writes them) or a single matcher."""
+    """`{a="b", c=~"d"}` (a set, as Alertmanager writes them), `a="b", c=~"d"` (a set
+    without its braces, as Alertmanager also takes) or a single matcher."""
     inner = text.strip()
     if not (inner.startswith("{") and inner.endswith("}")):
-        return [parse_matcher(text)]
+        try:
+            return [parse_matcher(text)]
+        except ValueError:
+            if "," not in inner:
+                raise
+        inner = "{" + inner + "}"
     inner, out, pos = inner[1:-1], [], 0
     while pos < len(inner) and inner[pos:].strip():
         m = _IN_SET.match(inner, pos)
         if not m or m.end() == pos:
             raise ValueError(f"{text!r} is not a set of matchers (e.g. {{severity=\"critical\", "
-                             "env!~\"dev|test\"}})")
+                             "env!~\"dev|test\"})")
         out.append(_make(m.group(1), m.group(2), _value(m.group(3), text)))
         pos = m.end()
     return out
