@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check(locations: list[str], placeholders: bool) -> int:
-    from proxy.rules import load_rules
+    from proxy.rules import RuleSet, load_rules
     from proxy.rules.schema import rule_files
 
     for loc in locations:
@@ -181,7 +181,8 @@ def _check(locations: list[str], placeholders: bool) -> int:
     n = len(rule_files(locations))
     note = f" (placeholders for {', '.join(sorted(filled))})" if filled else ""
     extra = f", {len(rf.sources)} webhook source{'s' if len(rf.sources) != 1 else ''}" if rf.sources else ""
-    print(f"ok: {len(rf.rules)} rules{extra} in {n} file{'s' if n != 1 else ''}{note}")
+    count = sum(1 for _ in RuleSet(rf).walk())  # with those in routes:
+    print(f"ok: {count} rules{extra} in {n} file{'s' if n != 1 else ''}{note}")
     return 0
 
 
