@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import KEY, KEY2, wait_for, write_rules
+from tests.support.alertmanager import alertmanager, wait_http
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus-alertmanager") is None,
@@ -56,39 +56,19 @@ receivers:
 """
 
 
-async def wait_http(url: str, timeout: float = 20.0) -> None:
-    async with aiohttp.ClientSession() as s:
-        for _ in range(int(timeout / 0.1)):
-            try:
-                async with s.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not come up")
-
-
 async def test_alertmanager_webhook_and_pagerduty_receivers(tmp_path: Path, fake_pd, proxy_process):
-    proxy_port, am_port = free_port(), free_port()
+    proxy_port = free_port()
     rules = write_rules(tmp_path / "rules", RULES)
     proxy_process("--listen", f"127.0.0.1:{proxy_port}", "--rules", str(rules),
                   "--upstream", fake_pd.url)
     await wait_http(f"http://127.0.0.1:{proxy_port}/readyz")
-    (tmp_path / "am.yml").write_text(am_config(proxy_port))
-    am = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
-        ["prometheus-alertmanager", f"--config.file={tmp_path / 'am.yml'}",
-         f"--storage.path={tmp_path / 'am-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
-         "--cluster.listen-address=", "--log.level=warn"],
-        stdout=(tmp_path / "am.log").open("wb"), stderr=subprocess.STDOUT)
-    try:
-        await wait_http(f"http://127.0.0.1:{am_port}/-/ready")
+    async with alertmanager(tmp_path, am_config(proxy_port)) as am:
         now = datetime.now(UTC)
         alerts = [{"labels": {"alertname": name, "instance": f"db{i}:9100", "severity": "warning"},
                    "annotations": {"summary": f"{name} on db{i}"},
                    "startsAt": now.isoformat()}
                   for name in ("DiskFull", "HighLoad") for i in range(3)]
-        api = f"http://127.0.0.1:{am_port}/api/v2/alerts"
+        api = f"{am}/api/v2/alerts"
         async with aiohttp.ClientSession() as s:
             async with s.post(api, json=alerts) as r:
                 assert r.status == 200, await r.text()
@@ -100,9 +80,6 @@ async def test_alertmanager_webhook_and_pagerduty_receivers(tmp_path: Path, fake
                 assert r.status == 200
             await wait_for(lambda: len(fake_pd.accepted()) >= 8, timeout=40)
         await asyncio.sleep(3)  # nothing more may come
-    finally:
-        am.terminate()
-        am.wait(10)
     assert fake_pd.violations == []
     assert fake_pd.count(429) == 0
     seq = fake_pd.by_dedup()

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import FIXTURES, ROOT, wait_for
-from tests.e2e.test_alertmanager import wait_http
+from tests.support.alertmanager import alertmanager
 from tests.support.net import free_port, wait_port
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus-alertmanager") is None,
@@ -79,26 +79,17 @@ def partition(groups: list[list[dict[str, str]]]) -> list[list[str]]:
 
 
 async def alertmanager_groups(tmp_path: Path, config: str, alerts: list[dict[str, str]]) -> list[list[str]]:
-    port = free_port()
-    tmp_path.mkdir()
-    (tmp_path / "am.yml").write_text(config)
-    am = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
-        ["prometheus-alertmanager", f"--config.file={tmp_path / 'am.yml'}",
-         f"--storage.path={tmp_path / 'am-data'}", f"--web.listen-address=127.0.0.1:{port}",
-         "--cluster.listen-address=", "--log.level=warn"],
-        stdout=(tmp_path / "am.log").open("wb"), stderr=subprocess.STDOUT)
-    try:
-        await wait_http(f"http://127.0.0.1:{port}/-/ready")
+    async with alertmanager(tmp_path, config) as am:
         now = datetime.now(UTC)
         body = [{"labels": a, "startsAt": now.isoformat(), "endsAt": (now + timedelta(hours=1)).isoformat()}
                 for a in alerts]
         async with aiohttp.ClientSession() as s:
-            async with s.post(f"http://127.0.0.1:{port}/api/v2/alerts", json=body) as r:
+            async with s.post(f"{am}/api/v2/alerts", json=body) as r:
                 assert r.status == 200, await r.text()
             seen: list[Any] = []
 
             async def settled() -> bool:
-                async with s.get(f"http://127.0.0.1:{port}/api/v2/alerts/groups") as r:
+                async with s.get(f"{am}/api/v2/alerts/groups") as r:
                     groups = await r.json()
                 placed = {key(a["labels"]) for g in groups for a in g["alerts"]}
                 seen.append(partition([[a["labels"] for a in g["alerts"]] for g in groups
@@ -112,9 +103,6 @@ async def alertmanager_groups(tmp_path: Path, config: str, alerts: list[dict[str
             else:
                 raise AssertionError("Alertmanager did not group every alert")
         return seen[-1]
-    finally:
-        am.terminate()
-        am.wait(10)
 
 
 async def proxy_groups(tmp_path: Path, rules: str, alerts: list[dict[str, str]], fake_pd,
