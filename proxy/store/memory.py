@@ -165,8 +165,9 @@ class MemoryStore:
 
     async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
                      marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> int:
-        if len(self._groups) + len({e.group_key for e in entries} - self._groups.keys()) > max_groups:
-            raise StoreFull(max_groups)
+        if len(self._groups) + len(entries) > max_groups and len(self._groups) + len(
+                {e.group_key for e in entries if e.group_key not in self._groups}) > max_groups:
+            raise StoreFull(max_groups)  # (set - dict.keys() would walk every open group)
         self._sweep_tombs(now)
         lost: list[OutEvent] = []
         for mark, fp in marks:
