@@ -239,6 +239,9 @@ class Proxy:
             if env["Type"] != "Notification":
                 confirmed = env["Type"] == "SubscriptionConfirmation" and \
                     await self.sns.confirm(mapping.sns, env)
+                if env["Type"] == "UnsubscribeConfirmation":
+                    log.warning("SNS unsubscribed this source from its topic: no more alarms come "
+                                "from it", extra={"fields": {"source": name, "topic": env["TopicArn"]}})
                 return json_response({"status": "success", "type": env["Type"], "confirmed": confirmed})
             try:
                 body = orjson.loads(env["Message"])
