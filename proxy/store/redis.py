@@ -47,13 +47,18 @@ T = TypeVar("T")
 GROUP_TTL = 7 * 86400  # a group nobody touched for a week is forgotten
 _LIBS = {"add_counts": "", "record": "lib_windows+lib_outbox", "claim_due": "", "commit": "lib_outbox",
          "enqueue": "lib_outbox", "take": "", "done": "lib_outbox", "dead": "lib_outbox",
-         "retry": "lib_outbox", "release": "lib_outbox", "requeue": "lib_outbox", "pause": ""}
+         "retry": "lib_outbox", "release": "lib_outbox", "requeue": "lib_outbox", "pause": "", "load": ""}
 
 
 def _lua(name: str) -> str:
     pkg = resources.files("proxy.store") / "lua"
     libs = [(pkg / f"{lib}.lua").read_text() for lib in filter(None, _LIBS[name].split("+"))]
     return "\n".join([*libs, (pkg / f"{name}.lua").read_text()])
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A flat HGETALL reply from a script as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _wrapped(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -240,15 +245,10 @@ class RedisStore:
     async def _load(self, group_keys: Sequence[str]) -> list[Group]:
         if not group_keys:
             return []
-        async with self._r.pipeline(transaction=False) as pipe:
-            for k in group_keys:
-                g, ga, gs, _ = self.n.group(k)
-                pipe.hgetall(g)
-                pipe.hgetall(ga)
-                pipe.hgetall(gs)
-            raw = await pipe.execute()
-        return [self._group(k, raw[3 * i], raw[3 * i + 1], raw[3 * i + 2])
-                for i, k in enumerate(group_keys) if raw[3 * i]]
+        keys = [k for gk in group_keys for k in self.n.group(gk)[:3]]
+        raw = await self._run("load", keys)
+        return [self._group(k, _pairs(f), _pairs(a), _pairs(st))
+                for k, (f, a, st) in zip(group_keys, raw, strict=True) if f]
 
     @staticmethod
     def _group(key: str, f: dict[bytes, bytes], alerts: dict[bytes, bytes],

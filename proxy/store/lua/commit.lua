@@ -27,10 +27,10 @@ for _, c in ipairs(R.c) do
     else
       local f = c[8]
       redis.call('HSET', g, 'triggered', f.triggered, 'grown', f.grown,
-        'last_trigger_at', f.last_trigger_at, 'last_flush_at', f.last_flush_at, 'state', f.state)
-      redis.call('HINCRBY', g, 'version', 1)
+        'last_trigger_at', f.last_trigger_at, 'last_flush_at', f.last_flush_at, 'state', f.state,
+        'version', c[6] + 1)
       redis.call('HSET', KEYS[7], k, c[11])
-      if redis.call('HGET', g, 'urgent') == '1' then
+      if redis.call('HGET', g, 'urgent') == '1' then  -- record may have made it urgent
         redis.call('ZADD', DUE_U, f.due, k)
       else
         redis.call('ZADD', DUE_N, f.due, k)

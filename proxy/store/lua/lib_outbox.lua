@@ -44,13 +44,20 @@ local function ob_enqueue(F, O, ev, now)
   ev.last_error = ev.last_error or ''
   redis.call('HSET', F.items, ev.seq, cjson.encode(ev))
   redis.call('ZADD', O.age, ev.enqueued_at, ev.seq)
-  redis.call('HSET', F.keys, ev.rid, ev.rk)
-  redis.call('HSET', F.names, ev.rid, ev.key_name)
+  F.named = F.named or {}
+  if F.named[ev.rid] ~= ev.key_name then  -- once per key and script call
+    redis.call('HSET', F.keys, ev.rid, ev.rk)
+    redis.call('HSET', F.names, ev.rid, ev.key_name)
+    F.named[ev.rid] = ev.key_name
+  end
   if line then
     redis.call('HSET', O.lines, ev.dk, line .. ' ' .. ev.seq)
-  else
+  elseif ev.not_before > now then
     redis.call('HSET', O.lines, ev.dk, tostring(ev.seq))
-    ob_schedule(F, O, ev.seq, now)
+    redis.call('ZADD', O.wait, ev.not_before, ev.seq)
+  else  -- a new line's head, ready now (a new seq is in no zset yet)
+    redis.call('HSET', O.lines, ev.dk, tostring(ev.seq))
+    redis.call('ZADD', O.ready, ev.prio * 1e13 + ev.seq, ev.seq)
   end
   return 1
 end
