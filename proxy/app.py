@@ -101,10 +101,16 @@ class Proxy:
         self._change_seq = itertools.count()
 
     # -- background work ------------------------------------------------------------
-    async def _loop(self, what: str, every: float, step: Callable[[], Awaitable[Any]]) -> None:
+    async def _loop(self, what: str, every: float, step: Callable[[], Awaitable[Any]],
+                    behind: Callable[[], bool] = lambda: False) -> None:
+        """Run `step` every `every` seconds, or again at once while `behind()` says work is
+        waiting (a flush that used its budget with groups still due)."""
         while True:
             try:
                 await step()
+                if behind():
+                    await asyncio.sleep(0)
+                    continue
             except StoreError as e:
                 self.metrics.store_errors.labels(what).inc()
                 log.warning("store unavailable", extra={"fields": {"during": what, "error": str(e)}})
@@ -144,7 +150,8 @@ class Proxy:
     async def start(self, _app: web.Application | None = None) -> None:
         s = self.settings
         self._tasks = [
-            asyncio.create_task(self._loop("flush", s.flush_poll, self.pipeline.flush_due)),
+            asyncio.create_task(self._loop("flush", s.flush_poll, self.pipeline.flush_due,
+                                           lambda: self.pipeline.behind)),
             asyncio.create_task(self._loop("observe", 2.0, self._observe)),
             asyncio.create_task(self._lag()),
         ]

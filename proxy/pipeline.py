@@ -52,6 +52,7 @@ class Pipeline:
         self.caller: Caller = caller or HttpCaller()
         self._opens: dict[str, deque[float]] = {}  # routing key -> recent group openings
         self._calls: set[asyncio.Task[None]] = set()  # remediation calls under way
+        self.behind = False  # see flush_due
 
     # -- in --------------------------------------------------------------------------
     async def accept(self, alerts: Sequence[Alert]) -> None:
@@ -166,16 +167,22 @@ class Pipeline:
 
     async def flush_due(self, budget_s: float = 0.02) -> int:
         """Flush the groups that are due, in batches (urgent lane first), for at most about
-        `budget_s` of the event loop; returns how many events were enqueued."""
+        `budget_s` of the event loop; returns how many events were enqueued. `behind` then
+        says whether groups may still be due (the budget ended a full batch): the flush
+        loop goes on at once instead of waiting for its next poll."""
         t0 = time.monotonic()
         sent = 0
+        self.behind = False
         while True:
             now = self.clock.now()
             groups = await self.store.claim_due(now, lease=FLUSH_LEASE, limit=FLUSH_BATCH)
             if not groups:
                 break
             sent += await self._flush(groups, now)
-            if len(groups) < FLUSH_BATCH or time.monotonic() - t0 > budget_s:
+            if len(groups) < FLUSH_BATCH:
+                break
+            if time.monotonic() - t0 > budget_s:
+                self.behind = True
                 break
             await asyncio.sleep(0)
         if sent:

@@ -74,11 +74,27 @@ def _wrapped(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[A
     return call
 
 
-def _event_json(ev: OutEvent) -> dict[str, Any]:
-    return {"rid": keys.rid(ev.routing_key), "rk": ev.routing_key, "dk": ev.dedup_key,
-            "action": ev.action, "severity": ev.severity, "prio": ev.priority,
-            "body": ev.body.decode(), "key_name": ev.key_name, "enqueued_at": ev.enqueued_at,
-            "attempts": ev.attempts, "not_before": ev.not_before, "last_error": ev.last_error}
+def _event_json(ev: OutEvent, bodies: list[bytes] | None = None) -> dict[str, Any]:
+    """An event for a script. With `bodies` (the script's ARGV from 2 on), the body goes
+    there as a JSON string and the script splices it in (lib_outbox.lua: ob_item)."""
+    d = {"rid": keys.rid(ev.routing_key), "rk": ev.routing_key, "dk": ev.dedup_key,
+         "action": ev.action, "severity": ev.severity, "prio": ev.priority,
+         "key_name": ev.key_name, "enqueued_at": ev.enqueued_at,
+         "attempts": ev.attempts, "not_before": ev.not_before, "last_error": ev.last_error}
+    if bodies is None:
+        d["body"] = ev.body.decode()
+    else:
+        bodies.append(orjson.dumps(ev.body.decode()))
+    return d
+
+
+def _events(evs: Sequence[OutEvent], kl: _Keys, n: keys.Names, bodies: list[bytes]) -> list[Any]:
+    """Events for commit.lua and enqueue.lua: [event, its outbox keys, ARGV index of its body]."""
+    out = []
+    for e in evs:
+        d = _event_json(e, bodies)  # its body is now bodies[-1], which is ARGV[len(bodies) + 1]
+        out.append([d, kl.many(n.outbox(e.routing_key)), len(bodies) + 1])
+    return out
 
 
 def _head(rule: str, key_name: str, labels: Any, opened_at: float, triggered: bool,
@@ -283,18 +299,19 @@ class RedisStore:
         n = self.n
         kl = _Keys([n.due_urgent, n.due_other, *self._outbox_fixed(), n.heads, n.sizes])
         cs = []
+        bodies: list[bytes] = []
         for c in commits:
             g = c.group
             fields = {"due": repr(g.due), "triggered": "1" if g.triggered else "0",
                       "grown": "1" if g.grown else "0", "last_trigger_at": repr(g.last_trigger_at),
                       "last_flush_at": repr(g.last_flush_at), "state": orjson.dumps(g.state).decode()}
             fps = [kl.idx(n.fingerprint(fp)) for fp in g.alerts] if c.delete else []
-            evs = [[_event_json(e), kl.many(n.outbox(e.routing_key))] for e in c.events]
+            evs = _events(c.events, kl, n, bodies)
             cs.append([*kl.many(n.group(g.key)), g.key, g.version, c.delete, fields, fps, evs,
                        _head(g.rule, g.key_name, g.group_labels, g.opened_at, g.triggered, g.state)])
         req = {"now": max(c.group.last_flush_at for c in commits), "ttl": GROUP_TTL,
                "tomb": int(TOMBSTONE_TTL), "c": cs}
-        out = await self._run("commit", kl.keys, orjson.dumps(req))
+        out = await self._run("commit", kl.keys, orjson.dumps(req), *bodies)
         return [bool(x) for x in out]
 
     @_wrapped
@@ -335,9 +352,10 @@ class RedisStore:
         if not events:
             return
         kl = _Keys(self._outbox_fixed())
-        es = [[_event_json(e), kl.many(self.n.outbox(e.routing_key))] for e in events]
+        bodies: list[bytes] = []
+        es = _events(events, kl, self.n, bodies)
         now = max(e.enqueued_at for e in events)
-        await self._run("enqueue", kl.keys, orjson.dumps({"now": now, "e": es}), durable=True)
+        await self._run("enqueue", kl.keys, orjson.dumps({"now": now, "e": es}), *bodies, durable=True)
 
     @_wrapped
     async def outbox_keys(self) -> list[str]:

@@ -269,3 +269,19 @@ def test_rules_match_every_source_through_one_label_view(tmp_path):
     [dd] = datadog.parse({"title": "[Triggered] x", "tags": "service:web,env:dev"})
     [p], _ = rs.place(dd)
     assert p.rule.name == "defaults"
+
+
+async def test_flush_says_when_it_stopped_behind(proxy):
+    """A flush that runs out of budget with groups still due says so (the flush loop then
+    goes on at once instead of waiting for its next poll); the last one says it is done."""
+    await send(proxy, *[alert(f"Many{i}", "a") for i in range(450)])
+    proxy.clock.advance(31)
+    rounds, sent = [], 0
+    while True:
+        sent += await proxy.flush_due(budget_s=0.0)
+        rounds.append(proxy.behind)
+        if not proxy.behind:
+            break
+    assert sent == 450
+    assert rounds == [True, True, True, True, False]  # batches of 100, the last not full
+    assert await proxy.flush_due(budget_s=0.0) == 0 and not proxy.behind

@@ -8,9 +8,14 @@ local out = {}
 for _, zset in ipairs({KEYS[1], KEYS[2]}) do
   if #out >= limit then break end
   local ks = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, limit - #out)
-  for _, k in ipairs(ks) do
-    redis.call('ZADD', zset, now + lease, k)
-    out[#out + 1] = k
+  if #ks > 0 then
+    local args = {}
+    for _, k in ipairs(ks) do
+      args[#args + 1] = now + lease
+      args[#args + 1] = k
+      out[#out + 1] = k
+    end
+    redis.call('ZADD', zset, unpack(args))
   end
 end
 return out

@@ -24,15 +24,25 @@ local function ob_schedule(F, O, seq, now)
   end
 end
 
--- Append one event (a decoded table); a trigger replaces a pending trigger last in line.
-local function ob_enqueue(F, O, ev, now)
+-- An item's JSON. `lit`, when given, is its body already as a JSON string literal (the
+-- caller's ARGV): a body of kilobytes is then never decoded or encoded here.
+local function ob_item(item, lit)
+  if not lit then return cjson.encode(item) end
+  item.body = nil
+  local head = cjson.encode(item)
+  return string.sub(head, 1, -2) .. ',"body":' .. lit .. '}'
+end
+
+-- Append one event (a decoded table; its body in ev.body, or as `lit`: see ob_item); a
+-- trigger replaces a pending trigger last in line.
+local function ob_enqueue(F, O, ev, now, lit)
   local line = redis.call('HGET', O.lines, ev.dk)
   if ev.action == 'trigger' and line then
     local last = string.match(line, '(%d+)$')
     local item = cjson.decode(redis.call('HGET', F.items, last))
     if item.action == 'trigger' and (item.lease or 0) <= now then
       item.body, item.severity, item.prio = ev.body, ev.severity, ev.prio
-      redis.call('HSET', F.items, last, cjson.encode(item))
+      redis.call('HSET', F.items, last, ob_item(item, lit))
       if ob_head(line) == last and redis.call('ZSCORE', O.ready, last) then
         redis.call('ZADD', O.ready, item.prio * 1e13 + item.seq, last)
       end
@@ -42,7 +52,7 @@ local function ob_enqueue(F, O, ev, now)
   ev.seq = redis.call('INCR', F.seq)
   ev.attempts, ev.not_before, ev.lease = ev.attempts or 0, ev.not_before or 0, 0
   ev.last_error = ev.last_error or ''
-  redis.call('HSET', F.items, ev.seq, cjson.encode(ev))
+  redis.call('HSET', F.items, ev.seq, ob_item(ev, lit))
   redis.call('ZADD', O.age, ev.enqueued_at, ev.seq)
   F.named = F.named or {}
   if F.named[ev.rid] ~= ev.key_name then  -- once per key and script call
