@@ -10,26 +10,11 @@ import time
 import aiohttp
 import pytest
 
-from tests.conftest import KEY, wait_for, write_rules
+from tests.conftest import KEY, wait_for
+from tests.e2e.test_redis_mode import start  # the same proxy, any --store
 from tests.support.net import free_port, wait_port
 from tests.support.redis_server import RedisSentinel
 from tests.support.storm import fingerprints_in_triggers, outage, post_batches
-
-RULES = """
-defaults:
-  routing_key: ${PD_ROUTING_KEY}
-  group_by: [alertname, service]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-  on_growth: update
-"""
-
-
-def start(proxy_process, tmp_path, store: str, name: str, port: int, upstream: str):
-    rules = write_rules(tmp_path / "rules", RULES)
-    return proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--store", store,
-                         "--upstream", upstream, "--send-timeout", "2", name=name)
 
 
 async def until_accepted(url: str, alerts: list[dict[str, object]], status: str,

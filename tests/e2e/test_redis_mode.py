@@ -23,9 +23,9 @@ defaults:
 """
 
 
-def start(proxy_process, tmp_path, redis_url: str, name: str, port: int, upstream: str):
+def start(proxy_process, tmp_path, store: str, name: str, port: int, upstream: str):
     rules = write_rules(tmp_path / "rules", RULES)
-    return proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--store", redis_url,
+    return proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--store", store,
                          "--upstream", upstream, "--send-timeout", "2", name=name)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 import pytest
 
 from proxy.clock import ManualClock
@@ -15,6 +14,7 @@ from proxy.pipeline import Pipeline, storm_key
 from proxy.rules import RuleSet, load_rules
 from proxy.store.memory import MemoryStore
 from tests.conftest import KEY, write_rules
+from tests.unit.test_pipeline import step
 
 BASE = """
 defaults:
@@ -37,18 +37,6 @@ async def send(p: Pipeline, *alerts: dict[str, object]) -> None:
 
 def am(name: str, inst: str = "a", status: str = "firing", **labels: str) -> dict[str, object]:
     return {"status": status, "labels": {"alertname": name, "instance": inst, **labels}}
-
-
-async def step(p: Pipeline, seconds: float) -> list[tuple[str, dict]]:
-    clock = p.clock
-    assert isinstance(clock, ManualClock)
-    clock.advance(seconds)
-    await p.flush_due()
-    out = []
-    for ev in await p.store.pending():
-        out.append((ev.action, orjson.loads(ev.body)))
-        await p.store.done(ev, 0, clock.now())
-    return out
 
 
 async def run(p: Pipeline, seconds: float, every: float = 1.0) -> list[tuple[str, dict]]:
