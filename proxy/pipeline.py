@@ -165,7 +165,7 @@ class Pipeline:
                     out.setdefault(key, {})[fp] = "inhibited"
         return out
 
-    async def flush_due(self, budget_s: float = 0.02) -> int:
+    async def flush_due(self, budget_s: float = 0.01) -> int:
         """Flush the groups that are due, in batches (urgent lane first), for at most about
         `budget_s` of the event loop; returns how many events were enqueued. `behind` then
         says whether groups may still be due (the budget ended a full batch): the flush
