@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,14 +71,15 @@ class Bench:
     @contextmanager
     def proxy(self, store: str = "memory://", gw: str = "30s", gi: str = "5m",
               upstream: str = "http://127.0.0.1:9", extra: str = "",
-              group_by: str = "alertname, service") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+              group_by: str = "alertname, service",
+              flags: Sequence[str] = ()) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         port = free_port()
         rules = self.work / f"rules-{port}"
         rules.mkdir()
         (rules / "rules.yml").write_text(RULES % {"gw": gw, "gi": gi, "extra": extra, "group_by": group_by})
         with self.process([sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}",
                            "--rules", str(rules), "--store", store, "--upstream", upstream,
-                           "--log-level", "warning"], f"proxy-{port}", port) as p:
+                           "--log-level", "warning", *flags], f"proxy-{port}", port) as p:
             yield f"http://127.0.0.1:{port}", p
 
     def wrk(self, url: str, fmt: str, batch: int, open_alerts: int = 100_000,

@@ -144,7 +144,8 @@ def process_run(b: Bench, kind: str, store: str, n: int, redis: RedisServer | No
     log = b.work / f"pd-{kind}-{n}.jsonl"
     with b.process([sys.executable, "-m", "bench.fakepd", str(pd_port), str(log)], f"pd-{kind}-{n}", pd_port), \
             b.proxy(store, gw=f"{GROUP_WAIT:g}s", gi="5m", upstream=f"http://127.0.0.1:{pd_port}",
-                    group_by="alertname, instance") as (base, proc):
+                    group_by="alertname, instance",
+                    flags=("--max-groups", str(max(1_000_000, 2 * n)))) as (base, proc):  # room for the critical
         rss0 = rss(proc.pid)
         mem0 = used_memory(redis)
         out["intake_alerts_per_s"] = round(asyncio.run(fill(base, n)))
