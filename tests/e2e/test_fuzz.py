@@ -35,7 +35,7 @@ sources:
   - {name: kuma, builtin: uptime-kuma}
 """
 SECRET = "fuzz-secret-0123456789"
-EXAMPLES = ROOT.parent / "shared" / "pagerduty" / "webhooks-v3-examples"
+EXAMPLES = ROOT / "tests" / "fixtures" / "pagerduty-webhooks-v3"  # PagerDuty's own examples
 SEEDS: dict[str, Any] = {
     "/v1/alertmanager": orjson.loads((FIXTURES / "webhook_firing.body").read_bytes()),
     "/v1/datadog": {"title": "[Triggered] CPU high", "body": "b", "transition": "Triggered",

@@ -20,7 +20,7 @@ from proxy.ingest.pagerduty import sign
 from tests.conftest import ROOT, wait_for, write_rules
 from tests.support.net import free_port, wait_port
 
-EXAMPLES = ROOT.parent / "shared" / "pagerduty" / "webhooks-v3-examples"
+EXAMPLES = ROOT / "tests" / "fixtures" / "pagerduty-webhooks-v3"  # PagerDuty's own examples
 SECRET = "whsec-" + "a1b2c3d4" * 6
 OLD_SECRET = "whsec-old-" + "9" * 40
 
