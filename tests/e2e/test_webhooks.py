@@ -16,20 +16,13 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.conftest import ROOT, wait_for, write_rules
+from tests.conftest import FAST_RULES, ROOT, wait_for, write_rules
 from tests.support.fakesns import TOPIC, FakeSNS
 from tests.support.net import free_port, wait_port
 
 PAYLOADS = ROOT / "tests" / "fixtures" / "webhooks"
 
-RULES = """
-defaults:
-  routing_key: ${PD_ROUTING_KEY}
-  group_by: [alertname]
-  group_wait: 300ms
-  group_interval: 500ms
-  repeat_interval: 1h
-sources:
+RULES = FAST_RULES + """sources:
   - {name: grafana, builtin: grafana}
   - {name: kuma, builtin: uptime-kuma}
   - name: aws
