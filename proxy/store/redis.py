@@ -74,26 +74,33 @@ def _wrapped(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[A
     return call
 
 
-def _event_json(ev: OutEvent, bodies: list[bytes] | None = None) -> dict[str, Any]:
-    """An event for a script. With `bodies` (the script's ARGV from 2 on), the body goes
-    there as a JSON string and the script splices it in (lib_outbox.lua: ob_item)."""
-    d = {"rid": keys.rid(ev.routing_key), "rk": ev.routing_key, "dk": ev.dedup_key,
-         "action": ev.action, "severity": ev.severity, "prio": ev.priority,
-         "key_name": ev.key_name, "enqueued_at": ev.enqueued_at,
-         "attempts": ev.attempts, "not_before": ev.not_before, "last_error": ev.last_error}
-    if bodies is None:
-        d["body"] = ev.body.decode()
-    else:
-        bodies.append(orjson.dumps(ev.body.decode()))
-    return d
+def _event_json(ev: OutEvent) -> dict[str, Any]:
+    """An event as a table for a script (record.lua's lost resolves)."""
+    return {"rid": keys.rid(ev.routing_key), "rk": ev.routing_key, "dk": ev.dedup_key,
+            "action": ev.action, "severity": ev.severity, "prio": ev.priority,
+            "key_name": ev.key_name, "enqueued_at": ev.enqueued_at, "attempts": ev.attempts,
+            "not_before": ev.not_before, "last_error": ev.last_error, "body": ev.body.decode()}
 
 
-def _events(evs: Sequence[OutEvent], kl: _Keys, n: keys.Names, bodies: list[bytes]) -> list[Any]:
-    """Events for commit.lua and enqueue.lua: [event, its outbox keys, ARGV index of its body]."""
+def _arg(strs: list[bytes], value: bytes) -> int:
+    """`value` as a script's ARGV (after the request, ARGV[1]); returns its index."""
+    strs.append(value)
+    return len(strs) + 1
+
+
+def _events(evs: Sequence[OutEvent], kl: _Keys, n: keys.Names, strs: list[bytes]) -> list[Any]:
+    """Events for commit.lua and enqueue.lua (lib_outbox.lua: ob_events). The item is made
+    here but its seq, and its body goes as a JSON string: the script never encodes them."""
     out = []
     for e in evs:
-        d = _event_json(e, bodies)  # its body is now bodies[-1], which is ARGV[len(bodies) + 1]
-        out.append([d, kl.many(n.outbox(e.routing_key)), len(bodies) + 1])
+        rid = keys.rid(e.routing_key)
+        small = orjson.dumps({"rid": rid, "rk": e.routing_key, "dk": e.dedup_key, "action": e.action,
+                              "severity": e.severity, "prio": e.priority, "key_name": e.key_name,
+                              "enqueued_at": e.enqueued_at, "attempts": e.attempts,
+                              "not_before": e.not_before, "last_error": e.last_error, "lease": 0})
+        out.append([*kl.many(n.outbox(e.routing_key)), rid, e.routing_key, e.dedup_key, e.action,
+                    e.severity, e.priority, e.key_name, e.enqueued_at, e.not_before,
+                    _arg(strs, small), _arg(strs, orjson.dumps(e.body.decode()))])
     return out
 
 
@@ -299,19 +306,18 @@ class RedisStore:
         n = self.n
         kl = _Keys([n.due_urgent, n.due_other, *self._outbox_fixed(), n.heads, n.sizes])
         cs = []
-        bodies: list[bytes] = []
+        strs: list[bytes] = []
         for c in commits:
             g = c.group
-            fields = {"due": repr(g.due), "triggered": "1" if g.triggered else "0",
-                      "grown": "1" if g.grown else "0", "last_trigger_at": repr(g.last_trigger_at),
-                      "last_flush_at": repr(g.last_flush_at), "state": orjson.dumps(g.state).decode()}
             fps = [kl.idx(n.fingerprint(fp)) for fp in g.alerts] if c.delete else []
-            evs = _events(c.events, kl, n, bodies)
-            cs.append([*kl.many(n.group(g.key)), g.key, g.version, c.delete, fields, fps, evs,
-                       _head(g.rule, g.key_name, g.group_labels, g.opened_at, g.triggered, g.state)])
+            head = _head(g.rule, g.key_name, g.group_labels, g.opened_at, g.triggered, g.state)
+            cs.append([*kl.many(n.group(g.key)), g.key, g.version, c.delete, repr(g.due),
+                       "1" if g.triggered else "0", "1" if g.grown else "0", repr(g.last_trigger_at),
+                       repr(g.last_flush_at), _arg(strs, orjson.dumps(g.state)),
+                       _arg(strs, head.encode()), fps, _events(c.events, kl, n, strs)])
         req = {"now": max(c.group.last_flush_at for c in commits), "ttl": GROUP_TTL,
                "tomb": int(TOMBSTONE_TTL), "c": cs}
-        out = await self._run("commit", kl.keys, orjson.dumps(req), *bodies)
+        out = await self._run("commit", kl.keys, orjson.dumps(req), *strs)
         return [bool(x) for x in out]
 
     @_wrapped
@@ -352,10 +358,10 @@ class RedisStore:
         if not events:
             return
         kl = _Keys(self._outbox_fixed())
-        bodies: list[bytes] = []
-        es = _events(events, kl, self.n, bodies)
+        strs: list[bytes] = []
+        es = _events(events, kl, self.n, strs)
         now = max(e.enqueued_at for e in events)
-        await self._run("enqueue", kl.keys, orjson.dumps({"now": now, "e": es}), *bodies, durable=True)
+        await self._run("enqueue", kl.keys, orjson.dumps({"now": now, "e": es}), *strs, durable=True)
 
     @_wrapped
     async def outbox_keys(self) -> list[str]:
