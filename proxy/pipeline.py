@@ -169,33 +169,69 @@ class Pipeline:
         """Flush the groups that are due, in batches (urgent lane first), for at most about
         `budget_s` of the event loop; returns how many events were enqueued. `behind` then
         says whether groups may still be due (the budget ended a full batch): the flush
-        loop goes on at once instead of waiting for its next poll."""
+        loop goes on at once instead of waiting for its next poll.
+
+        Batches overlap: while Python decides batch k, the store commits batch k-1 and
+        claims batch k+1 (Redis, or SQLite's thread, works meanwhile). Commits stay in
+        order, and a batch once claimed is decided and committed before this returns."""
         t0 = time.monotonic()
         sent = 0
         self.behind = False
-        while True:
-            now = self.clock.now()
-            groups = await self.store.claim_due(now, lease=FLUSH_LEASE, limit=FLUSH_BATCH)
-            if not groups:
-                break
-            sent += await self._flush(groups, now)
-            if len(groups) < FLUSH_BATCH:
-                break
-            if time.monotonic() - t0 > budget_s:
-                self.behind = True
-                break
-            await asyncio.sleep(0)
+        now = self.clock.now()
+        groups = await self.store.claim_due(now, lease=FLUSH_LEASE, limit=FLUSH_BATCH)
+        committing: asyncio.Task[int] | None = None
+        claiming: asyncio.Task[list[Group]] | None = None
+        try:
+            while groups:
+                later = now
+                if len(groups) == FLUSH_BATCH:
+                    if time.monotonic() - t0 > budget_s:
+                        self.behind = True
+                    else:
+                        later = self.clock.now()
+                        claiming = asyncio.create_task(
+                            self.store.claim_due(later, lease=FLUSH_LEASE, limit=FLUSH_BATCH))
+                        await asyncio.sleep(0)  # the claim is sent before Python decides
+                plans = await self._decide(groups, now)
+                if committing is not None:
+                    sent += await committing
+                    committing = None
+                committing = asyncio.create_task(self._commit(plans, now))
+                await asyncio.sleep(0)  # and the commit is on its way
+                groups, now = [], later
+                if claiming is not None:
+                    groups = await claiming
+                    claiming = None
+            if committing is not None:
+                sent += await committing
+                committing = None
+        finally:  # on a failure or a cancel, nothing is left running (a claimed group that
+            # was not committed is flushed again when its lease ends; a commit is atomic)
+            pending = [t for t in (committing, claiming) if t is not None]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
         if sent:
             self.on_enqueue()
         return sent
 
-    async def _flush(self, groups: list[Group], now: float) -> int:
-        """Decide, render and commit a batch of groups; one that changed meanwhile is
-        loaded and decided again."""
+    async def _decide(self, groups: list[Group], now: float) -> list[_Plan]:
+        """Plan a batch; it yields every few groups, so that the claim under way sends
+        its second step (the load) while Python decides."""
+        muted = await self.muted(groups, now)
+        plans = []
+        for i, g in enumerate(groups, 1):
+            plans.append(await self._plan(g, now, muted.get(g.key, {})))
+            if i % 20 == 0:
+                await asyncio.sleep(0)
+        return plans
+
+    async def _commit(self, plans: list[_Plan], now: float) -> int:
+        """Commit a batch's plans; a group that changed meanwhile is loaded and decided
+        again."""
         sent = 0
         for _ in range(10):
-            muted = await self.muted(groups, now)
-            plans = [await self._plan(g, now, muted.get(g.key, {})) for g in groups]
             done = await self.store.commit([p.commit for p in plans])
             retry = []
             for plan, ok in zip(plans, done, strict=True):
@@ -207,6 +243,7 @@ class Pipeline:
             if not retry:
                 break
             groups = [g for g in [await self.store.load(k) for k in retry] if g is not None]
+            plans = await self._decide(groups, now)
         return sent
 
     async def _plan(self, g: Group, now: float, muted: dict[str, str]) -> _Plan:
