@@ -56,6 +56,11 @@ def _lua(name: str) -> str:
     return "\n".join([*libs, (pkg / f"{name}.lua").read_text()])
 
 
+_FIELDS = ("rule", "routing_key", "key_name", "group_labels", "triggered", "grown", "overflow",
+           "version", "group_interval", "resolve_wait", "opened_at", "last_trigger_at",
+           "last_flush_at", "last_seen", "urgent", "state", "n")  # what load.lua reads of a group
+
+
 def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     """A flat HGETALL reply from a script as a dict."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
@@ -269,22 +274,23 @@ class RedisStore:
         if not group_keys:
             return []
         keys = [k for gk in group_keys for k in self.n.group(gk)[:3]]
-        raw = await self._run("load", keys)
-        return [self._group(k, _pairs(f), _pairs(a), _pairs(st))
-                for k, (f, a, st) in zip(group_keys, raw, strict=True) if f]
+        raw = await self._run("load", keys, *_FIELDS)
+        return [self._group(k, *found) for k, found in zip(group_keys, raw, strict=True) if found]
 
     @staticmethod
-    def _group(key: str, f: dict[bytes, bytes], alerts: dict[bytes, bytes],
-               status: dict[bytes, bytes]) -> Group:
-        s = {k.decode(): v.decode() for k, v in f.items()}
-        g = Group(key=key, rule=s["rule"], routing_key=s["routing_key"], key_name=s["key_name"],
-                  group_labels=orjson.loads(s["group_labels"]), triggered=s["triggered"] == "1",
-                  grown=s["grown"] == "1", overflow=int(s["overflow"]), version=int(s["version"]),
-                  group_interval=float(s["group_interval"]), resolve_wait=float(s["resolve_wait"]),
-                  opened_at=float(s["opened_at"]), last_trigger_at=float(s["last_trigger_at"]),
-                  last_flush_at=float(s["last_flush_at"]), last_seen=float(s["last_seen"]),
-                  urgent=s["urgent"] == "1", state=orjson.loads(s["state"]), n_alerts=int(s.get("n", 0)))
-        for fp, raw in alerts.items():
+    def _group(key: str, f: list[bytes], alerts: list[bytes], statuses: list[bytes]) -> Group:
+        (rule, routing_key, key_name, labels, triggered, grown, overflow, version, group_interval,
+         resolve_wait, opened_at, last_trigger_at, last_flush_at, last_seen, urgent, state, n) = f
+        g = Group(key=key, rule=rule.decode(), routing_key=routing_key.decode(),
+                  key_name=key_name.decode(), group_labels=orjson.loads(labels),
+                  triggered=triggered == b"1", grown=grown == b"1", overflow=int(overflow),
+                  version=int(version), group_interval=float(group_interval),
+                  resolve_wait=float(resolve_wait), opened_at=float(opened_at),
+                  last_trigger_at=float(last_trigger_at), last_flush_at=float(last_flush_at),
+                  last_seen=float(last_seen), urgent=urgent == b"1", state=orjson.loads(state),
+                  n_alerts=int(n or 0))
+        status = _pairs(statuses)
+        for fp, raw in zip(alerts[::2], alerts[1::2], strict=True):
             st, changes = split_status(status.get(fp, b"firing").decode())
             g.alerts[fp.decode()] = GroupAlert.from_json(raw, st, changes)
         return g
