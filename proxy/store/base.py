@@ -133,11 +133,16 @@ class WindowStore(Protocol):
         returns them loaded."""
         ...
 
-    async def commit(self, commits: Sequence[Commit]) -> list[bool]:
+    async def commit(self, commits: Sequence[Commit], durable: bool = True) -> list[bool]:
         """For each commit, atomically: if the group's version is unchanged, store its
         flush state (due, triggered, grown, last_trigger_at, last_flush_at, state) with
         the version bumped, or delete it (leaving a tombstone), and enqueue its events.
-        False for a group that changed meanwhile: load it and decide again."""
+        False for a group that changed meanwhile: load it and decide again.
+
+        `durable=False`: a flush, which a power loss may undo as long as nothing durable
+        followed it (it is then made again from the recorded alerts). The SQLite store
+        then commits without waiting for the disk; the next durable write (a take before
+        any event is sent, a record before any 2xx) syncs it with its own."""
         ...
 
     async def load(self, key: str) -> Group | None: ...

@@ -217,7 +217,7 @@ class MemoryStore:
         w = self._groups.get(key)
         return w.group() if w else None
 
-    async def commit(self, commits: Sequence[Commit]) -> list[bool]:
+    async def commit(self, commits: Sequence[Commit], durable: bool = True) -> list[bool]:
         out = []
         for c in commits:
             g = c.group

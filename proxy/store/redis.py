@@ -306,7 +306,7 @@ class RedisStore:
         return g
 
     @_wrapped
-    async def commit(self, commits: Sequence[Commit]) -> list[bool]:
+    async def commit(self, commits: Sequence[Commit], durable: bool = True) -> list[bool]:
         if not commits:
             return []
         n = self.n

@@ -52,6 +52,7 @@ from proxy.store.memory import join_status, split_status
 __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
+_Job = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]", bool]  # fn, its result, durable
 _BATCH = 256  # jobs per transaction at most
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
@@ -128,8 +129,8 @@ class SqliteStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.path, self._sync = _path(url)
-        self._jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], Future[Any]] | None] = \
-            queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._synced = self._sync  # the connection's synchronous level now
         self._thread: threading.Thread | None = None
         self._opened: Future[None] = Future()
         # counts kept as work happens (this process is the file's only writer)
@@ -138,6 +139,7 @@ class SqliteStore:
         self._names: dict[str, str] = {}
         self._n_dead = 0
         self._deltas: list[tuple[str, str, int]] = []  # this job's count changes, kept if it commits
+        self._leased: dict[str, float] = {}  # group key -> lease end (claim_due); the store thread's
 
     # -- the thread ------------------------------------------------------------------
     def _start(self) -> None:
@@ -186,13 +188,16 @@ class SqliteStore:
                 batch.append(job)
             self._run_batch(conn, batch)
 
-    def _run_batch(self, conn: sqlite3.Connection,
-                   batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]) -> None:
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         results: list[tuple[Future[Any], Any, BaseException | None]] = []
         kept: list[tuple[str, str, int]] = []
         try:
+            sync = self._sync if any(durable for _, _, durable in batch) else "NORMAL"
+            if sync != self._synced:  # WAL: a later synced commit syncs this one's frames too
+                conn.execute(f"PRAGMA synchronous={sync}")
+                self._synced = sync
             conn.execute("BEGIN IMMEDIATE")
-            for fn, fut in batch:
+            for fn, fut, _ in batch:
                 self._deltas = []
                 conn.execute("SAVEPOINT job")
                 try:
@@ -210,7 +215,7 @@ class SqliteStore:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             err = StoreError(f"sqlite: {type(e).__name__}: {e}")
-            results = [(fut, None, err) for _, fut in batch]
+            results = [(fut, None, err) for _, fut, _ in batch]
         for fut, value, exc in results:
             if isinstance(exc, sqlite3.Error) and not isinstance(exc, StoreError):
                 exc = StoreError(f"sqlite: {type(exc).__name__}: {exc}")
@@ -235,11 +240,12 @@ class SqliteStore:
         else:
             self._names[rk] = what[len("name:"):]
 
-    async def _do(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(conn)` in the store's thread, in a transaction; its result once committed."""
+    async def _do(self, fn: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
+        """Run `fn(conn)` in the store's thread, in a transaction; its result once committed
+        (`durable`: synced to the disk, at the URL's level; else perhaps not yet)."""
         self._start()
         fut: Future[T] = Future()
-        self._jobs.put((fn, fut))
+        self._jobs.put((fn, fut, durable))
         return await asyncio.wrap_future(fut)
 
     # -- windows -------------------------------------------------------------------
@@ -394,19 +400,29 @@ class SqliteStore:
         return await self._do(run)
 
     async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
+        """The leases live in this process (the file has one writer): a claim writes
+        nothing, and a group whose flusher died is due again at the restart."""
         def run(c: sqlite3.Connection) -> list[Group]:
+            leased = self._leased
             keys: list[str] = []
             for lane in (1, 0):
-                if len(keys) < limit:
-                    keys += [k for (k,) in c.execute(
+                if len(keys) >= limit:
+                    break
+                for (k,) in c.execute(
                         "SELECT key FROM groups WHERE urgent = ? AND due <= ? ORDER BY due LIMIT ?",
-                        (lane, now, limit - len(keys)))]
-            for chunk in _chunks(keys):
-                c.execute(f"UPDATE groups SET due = ? WHERE key IN ({','.join('?' * len(chunk))})",
-                          (now + lease, *chunk))
-            return self._load(c, keys)
+                        (lane, now, limit - len(keys) + len(leased))):
+                    if leased.get(k, 0.0) <= now:
+                        keys.append(k)
+                        if len(keys) >= limit:
+                            break
+            for k in [k for k, end in leased.items() if end <= now]:
+                del leased[k]
+            groups = self._load(c, keys)
+            for g in groups:
+                leased[g.key] = g.due = now + lease
+            return groups
 
-        return await self._do(run)
+        return await self._do(run, durable=False)  # it writes nothing
 
     @staticmethod
     def _group_row(row: Sequence[Any]) -> Group:
@@ -436,13 +452,15 @@ class SqliteStore:
         found = await self._do(lambda c: self._load(c, [key]))
         return found[0] if found else None
 
-    async def commit(self, commits: Sequence[Commit]) -> list[bool]:
+    async def commit(self, commits: Sequence[Commit], durable: bool = True) -> list[bool]:
         def run(c: sqlite3.Connection) -> list[bool]:
             version: dict[str, int] = {}
             for chunk in _chunks([cm.group.key for cm in commits]):
                 version.update(c.execute(f"SELECT key, version FROM groups WHERE key IN "
                                          f"({','.join('?' * len(chunk))})", chunk))
             out = [version.get(cm.group.key) == cm.group.version for cm in commits]
+            for cm in commits:
+                self._leased.pop(cm.group.key, None)
             done = [cm for cm, ok in zip(commits, out, strict=True) if ok]
             gone = [(cm.group.key,) for cm in done if cm.delete]
             if gone:
@@ -460,7 +478,7 @@ class SqliteStore:
             self._enqueue(c, [ev for cm in done for ev in cm.events])
             return out
 
-        return await self._do(run) if commits else []
+        return await self._do(run, durable) if commits else []
 
     async def groups(self) -> list[Group]:
         return await self._do(lambda c: self._load(c, [k for (k,) in c.execute(

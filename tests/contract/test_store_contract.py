@@ -12,7 +12,7 @@ from proxy import correlate
 from proxy.correlate import Page
 from proxy.model import Alert, Flush, GroupAlert, OutEvent
 from proxy.rules.schema import Rule
-from proxy.store import Commit, Entry, Resolved, Window
+from proxy.store import Commit, Entry, Resolved, Window, from_url
 
 KEY = "0123456789abcdef0123456789abcdef"
 KEY2 = "fedcba9876543210fedcba9876543210"
@@ -400,3 +400,25 @@ async def test_max_groups_refuses_a_new_group_but_not_alerts_of_open_ones(store)
     assert sorted((await store.load("g1")).alerts) == ["a"]  # nothing of the refused request
     await store.record([entry("g1", "c")], [], T0, max_groups=2)
     assert sorted((await store.load("g1")).alerts) == ["a", "c"]
+
+
+async def test_sqlite_lease_ends_with_its_process_and_an_unsynced_flush_is_kept(tmp_path):
+    """SQLite has one writer, so a claim's lease lives in that process: after a restart the
+    group is due at once (a flusher that died does not hold it for a lease). A flush
+    committed without a sync (durable=False) is in the file once the store is closed."""
+    url = f"sqlite://{tmp_path}/state.db"
+    s = from_url(url)
+    await s.record([entry("g1", "a"), entry("g2", "b")], [], T0)
+    claimed = await s.claim_due(T0 + 30, 30, 10)
+    assert sorted(g.key for g in claimed) == ["g1", "g2"]
+    assert await s.claim_due(T0 + 31, 30, 10) == []  # leased
+    g2 = next(g for g in claimed if g.key == "g2")
+    g2.due, g2.triggered, g2.last_flush_at = T0 + 330, True, T0 + 31
+    assert await s.commit([Commit(g2, False, [ev("g2")])], durable=False) == [True]
+    await s.close()
+    s = from_url(url)
+    try:
+        assert [g.key for g in await s.claim_due(T0 + 32, 30, 10)] == ["g1"]
+        assert [e.dedup_key for e in await s.pending()] == ["g2"]
+    finally:
+        await s.close()
