@@ -12,6 +12,7 @@ garbage collector never tracks: the cost of an alert stays flat however many are
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -102,7 +103,10 @@ class MemoryStore:
     def __init__(self) -> None:
         self._groups: dict[str, _Window] = {}
         self._by_fp: dict[str, str] = {}  # fingerprint -> group keys, space-separated
-        self._due: tuple[list[tuple[float, str]], list[tuple[float, str]]] = ([], [])  # urgent, other
+        # (due, tie, group key) heaps, urgent and other; `tie` orders equal times by an int
+        self._due: tuple[list[tuple[float, int, str]], list[tuple[float, int, str]]] = ([], [])
+        self._leases: list[tuple[float, int, str]] = []  # claimed groups, by lease end
+        self._tie = itertools.count()
         self._tombs: dict[str, float] = {}
         self._tomb_q: deque[tuple[float, str]] = deque()
         self._marks: dict[str, set[str]] = {}
@@ -119,7 +123,7 @@ class MemoryStore:
     # -- windows -------------------------------------------------------------------
     def _schedule(self, g: Group, at: float) -> None:
         g.due = at
-        heapq.heappush(self._due[0 if g.urgent else 1], (at, g.key))
+        heapq.heappush(self._due[0 if g.urgent else 1], (at, next(self._tie), g.key))
 
     def _put(self, w: _Window, fp: str, status: str, js: str, full: bool, max_alerts: int,
              now: float) -> None:
@@ -202,14 +206,23 @@ class MemoryStore:
         return len(lost)
 
     async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
+        """Leases wait in a heap of their own (only the groups in flight), so the due heaps
+        hold one entry per group; a lease that ends uncommitted makes its group due."""
+        leases = self._leases
+        while leases and leases[0][0] <= now:
+            end, _, key = heapq.heappop(leases)
+            w = self._groups.get(key)
+            if w is not None and w.head.due == end:  # its flusher never committed
+                self._schedule(w.head, end)
         out: list[Group] = []
         for heap in self._due:
             while heap and heap[0][0] <= now and len(out) < limit:
-                due, key = heapq.heappop(heap)
+                due, _, key = heapq.heappop(heap)
                 w = self._groups.get(key)
                 if w is None or w.head.due != due or (heap is self._due[1]) == w.head.urgent:
                     continue  # a stale entry
-                self._schedule(w.head, now + lease)
+                w.head.due = now + lease
+                heapq.heappush(leases, (w.head.due, next(self._tie), key))
                 out.append(w.group())
         return out
 
@@ -446,7 +459,7 @@ class MemoryStore:
         best = None
         for heap, urgent in ((self._due[0], True), (self._due[1], False)):
             while heap:
-                due, key = heap[0]
+                due, _, key = heap[0]
                 w = self._groups.get(key)
                 if w is None or w.head.due != due or w.head.urgent != urgent:
                     heapq.heappop(heap)
