@@ -1,10 +1,12 @@
 """The cost of one event must not grow with the backlog: `python -m bench.scale
-[--sizes 1000,10000,100000,1000000] [--stores memory,sqlite,redis] [--out bench/out/scale.json]`.
+[--sizes 1000,10000,100000,1000000] [--stores memory,sqlite,redis] [--out bench/out/scale.json]
+[--flush-only R]`.
 
 For each store and each number N of open single-alert groups (one routing key, so the
 budget lets 2 events/s out and the rest waits in the outbox):
 - in process, with a manual clock: N groups recorded, then all due at once and flushed
-  into the outbox: flush throughput (groups/s);
+  into the outbox: flush throughput (groups/s) and CPU per group (this process's, and
+  Redis's); `--flush-only R` runs only this, R rounds with the stores taking turns;
 - the real proxy over HTTP, against a fake PagerDuty enforcing 120/min: intake of N groups
   (alerts/s), CPU of the proxy's process while it paces 2 events/s with N waiting, p99 of
   single-alert requests at 200/s, a critical alert's page latency behind the N waiting
@@ -18,13 +20,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +56,8 @@ def alert_body(start: int, n: int, severity: str = "info", name: str = "Scale") 
 
 
 # -- in process: flush throughput ---------------------------------------------------------------
-async def flush_in_process(store_url: str, n: int, prefix: str) -> dict[str, Any]:
+async def flush_in_process(store_url: str, n: int, prefix: str,
+                           server_pid: int | None = None) -> dict[str, Any]:
     import gc
 
     from proxy.clock import ManualClock
@@ -73,12 +79,24 @@ async def flush_in_process(store_url: str, n: int, prefix: str) -> dict[str, Any
         await p.accept(alertmanager.parse(orjson.loads(alert_body(i, min(500, n - i)))))
     recorded = n / (time.perf_counter() - t)
     clock.advance(5)
+    cpu0, server0 = time.process_time(), _cpu(server_pid)
     t = time.perf_counter()
     while await p.flush_due() or p.behind:
         pass
     took = time.perf_counter() - t
+    cpu, server = time.process_time() - cpu0, _cpu(server_pid) - server0
     await store.close()
-    return {"record_alerts_per_s": round(recorded), "flush_groups_per_s": round(n / took)}
+    return {"record_alerts_per_s": round(recorded), "flush_groups_per_s": round(n / took),
+            "flush_cpu_us_per_group": round(cpu / n * 1e6, 1),
+            **({"flush_redis_cpu_us_per_group": round(server / n * 1e6, 1)} if server_pid else {})}
+
+
+def _cpu(pid: int | None) -> float:
+    """CPU seconds of another process so far (Redis's), 0 without one."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 # -- the real process ---------------------------------------------------------------------------
@@ -203,35 +221,73 @@ def main() -> int:
     ap.add_argument("--sizes", default="1000,10000,100000,1000000")
     ap.add_argument("--stores", default="memory,sqlite,redis")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "scale.json"))
+    ap.add_argument("--flush-only", type=int, metavar="R", default=0,
+                    help="only the in-process flush, R rounds with the stores taking turns (the VM "
+                         "drifts by tens of percent within minutes); prints medians")
     args = ap.parse_args()
     results: dict[str, dict[str, Any]] = {}
+    sizes, stores = list(map(int, args.sizes.split(","))), args.stores.split(",")
     with tempfile.TemporaryDirectory(prefix="alert-proxy-scale-") as tmp:
         b = Bench(False, Path(tmp))
-        for kind in args.stores.split(","):
-            for n in map(int, args.sizes.split(",")):
-                redis = None
-                if kind == "redis":
-                    redis = RedisServer(b.work / f"redis-{n}", free_port(), "--appendfsync", "everysec")
-                    redis.start()
-                try:
-                    url = {"memory": "memory://", "sqlite": f"sqlite://{b.work}/scale-inproc-{n}.db"}.get(
-                        kind, redis.url if redis else "")
-                    row = asyncio.run(flush_in_process(url, n, f"inproc-{n}"))
+        if args.flush_only:
+            return flush_rounds(b, stores, sizes, args.flush_only, Path(args.out))
+        for kind in stores:
+            for n in sizes:
+                with _store(b, kind, n) as (url, redis):
+                    row = asyncio.run(flush_in_process(url, n, f"inproc-{n}",
+                                                       redis.proc.pid if redis and redis.proc else None))
                     for f in b.work.glob("scale-inproc-*"):
                         f.unlink()
-                    store = {"memory": "memory://", "sqlite": f"sqlite://{b.work}/scale-{n}.db"}.get(
-                        kind, redis.url if redis else "")
+                    store = {"memory": "memory://", "sqlite": f"sqlite://{b.work}/scale-{n}.db"}.get(kind, url)
                     if redis:
                         subprocess.run(["redis-cli", "-p", str(redis.port), "flushall"], check=False,
                                        capture_output=True)
                     row.update(process_run(b, kind, store, n, redis))
-                finally:
-                    if redis:
-                        redis.stop()
                 results[f"{kind}/{n}"] = row
                 print(f"{kind:6s} {n:>9,}  {json.dumps(row)}", flush=True)
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+@contextlib.contextmanager
+def _store(b: Bench, kind: str, n: int) -> Iterator[tuple[str, RedisServer | None]]:
+    """A fresh store of `kind` for the in-process flush: its URL, and its Redis server."""
+    redis = None
+    if kind == "redis":
+        redis = RedisServer(b.work / f"redis-{n}", free_port(), "--appendfsync", "everysec")
+        redis.start()
+    try:
+        yield {"memory": "memory://", "sqlite": f"sqlite://{b.work}/scale-inproc-{n}.db"}.get(
+            kind, redis.url if redis else ""), redis
+    finally:
+        if redis:
+            redis.stop()
+
+
+def flush_rounds(b: Bench, stores: list[str], sizes: list[int], rounds: int, out: Path) -> int:
+    """The in-process flush only, `rounds` times, the stores taking turns; the median and
+    range of each."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for r in range(rounds):
+        for n in sizes:
+            for kind in stores:
+                with _store(b, kind, n) as (url, redis):
+                    row = asyncio.run(flush_in_process(url, n, f"inproc-{n}-{r}",
+                                                       redis.proc.pid if redis and redis.proc else None))
+                for f in b.work.glob("scale-inproc-*"):
+                    f.unlink()
+                runs.setdefault(f"{kind}/{n}", []).append(row)
+                print(f"round {r + 1}  {kind:6s} {n:>9,}  {json.dumps(row)}", flush=True)
+    summary = {}
+    for name, rows in runs.items():
+        summary[name] = {k: {"median": statistics.median(row[k] for row in rows),
+                             "min": min(row[k] for row in rows), "max": max(row[k] for row in rows)}
+                         for k in rows[0]}
+        print(f"{name:16s} " + "  ".join(f"{k} {v['median']} ({v['min']}-{v['max']})"
+                                         for k, v in summary[name].items()), flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2))
     return 0
 
 

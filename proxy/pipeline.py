@@ -207,13 +207,16 @@ class Pipeline:
             if committing is not None:
                 sent += await committing
                 committing = None
-        finally:  # on a failure or a cancel, nothing is left running (a claimed group that
-            # was not committed is flushed again when its lease ends; a commit is atomic)
+        finally:  # a failure or a cancel: the commit under way ends, the claim is dropped
+            # (its groups are flushed again when their lease ends)
             pending = [t for t in (committing, claiming) if t is not None]
-            for task in pending:
-                task.cancel()
+            if claiming is not None:
+                claiming.cancel()
             if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+                await asyncio.wait(pending)
+                for task in pending:
+                    if not task.cancelled():
+                        task.exception()  # seen here (the first failure is the one raised)
         if sent:
             self.on_enqueue()
         return sent

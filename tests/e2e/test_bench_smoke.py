@@ -28,3 +28,15 @@ def test_benchmark_quick_run(tmp_path):
     assert redis_rows and all(r["redis_evalsha_per_req"] < 1.5 for r in redis_rows)
     cascade = result["notes"]["egress_cascade"]
     assert cascade["events"] == 2 * cascade["groups"] and cascade["429s"] == 0
+
+
+def test_scale_flush_only_quick_run(tmp_path):
+    out = tmp_path / "scale.json"
+    r = subprocess.run([sys.executable, "-m", "bench.scale", "--sizes", "300", "--flush-only", "1",
+                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads(out.read_text())["summary"]
+    assert set(summary) == {"memory/300", "sqlite/300", "redis/300"}
+    assert all(s["flush_groups_per_s"]["median"] > 0 for s in summary.values())
+    assert "flush_redis_cpu_us_per_group" in summary["redis/300"]  # Redis's own CPU, from /proc

@@ -8,9 +8,10 @@ import orjson
 import pytest
 
 from proxy.clock import ManualClock
+from proxy.errors import StoreError
 from proxy.ingest import alertmanager
 from proxy.metrics import Metrics
-from proxy.pipeline import Pipeline
+from proxy.pipeline import FLUSH_LEASE, Pipeline
 from proxy.rules import RuleSet, load_rules
 from proxy.store.memory import MemoryStore
 from tests.conftest import KEY, write_rules
@@ -285,3 +286,33 @@ async def test_flush_says_when_it_stopped_behind(proxy):
     assert sent == 450
     assert rounds == [True, True, True, True, False]  # batches of 100, the last not full
     assert await proxy.flush_due(budget_s=0.0) == 0 and not proxy.behind
+
+
+async def test_flush_that_fails_midway_loses_nothing_and_sends_nothing_twice(proxy):
+    """Batches overlap (claim k+1, decide k, commit k-1): when the store fails a commit
+    midway, the flush raises, what was committed stays committed, and the groups claimed
+    but not committed are flushed once their lease ends, each exactly once."""
+    store = proxy.store
+    real_commit, calls = store.commit, []
+
+    async def failing_commit(commits, durable=True):
+        calls.append(len(commits))
+        if len(calls) == 2:
+            raise StoreError("redis: ConnectionError: gone")
+        return await real_commit(commits, durable)
+
+    store.commit = failing_commit
+    await send(proxy, *[alert(f"Many{i}", "a") for i in range(450)])
+    proxy.clock.advance(31)
+    with pytest.raises(StoreError):
+        await proxy.flush_due(budget_s=10.0)
+    first = {ev.dedup_key for ev in await store.pending()}
+    assert len(first) == 100  # the first batch only
+    proxy.clock.advance(FLUSH_LEASE + 1)
+    while await proxy.flush_due(budget_s=10.0) or proxy.behind:
+        pass
+    events = await store.pending()
+    assert len(events) == 450 and len({ev.dedup_key for ev in events}) == 450
+    assert all(ev.action == "trigger" for ev in events)
+    flushed = proxy.metrics.registry.get_sample_value("alert_proxy_group_flushes_total", {"result": "trigger"})
+    assert flushed == 450  # no group was decided and committed twice
