@@ -375,7 +375,6 @@ class Pipeline:
         within `storm.within`. Critical groups are never folded."""
         g, f = plan.commit.group, plan.flush
         storm = self.rules.defaults.storm
-        key = storm_key(g.routing_key)
         folded = g.state.get("folded")
         if f.delete:  # a folded group that resolved: its place in the storm resolves too
             if folded:
@@ -384,6 +383,7 @@ class Pipeline:
             return
         if storm is None or g.urgent or "trigger" not in f.actions:
             return
+        key = storm_key(g.routing_key)
         active = folded or self._opened(g.routing_key, now) > storm.groups \
             or await self.store.load(key) is not None
         if folded and await self.store.load(key) is None:

@@ -23,11 +23,13 @@ Routing keys never appear in key names: `rid` is a hash.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 __all__ = ["Names"]
 
 
+@functools.lru_cache(maxsize=4096)  # a handful of keys, looked up for every event
 def rid(routing_key: str) -> str:
     """A routing key's id in key names: a hash, so the secret never shows in Redis."""
     return hashlib.sha256(routing_key.encode()).hexdigest()[:20]
