@@ -234,10 +234,7 @@ def main() -> int:
         for kind in stores:
             for n in sizes:
                 with _store(b, kind, n) as (url, redis):
-                    row = asyncio.run(flush_in_process(url, n, f"inproc-{n}",
-                                                       redis.proc.pid if redis and redis.proc else None))
-                    for f in b.work.glob("scale-inproc-*"):
-                        f.unlink()
+                    row = _inproc(b, url, n, f"inproc-{n}", redis)
                     store = {"memory": "memory://", "sqlite": f"sqlite://{b.work}/scale-{n}.db"}.get(kind, url)
                     if redis:
                         subprocess.run(["redis-cli", "-p", str(redis.port), "flushall"], check=False,
@@ -265,6 +262,14 @@ def _store(b: Bench, kind: str, n: int) -> Iterator[tuple[str, RedisServer | Non
             redis.stop()
 
 
+def _inproc(b: Bench, url: str, n: int, prefix: str, redis: RedisServer | None) -> dict[str, Any]:
+    """The in-process flush of N groups (its SQLite file removed after)."""
+    row = asyncio.run(flush_in_process(url, n, prefix, redis.proc.pid if redis and redis.proc else None))
+    for f in b.work.glob("scale-inproc-*"):
+        f.unlink()
+    return row
+
+
 def flush_rounds(b: Bench, stores: list[str], sizes: list[int], rounds: int, out: Path) -> int:
     """The in-process flush only, `rounds` times, the stores taking turns; the median and
     range of each."""
@@ -273,10 +278,7 @@ def flush_rounds(b: Bench, stores: list[str], sizes: list[int], rounds: int, out
         for n in sizes:
             for kind in stores:
                 with _store(b, kind, n) as (url, redis):
-                    row = asyncio.run(flush_in_process(url, n, f"inproc-{n}-{r}",
-                                                       redis.proc.pid if redis and redis.proc else None))
-                for f in b.work.glob("scale-inproc-*"):
-                    f.unlink()
+                    row = _inproc(b, url, n, f"inproc-{n}-{r}", redis)
                 runs.setdefault(f"{kind}/{n}", []).append(row)
                 print(f"round {r + 1}  {kind:6s} {n:>9,}  {json.dumps(row)}", flush=True)
     summary = {}
