@@ -101,6 +101,11 @@ class Bench:
         print(f"  {what}: {r['rps']:.0f} req/s, {r['alerts_per_s']:.0f} alerts/s, "
               f"p50 {r['p50_us'] / 1000:.1f} ms, p99 {r['p99_us'] / 1000:.1f} ms, "
               f"errors {r['errors']}, non-2xx {r['non2xx']} {extra or ''}", flush=True)
+        if r["non2xx"] or r["errors"]:  # what the server said about it (the logs go with the work dir)
+            logs = sorted(self.work.glob("proxy-*.log"), key=lambda f: f.stat().st_mtime)
+            if logs:
+                print("    " + "\n    ".join(logs[-1].read_text(errors="replace").splitlines()[-20:]),
+                      flush=True)
 
     # -- ingest throughput ------------------------------------------------------------
     def throughput(self) -> None:
