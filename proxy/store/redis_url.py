@@ -13,19 +13,13 @@ TLS options (`ssl_*` query parameters) work with the Sentinel and Cluster forms 
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import (
-    AbstractConnection,
-    Connection,
-    SSLConnection,
-    UnixDomainSocketConnection,
-)
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from proxy.errors import ConfigError
@@ -49,9 +43,15 @@ class _CPacked:
         return [hiredis.pack_command(args)]
 
 
-@functools.cache
+_PACKED: dict[str, type[AbstractConnection]] = {}
+
+
 def _packed(base: type[AbstractConnection]) -> type[AbstractConnection]:
-    return type(base.__name__, (_CPacked, base), {})
+    """`base` with hiredis's packer (one subclass per connection class)."""
+    name = f"{base.__module__}.{base.__qualname__}"
+    if name not in _PACKED:
+        _PACKED[name] = type(base.__name__, (_CPacked, base), {})
+    return _PACKED[name]
 
 
 def _hosts(netloc: str, url: str) -> list[tuple[str, int]]:
@@ -76,9 +76,10 @@ def connect(url: str) -> Any:
     u = urlsplit(url)
     tls = u.scheme.startswith("rediss")
     if u.scheme in ("redis", "rediss", "unix"):
-        base = {"redis": Connection, "rediss": SSLConnection}.get(u.scheme, UnixDomainSocketConnection)
-        return aioredis.from_url(url, health_check_interval=10, connection_class=_packed(base),
-                                 **_TIMEOUTS)
+        client = aioredis.from_url(url, health_check_interval=10, **_TIMEOUTS)
+        pool = client.connection_pool  # its class comes from the URL's scheme (TLS, socket)
+        pool.connection_class = _packed(pool.connection_class)  # before any connection is made
+        return client
     password = unquote(u.password) if u.password else None
     opts = {**_options(u.query, tls), **_TIMEOUTS}
     if u.scheme.endswith("+sentinel"):
