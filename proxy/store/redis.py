@@ -79,12 +79,17 @@ def _wrapped(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[A
     return call
 
 
-def _event_json(ev: OutEvent) -> dict[str, Any]:
-    """An event as a table for a script (record.lua's lost resolves)."""
+def _event_fields(ev: OutEvent) -> dict[str, Any]:
+    """An outbox item's fields but its seq, lease and body (lib_outbox.lua)."""
     return {"rid": keys.rid(ev.routing_key), "rk": ev.routing_key, "dk": ev.dedup_key,
             "action": ev.action, "severity": ev.severity, "prio": ev.priority,
             "key_name": ev.key_name, "enqueued_at": ev.enqueued_at, "attempts": ev.attempts,
-            "not_before": ev.not_before, "last_error": ev.last_error, "body": ev.body.decode()}
+            "not_before": ev.not_before, "last_error": ev.last_error}
+
+
+def _event_json(ev: OutEvent) -> dict[str, Any]:
+    """An event as a table for a script (record.lua's lost resolves)."""
+    return {**_event_fields(ev), "body": ev.body.decode()}
 
 
 def _arg(strs: list[bytes], value: bytes) -> int:
@@ -98,12 +103,9 @@ def _events(evs: Sequence[OutEvent], kl: _Keys, n: keys.Names, strs: list[bytes]
     here but its seq, and its body goes as a JSON string: the script never encodes them."""
     out = []
     for e in evs:
-        rid = keys.rid(e.routing_key)
-        small = orjson.dumps({"rid": rid, "rk": e.routing_key, "dk": e.dedup_key, "action": e.action,
-                              "severity": e.severity, "prio": e.priority, "key_name": e.key_name,
-                              "enqueued_at": e.enqueued_at, "attempts": e.attempts,
-                              "not_before": e.not_before, "last_error": e.last_error, "lease": 0})
-        out.append([*kl.many(n.outbox(e.routing_key)), rid, e.routing_key, e.dedup_key, e.action,
+        f = _event_fields(e)
+        small = orjson.dumps({**f, "lease": 0})
+        out.append([*kl.many(n.outbox(e.routing_key)), f["rid"], e.routing_key, e.dedup_key, e.action,
                     e.severity, e.priority, e.key_name, e.enqueued_at, e.not_before,
                     _arg(strs, small), _arg(strs, orjson.dumps(e.body.decode()))])
     return out
