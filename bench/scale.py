@@ -5,8 +5,8 @@
 For each store and each number N of open single-alert groups (one routing key, so the
 budget lets 2 events/s out and the rest waits in the outbox):
 - in process, with a manual clock: N groups recorded, then all due at once and flushed
-  into the outbox: flush throughput (groups/s) and CPU per group (this process's, and
-  Redis's); `--flush-only R` runs only this, R rounds with the stores taking turns;
+  into the outbox, logging as `serve` does (a line per group, to a file): flush throughput
+  (groups/s) and CPU per group (this process's, and Redis's); `--flush-only R` runs only this, R rounds with the stores taking turns;
 - the real proxy over HTTP, against a fake PagerDuty enforcing 120/min: intake of N groups
   (alerts/s), CPU of the proxy's process while it paces 2 events/s with N waiting, p99 of
   single-alert requests at 200/s, a critical alert's page latency behind the N waiting
@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -62,13 +63,17 @@ async def flush_in_process(store_url: str, n: int, prefix: str,
 
     from proxy.clock import ManualClock
     from proxy.ingest import alertmanager
+    from proxy.logs import setup_logging
     from proxy.metrics import Metrics
     from proxy.pipeline import Pipeline
     from proxy.rules import RuleSet, load_rules
     from proxy.store import from_url
 
     gc.set_threshold(5000, 10, 100)  # as `alert-proxy serve` does
-    rules = Path(tempfile.mkdtemp()) / "rules.yml"
+    work = Path(tempfile.mkdtemp())
+    logs = (work / "flush.log").open("w")  # it logs a line per flushed group, as `serve` does
+    setup_logging("info", logs)
+    rules = work / "rules.yml"
     rules.write_text("defaults:\n  routing_key: ${PD_ROUTING_KEY}\n  group_by: [alertname, instance]\n"
                      "  group_wait: 1s\n  group_interval: 5m\n  repeat_interval: 4h\n")
     store = from_url(store_url, prefix=prefix)
@@ -86,6 +91,8 @@ async def flush_in_process(store_url: str, n: int, prefix: str,
     took = time.perf_counter() - t
     cpu, server = time.process_time() - cpu0, _cpu(server_pid) - server0
     await store.close()
+    logs.close()
+    shutil.rmtree(work)
     return {"record_alerts_per_s": round(recorded), "flush_groups_per_s": round(n / took),
             "flush_cpu_us_per_group": round(cpu / n * 1e6, 1),
             **({"flush_redis_cpu_us_per_group": round(server / n * 1e6, 1)} if server_pid else {})}

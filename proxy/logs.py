@@ -1,21 +1,40 @@
-"""Structured JSON logs, one object per line. Extra fields go in `extra={"fields": {...}}`."""
+"""Structured JSON logs, one object per line. Extra fields go in `extra={"fields": {...}}`.
+
+A flush under a storm logs a line per group (100,000 lines for 100,000 groups), so a line
+is kept cheap: the standard library's caller lookup and thread and process names, which
+these lines never show, are turned off (the logging HOWTO's "Optimization"), the
+timestamp's text is made once per second, and in the event loop the stream is flushed once
+per turn of the loop rather than once per line (warnings and errors at once)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
+from typing import TextIO
 
 import orjson
 
-__all__ = ["setup_logging"]
+__all__ = ["JsonFormatter", "LineHandler", "setup_logging"]
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._stamp = ""
+
+    def _ts(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:  # a race between threads only makes the text twice
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self._ts(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -28,8 +47,49 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
-def setup_logging(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """One line per record; in an event loop the stream is flushed at the end of the
+    loop's turn (a flush of 100 groups writes once), elsewhere and for warnings at once."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._soon = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            if record.levelno >= logging.WARNING:
+                self.flush()
+            else:
+                self._flush_soon()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - as logging's own handlers: reported, never raised
+            self.handleError(record)
+
+    def _flush_soon(self) -> None:
+        if self._soon:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._soon = True
+        loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._soon = False
+        self.flush()
+
+
+def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    """JSON lines at `level` and above to `stream` (standard error)."""
+    logging._srcfile = None  # no sys._getframe() per record
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler = LineHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("alert_proxy")
     root.handlers[:] = [handler]

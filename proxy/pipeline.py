@@ -52,6 +52,7 @@ class Pipeline:
         self.caller: Caller = caller or HttpCaller()
         self._opens: dict[str, deque[float]] = {}  # routing key -> recent group openings
         self._calls: set[asyncio.Task[None]] = set()  # remediation calls under way
+        self._flushes: dict[str, Any] = {}  # label -> its counter (labels() costs per call)
         self.behind = False  # see flush_due
 
     # -- in --------------------------------------------------------------------------
@@ -459,7 +460,11 @@ class Pipeline:
                 await self.store.commit([Commit(member, False, [])], durable=False)
         c, f, page = plan.commit, plan.flush, plan.page
         g = c.group
-        self.metrics.flushes.labels("/".join(f.actions) or ("transient" if f.delete else "none")).inc()
+        label = "/".join(f.actions) or ("transient" if f.delete else "none")
+        counter = self._flushes.get(label)
+        if counter is None:
+            counter = self._flushes[label] = self.metrics.flushes.labels(label)
+        counter.inc()
         held = plan.held_now or page.held
         if held and held != plan.held_before and held in SUPPRESSED:
             n = len(page.flapping) if held == "flapping" else len(g.alerts)

@@ -1,0 +1,49 @@
+"""The JSON log lines, and when they reach the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from proxy.logs import setup_logging
+
+
+@pytest.fixture
+def logfile(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "log"
+    with path.open("w", buffering=1 << 20) as stream:  # a line is on disk once the handler flushes
+        setup_logging("info", stream)
+        yield path
+    setup_logging("info")
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_line_is_one_json_object(logfile: Path) -> None:
+    logging.getLogger("alert_proxy").info("group flushed", extra={"fields": {"dedup_key": "k"}})
+    [line] = lines(logfile)
+    assert line["msg"] == "group flushed" and line["dedup_key"] == "k" and line["level"] == "info"
+    assert str(line["ts"]).endswith("Z") and len(str(line["ts"])) == len("2026-11-23T20:00:00.000Z")
+
+
+async def test_in_the_loop_lines_are_flushed_once_per_turn(logfile: Path) -> None:
+    log = logging.getLogger("alert_proxy")
+    for i in range(100):
+        log.info("group flushed", extra={"fields": {"n": i}})
+    assert lines(logfile) == []  # still in the stream's buffer
+    await asyncio.sleep(0)  # the loop's turn ends
+    assert [line["n"] for line in lines(logfile)] == list(range(100))
+    log.warning("PagerDuty answered 429")
+    assert lines(logfile)[-1]["msg"] == "PagerDuty answered 429"  # at once
+
+
+def test_outside_a_loop_a_line_is_flushed_at_once(logfile: Path) -> None:
+    logging.getLogger("alert_proxy").info("rules loaded")
+    assert lines(logfile)[0]["msg"] == "rules loaded"
