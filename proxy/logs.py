@@ -89,7 +89,10 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = LineHandler(stream or sys.stderr)
+    if stream is None:  # standard error, but not line-buffered (sys.stderr is): see LineHandler
+        stream = open(sys.stderr.fileno(), "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
+                      buffering=1 << 16, closefd=False)
+    handler = LineHandler(stream)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("alert_proxy")
     root.handlers[:] = [handler]
