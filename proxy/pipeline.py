@@ -12,6 +12,7 @@ an acknowledge or resolve follows up on the groups that hold its dedup_key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict, deque
@@ -38,6 +39,7 @@ __all__ = ["Pipeline"]
 log = logging.getLogger("alert_proxy")
 FLUSH_LEASE = 10.0  # seconds a claimed group stays with the replica that claimed it
 FLUSH_BATCH = 100  # groups claimed, decided and committed per store round trip
+FLUSH_AHEAD = 2  # claims under way while a batch is decided
 
 
 class Pipeline:
@@ -172,59 +174,64 @@ class Pipeline:
         groups may still be due (the budget ended a full batch): the flush loop goes on at
         once instead of waiting for its next poll.
 
-        Batches overlap: while Python decides batch k, the store commits batch k-1 and
-        claims batch k+1 (Redis, or SQLite's thread, works meanwhile). Commits stay in
+        Batches overlap, so that the store (Redis, or SQLite's thread) always has the next
+        request at hand: while Python decides batch k, the store commits batch k-1 and
+        claims batches k+1 and k+2; batch k's commit is sent as soon as it is decided,
+        before Python looks at what batch k-1's commit answered. Commits are sent in
         order, and a batch once claimed is decided and committed before this returns.
-        The event loop is never held for a whole batch: deciding yields every 20 groups,
-        and each store call is an await."""
+        The event loop is never held for a whole batch: deciding and the work after a
+        commit yield every 20 groups, and each store call is an await."""
         t0 = time.monotonic()
         sent = 0
         self.behind = False
         now = self.clock.now()
         groups = await self.store.claim_due(now, lease=FLUSH_LEASE, limit=FLUSH_BATCH)
-        committing: asyncio.Task[int] | None = None
-        claiming: asyncio.Task[list[Group]] | None = None
+        claims: deque[tuple[float, asyncio.Task[list[Group]]]] = deque()
+        commits: deque[tuple[list[_Plan], float, asyncio.Task[list[bool]]]] = deque()
         try:
             while groups:
-                later = now
-                if len(groups) == FLUSH_BATCH:
-                    if time.monotonic() - t0 > budget_s:
-                        self.behind = True
-                    else:
+                if len(groups) == FLUSH_BATCH and not self.behind:
+                    while len(claims) < FLUSH_AHEAD:
+                        if time.monotonic() - t0 > budget_s:
+                            self.behind = True
+                            break
                         later = self.clock.now()
-                        claiming = asyncio.create_task(
-                            self.store.claim_due(later, lease=FLUSH_LEASE, limit=FLUSH_BATCH))
-                        await asyncio.sleep(0)  # the claim is sent before Python decides
+                        claims.append((later, asyncio.create_task(
+                            self.store.claim_due(later, lease=FLUSH_LEASE, limit=FLUSH_BATCH))))
+                    await asyncio.sleep(0)  # the claims are sent before Python decides
                 plans = await self._decide(groups, now)
-                if committing is not None:
-                    sent += await committing
-                    committing = None
-                committing = asyncio.create_task(self._commit(plans, now))
-                await asyncio.sleep(0)  # and the commit is on its way
-                groups, now = [], later
-                if claiming is not None:
+                commits.append((plans, now, asyncio.create_task(self._send(plans))))
+                await asyncio.sleep(0)  # the commit is on its way
+                while len(commits) > 1:
+                    sent += await self._settle(*commits.popleft())
+                groups = []
+                if claims:
+                    now, claiming = claims.popleft()
                     groups = await claiming
-                    claiming = None
-            if committing is not None:
-                sent += await committing
-                committing = None
-        finally:  # a failure or a cancel: the commit under way ends, the claim is dropped
-            # (its groups are flushed again when their lease ends)
-            pending = [t for t in (committing, claiming) if t is not None]
-            if claiming is not None:
+            while commits:
+                sent += await self._settle(*commits.popleft())
+        finally:  # a failure or a cancel: the commits under way end, the claims are dropped
+            # (their groups are flushed again when their lease ends)
+            for _, claiming in claims:
                 claiming.cancel()
+            pending = [*(t for _, _, t in commits), *(t for _, t in claims)]
             if pending:
                 await asyncio.wait(pending)
                 for task in pending:
                     if not task.cancelled():
                         task.exception()  # seen here (the first failure is the one raised)
+            for plans, at, task in commits:  # committed after the one that failed: what
+                # follows them (calls, storm records, metrics, logs) still happens
+                if not task.cancelled() and task.exception() is None:
+                    with contextlib.suppress(Exception):  # the first failure is the one raised
+                        await self._settle(plans, at, task)
         if sent:
             self.on_enqueue()
         return sent
 
     async def _decide(self, groups: list[Group], now: float) -> list[_Plan]:
-        """Plan a batch; it yields every few groups, so that the claim under way sends
-        its second step (the load) while Python decides."""
+        """Plan a batch; it yields every few groups, so that the claims under way send
+        their second step (the load) while Python decides."""
         muted = await self.muted(groups, now)
         plans = []
         for i, g in enumerate(groups, 1):
@@ -233,24 +240,31 @@ class Pipeline:
                 await asyncio.sleep(0)
         return plans
 
-    async def _commit(self, plans: list[_Plan], now: float) -> int:
-        """Commit a batch's plans; a group that changed meanwhile is loaded and decided
-        again."""
+    async def _send(self, plans: list[_Plan]) -> list[bool]:
+        """Commit a batch's plans: which went in (a group that changed meanwhile did not)."""
+        durable = any(p.call is not None for p in plans)  # a remediation claimed: once, even after a power loss
+        return await self.store.commit([p.commit for p in plans], durable=durable)
+
+    async def _settle(self, plans: list[_Plan], now: float, sending: asyncio.Task[list[bool]]) -> int:
+        """After a batch's commit: what follows each plan that went in; a group that
+        changed meanwhile is loaded, decided and committed again."""
         sent = 0
+        done = await sending
         for _ in range(10):
-            durable = any(p.call is not None for p in plans)  # a remediation claimed: once, even after a power loss
-            done = await self.store.commit([p.commit for p in plans], durable=durable)
             retry = []
-            for plan, ok in zip(plans, done, strict=True):
+            for i, (plan, ok) in enumerate(zip(plans, done, strict=True), 1):
                 if ok:
                     sent += len(plan.commit.events)
                     await self._after(plan, now)
                 else:
                     retry.append(plan.commit.group.key)
+                if i % 20 == 0:
+                    await asyncio.sleep(0)
             if not retry:
                 break
             groups = [g for g in [await self.store.load(k) for k in retry] if g is not None]
             plans = await self._decide(groups, now)
+            done = await self._send(plans)
         return sent
 
     async def _plan(self, g: Group, now: float, muted: dict[str, str]) -> _Plan:

@@ -289,9 +289,10 @@ async def test_flush_says_when_it_stopped_behind(proxy):
 
 
 async def test_flush_that_fails_midway_loses_nothing_and_sends_nothing_twice(proxy):
-    """Batches overlap (claim k+1, decide k, commit k-1): when the store fails a commit
-    midway, the flush raises, what was committed stays committed, and the groups claimed
-    but not committed are flushed once their lease ends, each exactly once."""
+    """Batches overlap (claims k+1 and k+2, decide k, commit k-1): when the store fails a
+    commit midway, the flush raises, what was committed stays committed (and what follows
+    a commit happens), and the groups claimed but not committed are flushed once their
+    lease ends, each exactly once."""
     store = proxy.store
     real_commit, calls = store.commit, []
 
@@ -307,7 +308,10 @@ async def test_flush_that_fails_midway_loses_nothing_and_sends_nothing_twice(pro
     with pytest.raises(StoreError):
         await proxy.flush_due(budget_s=10.0)
     first = {ev.dedup_key for ev in await store.pending()}
-    assert len(first) == 100  # the first batch only
+    assert calls == [100, 100, 100]  # batch 3's commit went before batch 2's answer came
+    assert len(first) == 200  # batches 1 and 3
+    flushed = proxy.metrics.registry.get_sample_value("alert_proxy_group_flushes_total", {"result": "trigger"})
+    assert flushed == 200  # batch 3's too, though the flush failed before it
     proxy.clock.advance(FLUSH_LEASE + 1)
     while await proxy.flush_due(budget_s=10.0) or proxy.behind:
         pass
