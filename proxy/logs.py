@@ -9,6 +9,7 @@ per turn of the loop rather than once per line (warnings and errors at once)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -53,7 +54,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
-        self._soon = False
+        self._soon: asyncio.AbstractEventLoop | None = None  # the loop that will flush
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -68,18 +69,17 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
     def _flush_soon(self) -> None:
-        if self._soon:
-            return
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:
+        except RuntimeError:  # another thread, or no loop: at once
             self.flush()
             return
-        self._soon = True
-        loop.call_soon(self._flush_now)
+        if self._soon is not loop:  # (a loop that ended before its turn did flushes nothing)
+            self._soon = loop
+            loop.call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
-        self._soon = False
+        self._soon = None
         self.flush()
 
 
@@ -95,6 +95,9 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     handler = LineHandler(stream)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("alert_proxy")
+    for old in root.handlers:
+        with contextlib.suppress(ValueError, OSError):  # its stream may be closed
+            old.flush()  # its last lines
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False

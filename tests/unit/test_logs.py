@@ -47,3 +47,39 @@ async def test_in_the_loop_lines_are_flushed_once_per_turn(logfile: Path) -> Non
 def test_outside_a_loop_a_line_is_flushed_at_once(logfile: Path) -> None:
     logging.getLogger("alert_proxy").info("rules loaded")
     assert lines(logfile)[0]["msg"] == "rules loaded"
+
+
+def test_a_loop_that_ends_before_its_turn_does_not_hold_later_lines(logfile: Path) -> None:
+    async def log_and_stop() -> None:
+        logging.getLogger("alert_proxy").info("last line of the loop")
+        asyncio.get_running_loop().stop()  # the flush scheduled for this turn never runs
+
+    loop = asyncio.new_event_loop()
+    loop.create_task(log_and_stop())
+    loop.run_forever()
+    loop.close()
+    logging.getLogger("alert_proxy").info("after the loop")
+    assert [line["msg"] for line in lines(logfile)] == ["last line of the loop", "after the loop"]
+
+    async def in_a_new_loop() -> None:
+        logging.getLogger("alert_proxy").info("in a new loop")
+        await asyncio.sleep(0)
+        assert lines(logfile)[-1]["msg"] == "in a new loop"
+
+    asyncio.run(in_a_new_loop())
+
+
+def test_setting_up_again_keeps_the_lines_written_so_far(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with path.open("w", buffering=1 << 20) as stream:
+        setup_logging("info", stream)
+
+        async def one_line() -> None:
+            logging.getLogger("alert_proxy").info("before")
+
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(one_line())  # ends before the loop's flush runs
+        loop.close()
+        setup_logging("info", stream)
+        assert lines(path)[0]["msg"] == "before"
+    setup_logging("info")
