@@ -6,7 +6,8 @@ For each store and each number N of open single-alert groups (one routing key, s
 budget lets 2 events/s out and the rest waits in the outbox):
 - in process, with a manual clock: N groups recorded, then all due at once and flushed
   into the outbox, logging as `serve` does (a line per group, to a file): flush throughput
-  (groups/s) and CPU per group (this process's, and Redis's); `--flush-only R` runs only this, R rounds with the stores taking turns;
+  (groups/s) and CPU per group (this process's, and Redis's); `--flush-only R` runs only
+  this, R rounds with the stores taking turns;
 - the real proxy over HTTP, against a fake PagerDuty enforcing 120/min: intake of N groups
   (alerts/s), CPU of the proxy's process while it paces 2 events/s with N waiting, p99 of
   single-alert requests at 200/s, a critical alert's page latency behind the N waiting

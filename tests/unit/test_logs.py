@@ -13,13 +13,21 @@ import pytest
 from proxy.logs import setup_logging
 
 
+@pytest.fixture(autouse=True)
+def as_it_was() -> Iterator[None]:
+    """The logger as other tests find it (caplog needs it to propagate)."""
+    root = logging.getLogger("alert_proxy")
+    kept = root.handlers[:], root.level, root.propagate
+    yield
+    root.handlers[:], root.level, root.propagate = kept
+
+
 @pytest.fixture
 def logfile(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "log"
     with path.open("w", buffering=1 << 20) as stream:  # a line is on disk once the handler flushes
         setup_logging("info", stream)
         yield path
-    setup_logging("info")
 
 
 def lines(path: Path) -> list[dict[str, object]]:
@@ -82,4 +90,3 @@ def test_setting_up_again_keeps_the_lines_written_so_far(tmp_path: Path) -> None
         loop.close()
         setup_logging("info", stream)
         assert lines(path)[0]["msg"] == "before"
-    setup_logging("info")
