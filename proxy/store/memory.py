@@ -50,8 +50,10 @@ def _untracked(value: Any) -> Any:
 
 def split_status(raw: str) -> tuple[str, tuple[float, ...]]:
     """`firing|t1|t2` -> ("firing", (t1, t2)): an alert's status and its change times."""
+    if "|" not in raw:  # most alerts never changed
+        return raw, ()
     status, *changes = raw.split("|")
-    return status, tuple(float(c) for c in changes)
+    return status, tuple(map(float, changes))
 
 
 def join_status(status: str, changes: Sequence[float]) -> str:

@@ -105,7 +105,7 @@ def _events(evs: Sequence[OutEvent], kl: _Keys, n: keys.Names, strs: list[bytes]
     for e in evs:
         f = _event_fields(e)
         small = orjson.dumps({**f, "lease": 0})
-        out.append([*kl.many(n.outbox(e.routing_key)), f["rid"], e.routing_key, e.dedup_key, e.action,
+        out.append([*kl.outbox(n, e.routing_key), f["rid"], e.routing_key, e.dedup_key, e.action,
                     e.severity, e.priority, e.key_name, e.enqueued_at, e.not_before,
                     _arg(strs, small), _arg(strs, orjson.dumps(e.body.decode()))])
     return out
@@ -139,6 +139,7 @@ class _Keys:
     def __init__(self, fixed: Sequence[str]) -> None:
         self.keys: list[str] = []
         self._at: dict[str, int] = {}
+        self._outbox: dict[str, list[int]] = {}
         for k in fixed:
             self.idx(k)
 
@@ -151,6 +152,13 @@ class _Keys:
 
     def many(self, names: Sequence[str]) -> list[int]:
         return [self.idx(n) for n in names]
+
+    def outbox(self, n: keys.Names, routing_key: str) -> list[int]:
+        """The indexes of a routing key's outbox keys (looked up once per call)."""
+        found = self._outbox.get(routing_key)
+        if found is None:
+            found = self._outbox[routing_key] = self.many(n.outbox(routing_key))
+        return found
 
 
 def _wait_option(url: str) -> tuple[str, int, int]:
@@ -223,7 +231,7 @@ class RedisStore:
             cands = []
             for ck, ev in r.candidates:
                 group(ck)
-                cands.append([ck, _event_json(ev), kl.many(n.outbox(ev.routing_key))])
+                cands.append([ck, _event_json(ev), kl.outbox(n, ev.routing_key)])
             rs.append([r.fingerprint, kl.idx(n.fingerprint(r.fingerprint)),
                        kl.idx(n.marks_of(r.fingerprint)), r.alert_json, r.full, cands])
         ms = []
@@ -437,7 +445,7 @@ class RedisStore:
         if not chosen:
             return 0
         kl = _Keys([*self._outbox_fixed(), self.n.ob_dead])
-        es = [[e.seq, kl.many(self.n.outbox(e.routing_key))] for e in chosen]
+        es = [[e.seq, kl.outbox(self.n, e.routing_key)] for e in chosen]
         now = max(e.enqueued_at for e in chosen)
         return int(await self._run("requeue", kl.keys, orjson.dumps({"now": now, "e": es})))
 
