@@ -28,7 +28,7 @@ class JsonFormatter(logging.Formatter):
 
     def _ts(self, created: float) -> str:
         second = int(created)
-        if second != self._second:  # a race between threads only makes the text twice
+        if second != self._second:  # (format runs under its handler's lock: one thread at a time)
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
         return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
