@@ -4,7 +4,8 @@ A flush under a storm logs a line per group (100,000 lines for 100,000 groups), 
 is kept cheap: the standard library's caller lookup and thread and process names, which
 these lines never show, are turned off (the logging HOWTO's "Optimization"), the
 timestamp's text is made once per second, and in the event loop the stream is flushed once
-per turn of the loop rather than once per line (warnings and errors at once)."""
+per turn of the loop rather than once per line (warnings and errors at once). Where a line
+is written per group, `info()` writes it without making a `LogRecord` (the same line)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import contextlib
 import logging
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
-__all__ = ["JsonFormatter", "LineHandler", "setup_logging"]
+__all__ = ["JsonFormatter", "LineHandler", "info", "setup_logging"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,17 +35,18 @@ class JsonFormatter(logging.Formatter):
         return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": self._ts(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
         fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
+        return self.line(record.created, record.levelname.lower(), record.name, record.getMessage(),
+                         fields if isinstance(fields, dict) else None,
+                         self.formatException(record.exc_info) if record.exc_info else None)
+
+    def line(self, created: float, level: str, name: str, msg: str, fields: dict[str, Any] | None,
+             exc: str | None = None) -> str:
+        out = {"ts": self._ts(created), "level": level, "logger": name, "msg": msg}
+        if fields:
             out.update(fields)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+        if exc:
+            out["exc"] = exc
         return orjson.dumps(out, default=str).decode()
 
 
@@ -68,6 +70,17 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # noqa: BLE001 - as logging's own handlers: reported, never raised
             self.handleError(record)
 
+    def info(self, fmt: JsonFormatter, name: str, msg: str, fields: dict[str, Any]) -> None:
+        """An info line as `emit` writes it, from its parts (see `info()`)."""
+        with self.lock:  # type: ignore[union-attr]  # (createLock made it)
+            try:
+                self.stream.write(fmt.line(time.time(), "info", name, msg, fields) + self.terminator)
+                self._flush_soon()
+            except RecursionError:
+                raise
+            except Exception:  # noqa: BLE001 - as emit: reported, never raised
+                self.handleError(logging.makeLogRecord({"name": name, "msg": msg}))
+
     def _flush_soon(self) -> None:
         try:
             loop = asyncio.get_running_loop()
@@ -83,6 +96,27 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.flush()
 
 
+_direct: tuple[logging.Logger, LineHandler, JsonFormatter] | None = None  # setup_logging's
+
+
+def info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
+    """`logger.info(msg, extra={"fields": fields})` for lines written per group. While the
+    logger is the one setup_logging made, as it made it (its one handler, no filters, no
+    level on the handler), the
+    line is written directly: a LogRecord and its trip through logging's layers cost about
+    three times the line itself. Otherwise (a test's caplog, a handler added) it is logged
+    the standard way."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    direct = _direct
+    if (direct is not None and logger is direct[0] and len(logger.handlers) == 1
+            and logger.handlers[0] is direct[1] and direct[1].level <= logging.INFO
+            and not logger.filters and not direct[1].filters):
+        direct[1].info(direct[2], logger.name, msg, fields)
+    else:
+        logger.info(msg, extra={"fields": fields})
+
+
 def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     """JSON lines at `level` and above to `stream` (standard error)."""
     logging._srcfile = None  # no sys._getframe() per record
@@ -92,8 +126,10 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     if stream is None:  # standard error, but not line-buffered (sys.stderr is): see LineHandler
         stream = open(sys.stderr.fileno(), "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
                       buffering=1 << 16, closefd=False)
+    global _direct
     handler = LineHandler(stream)
-    handler.setFormatter(JsonFormatter())
+    fmt = JsonFormatter()
+    handler.setFormatter(fmt)
     root = logging.getLogger("alert_proxy")
     for old in root.handlers:
         with contextlib.suppress(ValueError, OSError):  # its stream may be closed
@@ -101,3 +137,4 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    _direct = (root, handler, fmt)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy import correlate, render
+from proxy import correlate, logs, render
 from proxy.clock import Clock
 from proxy.errors import StoreError
 from proxy.ingest import events_v2
@@ -496,10 +496,10 @@ class Pipeline:
         elif "trigger" in f.actions:
             self.tally.add("page|storm", 1, now)
         if c.events or held in ("folded", "flapping") and held != plan.held_before:
-            log.info("group flushed", extra={"fields": {
+            logs.info(log, "group flushed", {
                 "dedup_key": g.key, "rule": g.rule, "key": g.key_name, "actions": f.actions,
                 "why": page.why or None, "held": held or None, "firing": len(g.firing()),
-                "alerts": len(g.alerts)}})
+                "alerts": len(g.alerts)})
 
 
 SUPPRESSED = ("transient", "flapping", "folded", "remediated")

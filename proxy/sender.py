@@ -35,6 +35,7 @@ from enum import StrEnum
 import aiohttp
 import orjson
 
+from proxy import logs
 from proxy.clock import Clock
 from proxy.errors import StoreError
 from proxy.metrics import Metrics
@@ -222,7 +223,7 @@ class Sender:
             self._pauses.pop(ev.routing_key, None)
             await self.store.done(ev, stamp, now)
             self.tally.merge({"sent|" + ev.action: 1, "sent_key|" + ev.key_name: 1}, now)
-            log.info("event delivered", extra={"fields": fields})
+            logs.info(log, "event delivered", fields)
         elif d.verdict is Verdict.DEAD:
             await self.store.dead(ev, stamp, error, now)
             self.metrics.dead_letters.labels(ev.action).inc()

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from proxy import logs
 from proxy.logs import setup_logging
 
 
@@ -90,3 +91,34 @@ def test_setting_up_again_keeps_the_lines_written_so_far(tmp_path: Path) -> None
         loop.close()
         setup_logging("info", stream)
         assert lines(path)[0]["msg"] == "before"
+
+
+async def test_a_line_written_directly_is_the_line_logging_writes(logfile: Path) -> None:
+    log = logging.getLogger("alert_proxy")
+    fields = {"dedup_key": "k", "actions": ["trigger"], "held": None, "firing": 1}
+    log.info("group flushed", extra={"fields": fields})
+    logs.info(log, "group flushed", fields)
+    await asyncio.sleep(0)  # the direct line too waits for the loop's turn
+    std, direct = lines(logfile)
+    assert std.pop("ts") and direct.pop("ts")
+    assert direct == std == {"level": "info", "logger": "alert_proxy", "msg": "group flushed", **fields}
+
+
+def test_a_line_goes_the_standard_way_when_the_logger_is_not_as_set_up(logfile: Path) -> None:
+    log = logging.getLogger("alert_proxy")
+    seen: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record.getMessage())
+        return record.getMessage() != "dropped"
+
+    log.addFilter(keep)  # a filter sees every record, direct or not
+    try:
+        logs.info(log, "kept", {"n": 1})
+        logs.info(log, "dropped", {"n": 2})
+    finally:
+        log.removeFilter(keep)
+    log.setLevel("WARNING")
+    logs.info(log, "below the level", {"n": 3})
+    assert seen == ["kept", "dropped"]
+    assert [line["msg"] for line in lines(logfile)] == ["kept"]
