@@ -101,17 +101,16 @@ _direct: tuple[logging.Logger, LineHandler, JsonFormatter] | None = None  # setu
 
 def info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
     """`logger.info(msg, extra={"fields": fields})` for lines written per group. While the
-    logger is the one setup_logging made, as it made it (its one handler, no filters, no
-    level on the handler), the
-    line is written directly: a LogRecord and its trip through logging's layers cost about
-    three times the line itself. Otherwise (a test's caplog, a handler added) it is logged
-    the standard way."""
+    logger is the one setup_logging made, as it made it (its one handler with its
+    formatter, no filters, no level on the handler), the line is written directly: a
+    LogRecord and its trip through logging's layers cost about three times the line itself.
+    Otherwise (a test's caplog, a handler added) it is logged the standard way."""
     if not logger.isEnabledFor(logging.INFO):
         return
     direct = _direct
     if (direct is not None and logger is direct[0] and len(logger.handlers) == 1
-            and logger.handlers[0] is direct[1] and direct[1].level <= logging.INFO
-            and not logger.filters and not direct[1].filters):
+            and logger.handlers[0] is direct[1] and direct[1].formatter is direct[2]
+            and direct[1].level <= logging.INFO and not logger.filters and not direct[1].filters):
         direct[1].info(direct[2], logger.name, msg, fields)
     else:
         logger.info(msg, extra={"fields": fields})
