@@ -71,7 +71,8 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
     def info(self, fmt: JsonFormatter, name: str, msg: str, fields: dict[str, Any]) -> None:
-        """An info line as `emit` writes it, from its parts (see `info()`)."""
+        """An info line as `emit` writes it with `fmt` (its formatter), from its parts (see
+        `info()`)."""
         with self.lock:  # type: ignore[union-attr]  # (createLock made it)
             try:
                 self.stream.write(fmt.line(time.time(), "info", name, msg, fields) + self.terminator)
@@ -96,24 +97,25 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.flush()
 
 
-_direct: tuple[logging.Logger, LineHandler, JsonFormatter] | None = None  # setup_logging's
+_direct: tuple[logging.Logger, LineHandler] | None = None  # setup_logging's
 
 
 def info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
     """`logger.info(msg, extra={"fields": fields})` for lines written per group. While the
-    logger is the one setup_logging made, as it made it (its one handler with its
-    formatter, no filters, no level on the handler), the line is written directly: a
+    logger is the one setup_logging made, as it made it (its one handler, with a
+    JsonFormatter, no filters, no level on the handler), the line is written directly: a
     LogRecord and its trip through logging's layers cost about three times the line itself.
     Otherwise (a test's caplog, a handler added) it is logged the standard way."""
     if not logger.isEnabledFor(logging.INFO):
         return
-    direct = _direct
-    if (direct is not None and logger is direct[0] and len(logger.handlers) == 1
-            and logger.handlers[0] is direct[1] and direct[1].formatter is direct[2]
-            and direct[1].level <= logging.INFO and not logger.filters and not direct[1].filters):
-        direct[1].info(direct[2], logger.name, msg, fields)
-    else:
-        logger.info(msg, extra={"fields": fields})
+    if _direct is not None and logger is _direct[0]:
+        handler = _direct[1]
+        fmt = handler.formatter
+        if (logger.handlers == [handler] and type(fmt) is JsonFormatter
+                and handler.level <= logging.INFO and not logger.filters and not handler.filters):
+            handler.info(fmt, logger.name, msg, fields)
+            return
+    logger.info(msg, extra={"fields": fields})
 
 
 def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
@@ -127,8 +129,7 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
                       buffering=1 << 16, closefd=False)
     global _direct
     handler = LineHandler(stream)
-    fmt = JsonFormatter()
-    handler.setFormatter(fmt)
+    handler.setFormatter(JsonFormatter())
     root = logging.getLogger("alert_proxy")
     for old in root.handlers:
         with contextlib.suppress(ValueError, OSError):  # its stream may be closed
@@ -136,4 +137,4 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
-    _direct = (root, handler, fmt)
+    _direct = (root, handler)

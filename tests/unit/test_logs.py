@@ -122,3 +122,10 @@ def test_a_line_goes_the_standard_way_when_the_logger_is_not_as_set_up(logfile: 
     logs.info(log, "below the level", {"n": 3})
     assert seen == ["kept", "dropped"]
     assert [line["msg"] for line in lines(logfile)] == ["kept"]
+
+
+def test_a_formatter_set_later_formats_every_line(logfile: Path) -> None:
+    log = logging.getLogger("alert_proxy")
+    log.handlers[0].setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logs.info(log, "group flushed", {"n": 1})
+    assert logfile.read_text() == "INFO group flushed\n"
