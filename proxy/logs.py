@@ -102,19 +102,21 @@ _direct: tuple[logging.Logger, LineHandler] | None = None  # setup_logging's
 
 def info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
     """`logger.info(msg, extra={"fields": fields})` for lines written per group. While the
-    logger is the one setup_logging made, as it made it (its one handler, with a
-    JsonFormatter, no filters, no level on the handler), the line is written directly: a
+    logger is the one setup_logging made (or a child of it without handlers of its own),
+    as it made it (its one handler, with a JsonFormatter, no filters, no level on the
+    handler), the line is written directly: a
     LogRecord and its trip through logging's layers cost about three times the line itself.
     Otherwise (a test's caplog, a handler added) it is logged the standard way."""
     if not logger.isEnabledFor(logging.INFO):
         return
-    if _direct is not None and logger is _direct[0]:
-        handler = _direct[1]
+    if _direct is not None:
+        root, handler = _direct
         fmt = handler.formatter
-        if (logger.handlers == [handler] and type(fmt) is JsonFormatter
+        if ((logger is root or logger.parent is root and logger.propagate and not logger.handlers)
+                and root.handlers == [handler] and type(fmt) is JsonFormatter
                 and handler.level <= logging.INFO and not logger.filters and not handler.filters):
-            handler.info(fmt, logger.name, msg, fields)
-            return
+            handler.info(fmt, logger.name, msg, fields)  # (a record's own logger's filters
+            return  # apply, not those of the logger it propagates to: as logging does)
     logger.info(msg, extra={"fields": fields})
 
 

@@ -226,6 +226,13 @@ async def test_remediation(tmp_path, fake_pd, proxy_process, mode, pages, outcom
     assert f'alert_proxy_remediations_total{{outcome="{want}"}} 1.0' in metrics
     log = (Path(tmp_path) / "proxy.log").read_text()
     assert "rd-token-xyz" not in log
+    lines = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
+    flushed = [x for x in lines if x["msg"] == "group flushed" and x["actions"] == ["trigger"]]
+    delivered = [x for x in lines if x["msg"] == "event delivered" and x["action"] == "trigger"]
+    keys = [t["dedup_key"] for t in triggers(fake_pd)]  # each page has its JSON lines
+    assert [x["dedup_key"] for x in flushed] == [x["dedup_key"] for x in delivered] == keys
+    assert {(x["level"], x["logger"]) for x in flushed} <= {("info", "alert_proxy")}
+    assert {(x["level"], x["logger"]) for x in delivered} <= {("info", "alert_proxy.sender")}
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])

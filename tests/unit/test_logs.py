@@ -31,6 +31,13 @@ def logfile(tmp_path: Path) -> Iterator[Path]:
         yield path
 
 
+def ours_only() -> None:
+    """pytest attaches its capture handlers to every logger that does not propagate when a
+    test starts; without them the logger is as setup_logging made it, as in `serve`."""
+    root = logging.getLogger("alert_proxy")
+    root.handlers[:] = [h for h in root.handlers if isinstance(h, logs.LineHandler)]
+
+
 def lines(path: Path) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in path.read_text().splitlines()]
 
@@ -93,18 +100,25 @@ def test_setting_up_again_keeps_the_lines_written_so_far(tmp_path: Path) -> None
         assert lines(path)[0]["msg"] == "before"
 
 
-async def test_a_line_written_directly_is_the_line_logging_writes(logfile: Path) -> None:
-    log = logging.getLogger("alert_proxy")
+@pytest.mark.parametrize("name", ["alert_proxy", "alert_proxy.sender"])
+async def test_a_line_written_directly_is_the_line_logging_writes(logfile: Path, name: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    ours_only()
+    log = logging.getLogger(name)
     fields = {"dedup_key": "k", "actions": ["trigger"], "held": None, "firing": 1}
     log.info("group flushed", extra={"fields": fields})
+    made: list[logging.LogRecord] = []
+    monkeypatch.setattr(logging.Logger, "makeRecord", lambda *a, **k: made.append(a[1]))  # type: ignore[misc]
     logs.info(log, "group flushed", fields)
+    assert made == []  # no LogRecord: written directly
     await asyncio.sleep(0)  # the direct line too waits for the loop's turn
     std, direct = lines(logfile)
     assert std.pop("ts") and direct.pop("ts")
-    assert direct == std == {"level": "info", "logger": "alert_proxy", "msg": "group flushed", **fields}
+    assert direct == std == {"level": "info", "logger": name, "msg": "group flushed", **fields}
 
 
 def test_a_line_goes_the_standard_way_when_the_logger_is_not_as_set_up(logfile: Path) -> None:
+    ours_only()
     log = logging.getLogger("alert_proxy")
     seen: list[str] = []
 
@@ -125,6 +139,7 @@ def test_a_line_goes_the_standard_way_when_the_logger_is_not_as_set_up(logfile: 
 
 
 def test_a_formatter_set_later_formats_every_line(logfile: Path) -> None:
+    ours_only()
     log = logging.getLogger("alert_proxy")
     log.handlers[0].setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logs.info(log, "group flushed", {"n": 1})
