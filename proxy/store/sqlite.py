@@ -1,18 +1,28 @@
-"""The embedded durable store: one SQLite file (standard library `sqlite3`, WAL), one
-process. `sqlite:///var/lib/alert-proxy/state.db` (absolute) or `sqlite://.state/state.db`
-(relative); `?synchronous=normal` trades power-loss safety for speed.
+"""The embedded durable store: one SQLite file (standard library `sqlite3`, WAL), written
+by one process of the proxy's own. `sqlite:///var/lib/alert-proxy/state.db` (absolute) or
+`sqlite://.state/state.db` (relative); `?synchronous=normal` trades power-loss safety for
+speed.
 
 Durability: a request is answered 2xx only after its transaction committed. With
 synchronous=FULL (the default) the WAL is synced at every commit: nothing answered 2xx is
 lost to kill -9 or to a power loss. With synchronous=NORMAL it survives kill -9 (the WAL is
 in the OS's cache) but a power loss may undo the last commits.
 
-The event loop never waits on SQLite: one thread owns the connection, and every call is
-a job on its queue. The thread runs all the jobs waiting in one transaction (group
-commit: one sync for many requests), each job in a savepoint of its own so one that fails
-does not undo the others. Orders use indexes (due groups, line heads by priority, budget
-stamps by time); the gauges' counts are kept in this process (it is the file's only
-writer), so no step reads the whole backlog.
+The store runs in a child process (`_Engine`, started at the first call), so that SQLite
+and the event loop do not share one GIL: in a thread, the sqlite3 module gives up the GIL
+at every row and waits for it back, and a flush ran at the speed of the two threads' work
+added up. The event loop never waits on SQLite: every call is a frame (pickled plain
+data: rows, tuples, the model's dataclasses) on the child's stdin, answered in order on
+its stdout. The child runs all the calls waiting in one transaction (group commit: one
+sync for many requests), each in a savepoint of its own so one that fails does not undo
+the others. Orders use indexes (due groups, line heads by priority, budget stamps by
+time); the gauges' counts are kept by the child (the file's only writer) and mirrored
+here with each answer, so no step reads the whole backlog.
+
+The child ignores SIGINT and SIGTERM (the proxy's shutdown decides when the store
+closes) and ends when its stdin does: at close(), or when the proxy dies. If it dies, the
+calls under way fail (StoreError) and the next call starts a new one; the groups it had
+leased are due again, as after a restart.
 """
 
 from __future__ import annotations
@@ -21,12 +31,16 @@ import asyncio
 import contextlib
 import math
 import os
+import pickle
 import queue
+import signal
 import sqlite3
+import struct
+import subprocess
+import sys
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -52,7 +66,9 @@ from proxy.store.memory import join_status, split_status
 __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
-_Job = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]", bool]  # fn, its result, durable
+_Job = tuple[str, tuple[Any, ...], bool]  # the call (_Engine.op_<name>), its arguments, durable
+_Answer = tuple[bool, Any, list[tuple[str, str, int]]]  # ok, its value (or error), count changes
+_FRAME = struct.Struct(">I")  # a frame: its length, then pickled data
 _BATCH = 256  # jobs per transaction at most
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
@@ -125,29 +141,82 @@ def _chunks(items: Sequence[T], n: int = 400) -> Iterable[Sequence[T]]:
         yield items[i:i + n]
 
 
-class SqliteStore:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.path, self._sync = _path(url)
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._synced = self._sync  # the connection's synchronous level now
-        self._thread: threading.Thread | None = None
-        self._opened: Future[None] = Future()
-        # counts kept as work happens (this process is the file's only writer)
+def _event_row(ev: OutEvent) -> tuple[Any, ...]:
+    return (ev.routing_key, ev.dedup_key, ev.action, ev.severity, ev.body, ev.key_name, ev.seq,
+            ev.attempts, ev.not_before, ev.enqueued_at, ev.last_error)
+
+
+def _frame(obj: Any) -> bytes:
+    data = pickle.dumps(obj, protocol=5)
+    return _FRAME.pack(len(data)) + data
+
+
+def _read_frame(f: Any) -> Any:
+    """The next frame's data; None at the end of the stream."""
+    head = f.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        return None
+    (n,) = _FRAME.unpack(head)
+    data = f.read(n)
+    return pickle.loads(data) if len(data) == n else None
+
+
+def _error(e: BaseException) -> tuple[str, str]:
+    """An error as the child sends it: its kind and its text."""
+    if isinstance(e, sqlite3.Error):
+        return "StoreError", f"sqlite: {type(e).__name__}: {e}"
+    return type(e).__name__, str(e)
+
+
+def _revive(kind: str, text: str) -> Exception:
+    """The error a call raises here for one the child sent."""
+    if kind == "StoreFull":
+        e: StoreError = StoreFull.__new__(StoreFull)
+        Exception.__init__(e, text)  # the child's text (StoreFull() would write its own)
+        return e
+    return StoreError(text if kind == "StoreError" else f"sqlite: {kind}: {text}")
+
+
+def _group_row(row: Sequence[Any]) -> Group:
+    (key, rule, rk, name, labels, gi, rw, opened, due, urgent, trig, grown, ltr, lfl,
+     overflow, version, seen, n_alerts, state) = row
+    return Group(key=key, rule=rule, routing_key=rk, key_name=name,
+                 group_labels=orjson.loads(labels), group_interval=gi, resolve_wait=rw,
+                 opened_at=opened, due=due, triggered=bool(trig), grown=bool(grown),
+                 last_trigger_at=ltr, last_flush_at=lfl, overflow=overflow, version=version,
+                 last_seen=seen, urgent=bool(urgent), state=orjson.loads(state),
+                 n_alerts=n_alerts)
+
+
+_Rows = tuple[list[Sequence[Any]], list[Sequence[Any]]]  # groups' rows (in order), their alerts' rows
+
+
+def _groups(rows: _Rows) -> list[Group]:
+    """Groups from what `_Engine._load` read (built here: the child only reads rows)."""
+    group_rows, alert_rows = rows
+    groups = [_group_row(row) for row in group_rows]
+    by_key = {g.key: g for g in groups}
+    for gkey, fp, raw, js in alert_rows:
+        status, changes = split_status(raw)
+        by_key[gkey].alerts[fp] = GroupAlert.from_json(js, status, changes)
+    return groups
+
+
+class _Engine:
+    """The child process's side: the connection, its transactions and every call's SQL.
+    Its calls take and give plain data (see `_Job`)."""
+
+    def __init__(self, path: Path, sync: str) -> None:
+        self.path, self._sync = path, sync
+        self._synced = sync  # the connection's synchronous level now
         self._n_groups = 0
         self._depth: dict[str, int] = {}
         self._names: dict[str, str] = {}
         self._n_dead = 0
         self._deltas: list[tuple[str, str, int]] = []  # this job's count changes, kept if it commits
-        self._leased: dict[str, float] = {}  # group key -> lease end (claim_due); the store thread's
+        self._leased: dict[str, float] = {}  # group key -> lease end (op_claim_due)
 
-    # -- the thread ------------------------------------------------------------------
-    def _start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="alert-proxy-sqlite", daemon=True)
-            self._thread.start()
-
-    def _open(self) -> sqlite3.Connection:
+    def open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.path.exists()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
@@ -164,65 +233,66 @@ class SqliteStore:
             self._depth[rk], self._names[rk] = n, name
         return conn
 
-    def _serve(self) -> None:
-        try:
-            conn = self._open()
-        except (sqlite3.Error, OSError) as e:
-            self._opened.set_exception(StoreError(f"sqlite: {self.path}: {e}"))
-            return
-        self._opened.set_result(None)
+    def counts(self) -> list[tuple[str, str, int]]:
+        """The counts as changes from nothing (the parent's mirror starts from them)."""
+        return [("groups", "", self._n_groups), ("dead", "", self._n_dead),
+                *(("name:" + self._names.get(rk, "?"), rk, 0) for rk in self._depth),
+                *(("depth", rk, n) for rk, n in self._depth.items())]
+
+    def serve(self, conn: sqlite3.Connection, jobs: queue.SimpleQueue[_Job | None], out: Any) -> None:
+        """Run the jobs as they come, each batch in one transaction, and answer each batch
+        in one frame; return at the end of the jobs (or when no one reads the answers)."""
         while True:
-            first = self._jobs.get()
+            first = jobs.get()
             if first is None:
-                conn.close()
                 return
             batch = [first]
+            end = False
             while len(batch) < _BATCH:
                 try:
-                    job = self._jobs.get_nowait()
+                    job = jobs.get_nowait()
                 except queue.Empty:
                     break
                 if job is None:
-                    self._jobs.put(None)
+                    end = True
                     break
                 batch.append(job)
-            self._run_batch(conn, batch)
+            answers = self._run_batch(conn, batch)
+            try:
+                out.write(_frame(answers))
+                out.flush()
+            except OSError:  # the proxy is gone
+                return
+            if end:
+                return
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        results: list[tuple[Future[Any], Any, BaseException | None]] = []
-        kept: list[tuple[str, str, int]] = []
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> list[_Answer]:
+        answers: list[_Answer] = []
         try:
             sync = self._sync if any(durable for _, _, durable in batch) else "NORMAL"
             if sync != self._synced:  # WAL: a later synced commit syncs this one's frames too
                 conn.execute(f"PRAGMA synchronous={sync}")
                 self._synced = sync
             conn.execute("BEGIN IMMEDIATE")
-            for fn, fut, _ in batch:
+            for op, args, _ in batch:
                 self._deltas = []
                 conn.execute("SAVEPOINT job")
                 try:
-                    results.append((fut, fn(conn), None))
+                    answers.append((True, getattr(self, "op_" + op)(conn, *args), self._deltas))
                     conn.execute("RELEASE job")
-                    kept += self._deltas
                 except Exception as e:  # noqa: BLE001 - any failure is this job's alone: undone, told to its caller
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-                    results.append((fut, None, e))
+                    answers.append((False, _error(e), []))
             conn.execute("COMMIT")
-            for what, rk, n in kept:
-                self._apply(what, rk, n)
+            for ok, _, deltas in answers:
+                for what, rk, n in deltas if ok else ():
+                    self._apply(what, rk, n)
         except sqlite3.Error as e:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            err = StoreError(f"sqlite: {type(e).__name__}: {e}")
-            results = [(fut, None, err) for _, fut, _ in batch]
-        for fut, value, exc in results:
-            if isinstance(exc, sqlite3.Error) and not isinstance(exc, StoreError):
-                exc = StoreError(f"sqlite: {type(exc).__name__}: {exc}")
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(value)
+            answers = [(False, _error(e), [])] * len(batch)
+        return answers
 
     def _count(self, what: str, n: int, rk: str = "", name: str = "") -> None:
         """A change of the counts, applied once the job's transaction commits."""
@@ -231,32 +301,11 @@ class SqliteStore:
             self._deltas.append(("name:" + name, rk, 0))
 
     def _apply(self, what: str, rk: str, n: int) -> None:
-        if what == "groups":
-            self._n_groups += n
-        elif what == "dead":
-            self._n_dead += n
-        elif what == "depth":
-            self._depth[rk] = self._depth.get(rk, 0) + n
-        else:
-            self._names[rk] = what[len("name:"):]
-
-    async def _do(self, fn: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
-        """Run `fn(conn)` in the store's thread, in a transaction; its result once committed
-        (`durable`: synced to the disk, at the URL's level; else perhaps not yet)."""
-        self._start()
-        fut: Future[T] = Future()
-        self._jobs.put((fn, fut, durable))
-        return await asyncio.wrap_future(fut)
+        _apply_count(self, what, rk, n)
 
     # -- windows -------------------------------------------------------------------
-    async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
-                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> int:
-        if not entries and not resolved and not marks:
-            return 0
-        return await self._do(lambda c: self._record(c, entries, resolved, now, marks, max_groups))
-
-    def _record(self, c: sqlite3.Connection, entries: Sequence[Entry], resolved: Sequence[Resolved],
-                now: float, marks: Sequence[tuple[str, str]], max_groups: int) -> int:
+    def op_record(self, c: sqlite3.Connection, entries: Sequence[Entry], resolved: Sequence[Resolved],
+                  now: float, marks: Sequence[tuple[str, str]], max_groups: int) -> int:
         """A whole request in a fixed number of statements, whatever its number of groups."""
         c.execute("DELETE FROM tombs WHERE until <= ?", (now,))
         if marks:
@@ -388,114 +437,81 @@ class SqliteStore:
                       [(g["due"], g["urgent"], g["grown"], g["overflow"], g["version"], g["last_seen"],
                         g["n_alerts"], key) for key, g in heads.items() if key in puts])
 
-    async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
-        def run(c: sqlite3.Connection) -> dict[str, set[str]]:
-            out: dict[str, set[str]] = {m: set() for m in marks}
-            for chunk in _chunks(list(marks)):
-                q = f"SELECT mark, fp FROM marks WHERE mark IN ({','.join('?' * len(chunk))})"
-                for m, fp in c.execute(q, chunk):
-                    out[m].add(fp)
-            return out
+    def op_marked(self, c: sqlite3.Connection, marks: Sequence[str]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {m: set() for m in marks}
+        for chunk in _chunks(list(marks)):
+            q = f"SELECT mark, fp FROM marks WHERE mark IN ({','.join('?' * len(chunk))})"
+            for m, fp in c.execute(q, chunk):
+                out[m].add(fp)
+        return out
 
-        return await self._do(run)
-
-    async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
-        """The leases live in this process (the file has one writer): a claim writes
-        nothing, and a group whose flusher died is due again at the restart."""
-        def run(c: sqlite3.Connection) -> list[Group]:
-            leased = self._leased
-            keys: list[str] = []
-            for lane in (1, 0):
-                if len(keys) >= limit:
-                    break
-                for (k,) in c.execute(
-                        "SELECT key FROM groups WHERE urgent = ? AND due <= ? ORDER BY due LIMIT ?",
-                        (lane, now, limit - len(keys) + len(leased))):
-                    if leased.get(k, 0.0) <= now:
-                        keys.append(k)
-                        if len(keys) >= limit:
-                            break
-            for k in [k for k, end in leased.items() if end <= now]:
-                del leased[k]
-            groups = self._load(c, keys)
-            for g in groups:
-                leased[g.key] = g.due = now + lease
-            return groups
-
-        return await self._do(run, durable=False)  # it writes nothing
+    def op_claim_due(self, c: sqlite3.Connection, now: float, lease: float, limit: int) -> _Rows:
+        leased = self._leased
+        keys: list[str] = []
+        for lane in (1, 0):
+            if len(keys) >= limit:
+                break
+            for (k,) in c.execute(
+                    "SELECT key FROM groups WHERE urgent = ? AND due <= ? ORDER BY due LIMIT ?",
+                    (lane, now, limit - len(keys) + len(leased))):
+                if leased.get(k, 0.0) <= now:
+                    keys.append(k)
+                    if len(keys) >= limit:
+                        break
+        for k in [k for k, end in leased.items() if end <= now]:
+            del leased[k]
+        rows = self._load(c, keys)
+        for row in rows[0]:
+            leased[row[0]] = now + lease
+        return rows
 
     @staticmethod
-    def _group_row(row: Sequence[Any]) -> Group:
-        (key, rule, rk, name, labels, gi, rw, opened, due, urgent, trig, grown, ltr, lfl,
-         overflow, version, seen, n_alerts, state) = row
-        return Group(key=key, rule=rule, routing_key=rk, key_name=name,
-                     group_labels=orjson.loads(labels), group_interval=gi, resolve_wait=rw,
-                     opened_at=opened, due=due, triggered=bool(trig), grown=bool(grown),
-                     last_trigger_at=ltr, last_flush_at=lfl, overflow=overflow, version=version,
-                     last_seen=seen, urgent=bool(urgent), state=orjson.loads(state),
-                     n_alerts=n_alerts)
-
-    @staticmethod
-    def _load(c: sqlite3.Connection, keys: Sequence[str]) -> list[Group]:
-        groups: dict[str, Group] = {}
+    def _load(c: sqlite3.Connection, keys: Sequence[str]) -> _Rows:
+        found: dict[str, Sequence[Any]] = {}
+        alert_rows: list[Sequence[Any]] = []
         for chunk in _chunks(list(keys)):
             marks = ",".join("?" * len(chunk))
             for row in c.execute(f"SELECT {_GROUP_COLS} FROM groups WHERE key IN ({marks})", chunk):
-                groups[row[0]] = SqliteStore._group_row(row)
-            for gkey, fp, raw, js in c.execute(
-                    f"SELECT gkey, fp, status, json FROM alerts WHERE gkey IN ({marks})", chunk):
-                status, changes = split_status(raw)
-                groups[gkey].alerts[fp] = GroupAlert.from_json(js, status, changes)
-        return [groups[k] for k in keys if k in groups]
+                found[row[0]] = row
+            alert_rows += c.execute(f"SELECT gkey, fp, status, json FROM alerts WHERE gkey IN ({marks})",
+                                    chunk).fetchall()
+        return [found[k] for k in keys if k in found], alert_rows
 
-    async def load(self, key: str) -> Group | None:
-        found = await self._do(lambda c: self._load(c, [key]))
-        return found[0] if found else None
+    def op_load(self, c: sqlite3.Connection, keys: Sequence[str]) -> _Rows:
+        return self._load(c, keys)
 
-    async def commit(self, commits: Sequence[Commit], durable: bool = True) -> list[bool]:
-        def run(c: sqlite3.Connection) -> list[bool]:
-            version: dict[str, int] = {}
-            for chunk in _chunks([cm.group.key for cm in commits]):
-                version.update(c.execute(f"SELECT key, version FROM groups WHERE key IN "
-                                         f"({','.join('?' * len(chunk))})", chunk))
-            out = [version.get(cm.group.key) == cm.group.version for cm in commits]
-            for cm in commits:
-                self._leased.pop(cm.group.key, None)
-            done = [cm for cm, ok in zip(commits, out, strict=True) if ok]
-            gone = [(cm.group.key,) for cm in done if cm.delete]
-            if gone:
-                c.executemany("DELETE FROM alerts WHERE gkey = ?", gone)
-                c.executemany("DELETE FROM groups WHERE key = ?", gone)
-                c.executemany("INSERT OR REPLACE INTO tombs (key, until) VALUES (?, ?)",
-                              [(cm.group.key, cm.group.last_flush_at + TOMBSTONE_TTL)
-                               for cm in done if cm.delete])
-                self._count("groups", -len(gone))
-            c.executemany("UPDATE groups SET due = ?, triggered = ?, grown = ?, last_trigger_at = ?, "
-                          "last_flush_at = ?, state = ?, version = version + 1 WHERE key = ?",
-                          [(g.due, int(g.triggered), int(g.grown), g.last_trigger_at, g.last_flush_at,
-                            orjson.dumps(g.state).decode(), g.key)
-                           for g in (cm.group for cm in done if not cm.delete)])
-            self._enqueue(c, [ev for cm in done for ev in cm.events])
-            return out
+    def op_commit(self, c: sqlite3.Connection, commits: Sequence[tuple[Any, ...]]) -> list[bool]:
+        """`commits`: (key, version, delete, tomb until, new state row, event rows) each."""
+        version: dict[str, int] = {}
+        for chunk in _chunks([cm[0] for cm in commits]):
+            version.update(c.execute(f"SELECT key, version FROM groups WHERE key IN "
+                                     f"({','.join('?' * len(chunk))})", chunk))
+        out = [version.get(cm[0]) == cm[1] for cm in commits]
+        for cm in commits:
+            self._leased.pop(cm[0], None)
+        done = [cm for cm, ok in zip(commits, out, strict=True) if ok]
+        gone = [(cm[0],) for cm in done if cm[2]]
+        if gone:
+            c.executemany("DELETE FROM alerts WHERE gkey = ?", gone)
+            c.executemany("DELETE FROM groups WHERE key = ?", gone)
+            c.executemany("INSERT OR REPLACE INTO tombs (key, until) VALUES (?, ?)",
+                          [(cm[0], cm[3]) for cm in done if cm[2]])
+            self._count("groups", -len(gone))
+        c.executemany("UPDATE groups SET due = ?, triggered = ?, grown = ?, last_trigger_at = ?, "
+                      "last_flush_at = ?, state = ?, version = version + 1 WHERE key = ?",
+                      [cm[4] for cm in done if not cm[2]])
+        self._enqueue(c, [OutEvent(*row) for cm in done for row in cm[5]])
+        return out
 
-        return await self._do(run, durable) if commits else []
+    def op_groups(self, c: sqlite3.Connection) -> _Rows:
+        return self._load(c, [k for (k,) in c.execute("SELECT key FROM groups ORDER BY opened_at")])
 
-    async def groups(self) -> list[Group]:
-        return await self._do(lambda c: self._load(c, [k for (k,) in c.execute(
-            "SELECT key FROM groups ORDER BY opened_at")]))
+    def op_heads(self, c: sqlite3.Connection) -> list[Sequence[Any]]:
+        return c.execute(f"SELECT {_GROUP_COLS} FROM groups").fetchall()
 
-    async def heads(self) -> list[Group]:
-        def run(c: sqlite3.Connection) -> list[Group]:
-            return [self._group_row(row) for row in c.execute(f"SELECT {_GROUP_COLS} FROM groups")]
-
-        return await self._do(run)
-
-    async def load_many(self, keys: Sequence[str]) -> list[Group]:
-        return await self._do(lambda c: self._load(c, list(keys)))
-
-    async def groups_of(self, fingerprint: str) -> list[Group]:
-        return await self._do(lambda c: self._load(c, [k for (k,) in c.execute(
-            "SELECT gkey FROM alerts WHERE fp = ? ORDER BY gkey", (fingerprint,))]))
+    def op_groups_of(self, c: sqlite3.Connection, fingerprint: str) -> _Rows:
+        return self._load(c, [k for (k,) in c.execute(
+            "SELECT gkey FROM alerts WHERE fp = ? ORDER BY gkey", (fingerprint,))])
 
     # -- outbox --------------------------------------------------------------------
     def _enqueue(self, c: sqlite3.Connection, events: Sequence[OutEvent]) -> None:
@@ -535,40 +551,30 @@ class SqliteStore:
         if rows:
             c.executemany(_INSERT_EVENT, rows)
 
-    async def enqueue(self, events: Sequence[OutEvent]) -> None:
-        if events:
-            await self._do(lambda c: self._enqueue(c, events))
+    def op_enqueue(self, c: sqlite3.Connection, events: Sequence[OutEvent]) -> None:
+        self._enqueue(c, events)
 
-    async def outbox_keys(self) -> list[str]:
-        return [rk for rk, n in self._depth.items() if n]
+    def op_take(self, c: sqlite3.Connection, rk: str, now: float, lease: float, window: Window) -> Take:
+        paused = c.execute("SELECT until FROM pauses WHERE rk = ?", (rk,)).fetchone()
+        if paused and paused[0] > now:
+            return Take(None, paused[0] - now)
+        c.execute("UPDATE outbox SET wait_until = 0, lease = 0 WHERE rk = ? AND head = 1 AND "
+                  "wait_until > 0 AND wait_until <= ?", (rk, now))
+        best = c.execute(f"SELECT {_EVENT_COLS}, prio FROM outbox WHERE rk = ? AND head = 1 AND "
+                         "wait_until = 0 ORDER BY prio, seq LIMIT 1", (rk,)).fetchone()
+        if best is None:
+            nxt = c.execute("SELECT MIN(wait_until) FROM outbox WHERE rk = ? AND head = 1 AND "
+                            "wait_until > 0", (rk,)).fetchone()[0]
+            return Take(None, math.inf if nxt is None else max(0.001, nxt - now))
+        wait = self._budget_wait(c, rk, best[-1], now, window)
+        if wait:
+            return Take(None, wait)
+        stamp = c.execute("INSERT INTO stamps (rk, at) VALUES (?, ?)", (rk, now)).lastrowid
+        assert stamp is not None
+        c.execute("UPDATE outbox SET lease = ?, wait_until = ? WHERE seq = ?",
+                  (now + lease, now + lease, best[0]))
+        return Take(_event(best[:-1]), 0.0, stamp)
 
-    async def take(self, routing_key: str, now: float, lease: float, window: Window) -> Take:
-        if not self._depth.get(routing_key):
-            return Take(None, math.inf)
-
-        def run(c: sqlite3.Connection) -> Take:
-            rk = routing_key
-            paused = c.execute("SELECT until FROM pauses WHERE rk = ?", (rk,)).fetchone()
-            if paused and paused[0] > now:
-                return Take(None, paused[0] - now)
-            c.execute("UPDATE outbox SET wait_until = 0, lease = 0 WHERE rk = ? AND head = 1 AND "
-                      "wait_until > 0 AND wait_until <= ?", (rk, now))
-            best = c.execute(f"SELECT {_EVENT_COLS}, prio FROM outbox WHERE rk = ? AND head = 1 AND "
-                             "wait_until = 0 ORDER BY prio, seq LIMIT 1", (rk,)).fetchone()
-            if best is None:
-                nxt = c.execute("SELECT MIN(wait_until) FROM outbox WHERE rk = ? AND head = 1 AND "
-                                "wait_until > 0", (rk,)).fetchone()[0]
-                return Take(None, math.inf if nxt is None else max(0.001, nxt - now))
-            wait = self._budget_wait(c, rk, best[-1], now, window)
-            if wait:
-                return Take(None, wait)
-            stamp = c.execute("INSERT INTO stamps (rk, at) VALUES (?, ?)", (rk, now)).lastrowid
-            assert stamp is not None
-            c.execute("UPDATE outbox SET lease = ?, wait_until = ? WHERE seq = ?",
-                      (now + lease, now + lease, best[0]))
-            return Take(_event(best[:-1]), 0.0, stamp)
-
-        return await self._do(run)
 
     @staticmethod
     def _budget_wait(c: sqlite3.Connection, rk: str, prio: int, now: float, window: Window) -> float:
@@ -600,150 +606,442 @@ class SqliteStore:
                       (nxt[1] if nxt[1] > now else 0, nxt[0]))
         return tuple(row)
 
-    async def done(self, ev: OutEvent, stamp: int, now: float) -> None:
-        def run(c: sqlite3.Connection) -> None:
-            self._pop(c, ev, now)
-            self._settle(c, stamp, now)
+    def op_done(self, c: sqlite3.Connection, ev: OutEvent, stamp: int, now: float) -> None:
+        self._pop(c, ev, now)
+        self._settle(c, stamp, now)
 
-        await self._do(run)
+    def op_retry(self, c: sqlite3.Connection, ev: OutEvent, stamp: int, not_before: float, error: str,
+                 count: bool, now: float) -> None:
+        self._settle(c, stamp, now)
+        c.execute("UPDATE outbox SET not_before = ?, last_error = ?, attempts = attempts + ?, "
+                  "lease = 0, wait_until = CASE WHEN head = 1 THEN ? ELSE wait_until END "
+                  "WHERE seq = ?", (not_before, error, int(count), max(0.0, not_before), ev.seq))
+
+    def op_release(self, c: sqlite3.Connection, ev: OutEvent, stamp: int, now: float) -> None:
+        c.execute("DELETE FROM stamps WHERE id = ?", (stamp,))
+        c.execute("UPDATE outbox SET lease = 0, wait_until = CASE WHEN not_before > ? THEN "
+                  "not_before ELSE 0 END WHERE seq = ?", (now, ev.seq))
+
+    def op_dead(self, c: sqlite3.Connection, ev: OutEvent, stamp: int, error: str, now: float) -> None:
+        row = self._pop(c, ev, now)
+        self._settle(c, stamp, now)
+        if row is not None:
+            seq, rk, dk, action, severity, body, name, attempts, _, enq, _ = row
+            c.execute("INSERT INTO dead (seq, rk, dk, action, severity, body, key_name, attempts, "
+                      "enqueued_at, last_error) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                      (seq, rk, dk, action, severity, body, name, attempts + 1, enq, error))
+            self._count("dead", 1)
+
+    def op_pending(self, c: sqlite3.Connection, limit: int) -> list[OutEvent]:
+        return [_event(r) for r in c.execute(f"SELECT {_EVENT_COLS} FROM outbox ORDER BY seq LIMIT ?",
+                                             (limit,))]
+
+    def op_dead_letters(self, c: sqlite3.Connection, limit: int) -> list[OutEvent]:
+        return [_event((*r[:8], 0.0, *r[8:])) for r in c.execute(
+            "SELECT seq, rk, dk, action, severity, body, key_name, attempts, enqueued_at, last_error "
+            "FROM dead ORDER BY seq LIMIT ?", (limit,))]
+
+    def op_requeue_dead(self, c: sqlite3.Connection, seqs: Sequence[int] | None) -> int:
+        n = 0
+        for e in self.op_dead_letters(c, 1 << 62):
+            if seqs is not None and e.seq not in seqs:
+                continue
+            c.execute("DELETE FROM dead WHERE seq = ?", (e.seq,))
+            self._count("dead", -1)
+            n += 1
+            e.attempts, e.not_before, e.last_error = 0, 0.0, ""
+            self._enqueue(c, [e])
+        return n
+
+    # -- budget --------------------------------------------------------------------
+    def op_pause(self, c: sqlite3.Connection, rk: str, until: float) -> None:
+        c.execute("INSERT INTO pauses (rk, until) VALUES (?, ?) ON CONFLICT(rk) DO UPDATE SET "
+                  "until = MAX(until, excluded.until)", (rk, until))
+
+    def op_sent_in_window(self, c: sqlite3.Connection, rk: str, now: float, window: Window) -> int:
+        return int(c.execute("SELECT COUNT(*) FROM stamps WHERE rk = ? AND at > ?",
+                             (rk, now - window.seconds)).fetchone()[0])
+
+    def op_stats(self, c: sqlite3.Connection, now: float, window: Window) -> Stats:
+        keys: dict[str, KeyStats] = {}
+        for rk, depth in list(self._depth.items()):
+            sent = c.execute("SELECT COUNT(*) FROM stamps WHERE rk = ? AND at > ?",
+                             (rk, now - window.seconds)).fetchone()[0]
+            if not depth and not sent:
+                continue
+            oldest = c.execute("SELECT MIN(enqueued_at) FROM outbox WHERE rk = ?", (rk,)).fetchone()[0]
+            keys[self._names.get(rk, "?")] = KeyStats(depth, oldest if oldest is not None else now, sent)
+        dues = [d for (d,) in c.execute("SELECT MIN(due) FROM groups WHERE urgent = 1 UNION ALL "
+                                        "SELECT MIN(due) FROM groups WHERE urgent = 0") if d is not None]
+        return Stats(groups_open=self._n_groups, dead=self._n_dead, keys=keys,
+                     oldest_due=min(dues) if dues else None)
+
+
+    def op_add_counts(self, c: sqlite3.Connection, hour: int, counts: dict[str, float]) -> None:
+        c.execute("DELETE FROM counts WHERE hour <= ?", (hour - COUNT_HOURS,))
+        have = {f for (f,) in c.execute("SELECT field FROM counts WHERE hour = ?", (hour,))}
+        c.executemany("INSERT INTO counts (hour, field, n) VALUES (?, ?, ?) ON CONFLICT(hour, field) "
+                      "DO UPDATE SET n = n + excluded.n",
+                      [(hour, f, v) for f, v in capped(have, counts).items()])
+
+
+    def op_counts(self, c: sqlite3.Connection, since_hour: int) -> dict[int, dict[str, float]]:
+        out: dict[int, dict[str, float]] = {}
+        for hour, field, n in c.execute("SELECT hour, field, n FROM counts WHERE hour >= ?",
+                                        (since_hour,)):
+            out.setdefault(hour, {})[field] = n
+        return out
+
+
+    def op_first_time(self, c: sqlite3.Connection, key: str, now: float, ttl: float) -> bool:
+        c.execute("DELETE FROM seen WHERE until <= ?", (now,))
+        return c.execute("INSERT OR IGNORE INTO seen (key, until) VALUES (?, ?)",
+                         (key, now + ttl)).rowcount == 1
+
+
+    def op_ping(self, c: sqlite3.Connection) -> None:
+        c.execute("SELECT 1").fetchone()
+
+    def op_footprint(self, c: sqlite3.Connection) -> dict[str, int]:
+        def n(q: str) -> int:
+            return int(c.execute(q).fetchone()[0])
+
+        return {"groups": n("SELECT COUNT(*) FROM groups"),
+                "fingerprints": n("SELECT COUNT(DISTINCT fp) FROM alerts"),
+                "tombstones": n("SELECT COUNT(*) FROM tombs"),
+                "events": n("SELECT COUNT(*) FROM outbox"),
+                "lines": n("SELECT COUNT(*) FROM (SELECT DISTINCT rk, dk FROM outbox)"),
+                "dead": n("SELECT COUNT(*) FROM dead"),
+                "marks": n("SELECT COUNT(DISTINCT mark) FROM marks"),
+                "seen": n("SELECT COUNT(*) FROM seen"),
+                "budgets": n("SELECT COUNT(DISTINCT rk) FROM stamps")}
+
+
+def _apply_count(counts: _Engine | SqliteStore, what: str, rk: str, n: int) -> None:
+    """A change of the counts, in the child's own or in the parent's mirror of them."""
+    if what == "groups":
+        counts._n_groups += n
+    elif what == "dead":
+        counts._n_dead += n
+    elif what == "depth":
+        counts._depth[rk] = counts._depth.get(rk, 0) + n
+    else:
+        counts._names[rk] = what[len("name:"):]
+
+
+def child_main() -> None:
+    """The store's process: `python -c '...child_main()' PATH SYNC`, frames in on stdin and
+    out on stdout (which nothing else may write to: fd 1 is pointed at stderr)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    inp = os.fdopen(os.dup(0), "rb")
+    engine = _Engine(Path(sys.argv[1]), sys.argv[2])
+    try:
+        conn = engine.open()
+    except (sqlite3.Error, OSError) as e:
+        out.write(_frame(("error", f"sqlite: {engine.path}: {e}")))
+        out.flush()
+        return
+    out.write(_frame(("ready", engine.counts())))
+    out.flush()
+    jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+
+    def read() -> None:
+        with contextlib.suppress(OSError, pickle.UnpicklingError):
+            while (job := _read_frame(inp)) is not None:
+                jobs.put(job)
+        jobs.put(None)
+
+    threading.Thread(target=read, name="alert-proxy-sqlite-in", daemon=True).start()
+    try:
+        engine.serve(conn, jobs, out)
+    finally:
+        conn.close()
+
+
+class _Child:
+    """The parent's handle on one store process, driven by the event loop it was started
+    in: each call's frame is written at once (what the pipe does not take waits for it to
+    be writable), and the answers are read as they come, in the calls' order."""
+
+    def __init__(self, path: Path, sync: str, mirror: SqliteStore, loop: asyncio.AbstractEventLoop) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])  # where `proxy` is imported from
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from proxy.store.sqlite import child_main; child_main()",
+             str(path), sync], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.fd_in, self.fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        os.set_blocking(self.fd_in, False)
+        os.set_blocking(self.fd_out, False)
+        self.mirror, self.loop = mirror, loop
+        self.pending: deque[asyncio.Future[Any]] = deque()
+        self.unsent = bytearray()  # frames the pipe has not taken yet
+        self.received = bytearray()  # the start of an answer not read whole yet
+        self.started = False  # its first frame ("ready" or "error") has come
+        self.ended = ""  # why it is gone: the error of any later call
+        self.gone: asyncio.Future[None] = loop.create_future()
+        self.born = loop.time()
+        loop.add_reader(self.fd_out, self._read)
+
+    def call(self, op: str, args: tuple[Any, ...], durable: bool) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        if self.ended:
+            fut.set_exception(StoreError(self.ended))
+            return fut
+        self.pending.append(fut)
+        frame = _frame((op, args, durable))
+        if self.unsent:
+            self.unsent += frame
+            return fut
+        try:
+            n = os.write(self.fd_in, frame)
+        except BlockingIOError:
+            n = 0
+        except OSError:  # it is gone: the end of its stdout tells the callers
+            return fut
+        if n < len(frame):
+            self.unsent += frame[n:]
+            self.loop.add_writer(self.fd_in, self._write)
+        return fut
+
+    def _write(self) -> None:
+        try:
+            n = os.write(self.fd_in, self.unsent)
+        except BlockingIOError:
+            return
+        except OSError:
+            n = len(self.unsent)
+        del self.unsent[:n]
+        if not self.unsent:
+            self.loop.remove_writer(self.fd_in)
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self.fd_out, 1 << 20)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self._end(f"sqlite: reading the store's process: {e}")
+            return
+        if not data:
+            self._end("")
+            return
+        buf = self.received
+        buf += data
+        size = _FRAME.size
+        while len(buf) >= size:
+            (n,) = _FRAME.unpack_from(buf)
+            if len(buf) < size + n:
+                break
+            msg = pickle.loads(memoryview(buf)[size:size + n])
+            del buf[:size + n]
+            if self.started:
+                self._settle(msg)
+            elif msg[0] == "error":
+                self._end(msg[1])
+                return
+            else:
+                self.started = True
+                for what, rk, n_ in msg[1]:
+                    _apply_count(self.mirror, what, rk, n_)
+
+    def _settle(self, answers: list[_Answer]) -> None:
+        for ok, value, deltas in answers:
+            for what, rk, n in deltas:
+                _apply_count(self.mirror, what, rk, n)
+            fut = self.pending.popleft()
+            if fut.cancelled():
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(_revive(*value))
+
+    def _end(self, why: str) -> None:
+        if self.ended:
+            return
+        self.loop.remove_reader(self.fd_out)
+        if self.unsent:
+            self.loop.remove_writer(self.fd_in)
+            self.unsent.clear()
+        status = self.proc.poll()
+        self.ended = why or "sqlite: the store's process ended" + (
+            f" (exit status {status})" if status is not None else "")
+        while self.pending:
+            fut = self.pending.popleft()
+            if not fut.done():
+                fut.set_exception(StoreError(self.ended))
+        self.gone.set_result(None)
+
+    async def close(self, timeout: float) -> None:
+        """End the process once it has answered every call (its stdin ends)."""
+        deadline = self.loop.time() + timeout
+        while self.unsent and not self.ended and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self.unsent:
+            self.loop.remove_writer(self.fd_in)
+        with contextlib.suppress(OSError):
+            os.close(self.fd_in)
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # (its fd is closed: this only marks the file closed)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.gone), max(0.0, deadline - self.loop.time()))
+        if self.proc.poll() is None:
+            try:
+                await asyncio.to_thread(self.proc.wait, max(0.1, deadline - self.loop.time()))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                await asyncio.to_thread(self.proc.wait)
+        self._end("sqlite: the store is closed")
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+class SqliteStore:
+    """The store's interface (store.base.Store), in the proxy's process; the work is done
+    by `_Engine` in the store's process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path, self._sync = _path(url)
+        self._child: _Child | None = None
+        # the child's counts, mirrored from its answers (the gauges and the sender read them)
+        self._n_groups = 0
+        self._depth: dict[str, int] = {}
+        self._names: dict[str, str] = {}
+        self._n_dead = 0
+
+    async def _do(self, op: str, *args: Any, durable: bool = True) -> Any:
+        """`_Engine.op_<op>(conn, *args)` in the store's process, in a transaction; its
+        result once committed (`durable`: synced to the disk, at the URL's level; else
+        perhaps not yet)."""
+        child = self._child
+        loop = asyncio.get_running_loop()
+        if child is not None and child.ended and not child.started and loop.time() < child.born + 1.0:
+            raise StoreError(child.ended)  # it could not open the file: once a second at most
+        if child is None or child.ended or child.loop is not loop:
+            if child is not None and not child.ended:  # started by another event loop: it ends
+                with contextlib.suppress(OSError):  # once it has run what it was sent
+                    os.close(child.fd_in)
+            self._n_groups, self._depth, self._names, self._n_dead = 0, {}, {}, 0
+            child = self._child = _Child(self.path, self._sync, self, loop)
+        return await child.call(op, args, durable)
+
+    # -- windows -------------------------------------------------------------------
+    async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
+                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> int:
+        if not entries and not resolved and not marks:
+            return 0
+        return int(await self._do("record", list(entries), list(resolved), now, list(marks), max_groups))
+
+    async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
+        return dict(await self._do("marked", list(marks)))
+
+    async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
+        """The leases live in the store's process (the file has one writer): a claim
+        writes nothing, and a group whose flusher died is due again at the restart."""
+        groups = _groups(await self._do("claim_due", now, lease, limit, durable=False))  # it writes nothing
+        for g in groups:
+            g.due = now + lease
+        return groups
+
+    async def load(self, key: str) -> Group | None:
+        found = _groups(await self._do("load", [key]))
+        return found[0] if found else None
+
+    async def commit(self, commits: Sequence[Commit], durable: bool = True) -> list[bool]:
+        if not commits:
+            return []
+        rows = []
+        for cm in commits:
+            g = cm.group
+            rows.append((g.key, g.version, cm.delete, g.last_flush_at + TOMBSTONE_TTL,
+                         None if cm.delete else (g.due, int(g.triggered), int(g.grown), g.last_trigger_at,
+                                                 g.last_flush_at, orjson.dumps(g.state).decode(), g.key),
+                         [_event_row(ev) for ev in cm.events]))
+        return list(await self._do("commit", rows, durable=durable))
+
+    async def groups(self) -> list[Group]:
+        return _groups(await self._do("groups"))
+
+    async def heads(self) -> list[Group]:
+        return [_group_row(row) for row in await self._do("heads")]
+
+    async def load_many(self, keys: Sequence[str]) -> list[Group]:
+        return _groups(await self._do("load", list(keys)))
+
+    async def groups_of(self, fingerprint: str) -> list[Group]:
+        return _groups(await self._do("groups_of", fingerprint))
+
+    # -- outbox --------------------------------------------------------------------
+    async def enqueue(self, events: Sequence[OutEvent]) -> None:
+        if events:
+            await self._do("enqueue", list(events))
+
+    async def outbox_keys(self) -> list[str]:
+        return [rk for rk, n in list(self._depth.items()) if n]
+
+    async def take(self, routing_key: str, now: float, lease: float, window: Window) -> Take:
+        if not self._depth.get(routing_key):
+            return Take(None, math.inf)
+        take: Take = await self._do("take", routing_key, now, lease, window)
+        return take
+
+    async def done(self, ev: OutEvent, stamp: int, now: float) -> None:
+        await self._do("done", ev, stamp, now)
 
     async def retry(self, ev: OutEvent, stamp: int, not_before: float, error: str, count: bool,
                     now: float) -> None:
-        def run(c: sqlite3.Connection) -> None:
-            self._settle(c, stamp, now)
-            c.execute("UPDATE outbox SET not_before = ?, last_error = ?, attempts = attempts + ?, "
-                      "lease = 0, wait_until = CASE WHEN head = 1 THEN ? ELSE wait_until END "
-                      "WHERE seq = ?", (not_before, error, int(count), max(0.0, not_before), ev.seq))
-
-        await self._do(run)
+        await self._do("retry", ev, stamp, not_before, error, count, now)
 
     async def release(self, ev: OutEvent, stamp: int, now: float) -> None:
-        def run(c: sqlite3.Connection) -> None:
-            c.execute("DELETE FROM stamps WHERE id = ?", (stamp,))
-            c.execute("UPDATE outbox SET lease = 0, wait_until = CASE WHEN not_before > ? THEN "
-                      "not_before ELSE 0 END WHERE seq = ?", (now, ev.seq))
-
-        await self._do(run)
+        await self._do("release", ev, stamp, now)
 
     async def dead(self, ev: OutEvent, stamp: int, error: str, now: float) -> None:
-        def run(c: sqlite3.Connection) -> None:
-            row = self._pop(c, ev, now)
-            self._settle(c, stamp, now)
-            if row is not None:
-                seq, rk, dk, action, severity, body, name, attempts, _, enq, _ = row
-                c.execute("INSERT INTO dead (seq, rk, dk, action, severity, body, key_name, attempts, "
-                          "enqueued_at, last_error) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                          (seq, rk, dk, action, severity, body, name, attempts + 1, enq, error))
-                self._count("dead", 1)
-
-        await self._do(run)
+        await self._do("dead", ev, stamp, error, now)
 
     async def pending(self, limit: int = 1000) -> list[OutEvent]:
-        return await self._do(lambda c: [_event(r) for r in c.execute(
-            f"SELECT {_EVENT_COLS} FROM outbox ORDER BY seq LIMIT ?", (limit,))])
+        return list(await self._do("pending", limit))
 
     async def dead_letters(self, limit: int = 1000) -> list[OutEvent]:
-        return await self._do(lambda c: [_event((*r[:8], 0.0, *r[8:])) for r in c.execute(
-            "SELECT seq, rk, dk, action, severity, body, key_name, attempts, enqueued_at, last_error "
-            "FROM dead ORDER BY seq LIMIT ?", (limit,))])
+        return list(await self._do("dead_letters", limit))
 
     async def requeue_dead(self, seqs: Sequence[int] | None) -> int:
-        chosen = [e for e in await self.dead_letters(limit=1 << 30) if seqs is None or e.seq in seqs]
-
-        def run(c: sqlite3.Connection) -> int:
-            n = 0
-            for e in chosen:
-                if c.execute("DELETE FROM dead WHERE seq = ?", (e.seq,)).rowcount:
-                    self._count("dead", -1)
-                    n += 1
-                    e.attempts, e.not_before, e.last_error = 0, 0.0, ""
-                    self._enqueue(c, [e])
-            return n
-
-        return await self._do(run) if chosen else 0
+        return int(await self._do("requeue_dead", None if seqs is None else set(seqs)))
 
     # -- budget --------------------------------------------------------------------
     async def pause(self, routing_key: str, until: float) -> None:
-        await self._do(lambda c: c.execute(
-            "INSERT INTO pauses (rk, until) VALUES (?, ?) ON CONFLICT(rk) DO UPDATE SET "
-            "until = MAX(until, excluded.until)", (routing_key, until)))
+        await self._do("pause", routing_key, until)
 
     async def sent_in_window(self, routing_key: str, now: float, window: Window) -> int:
-        return int(await self._do(lambda c: c.execute(
-            "SELECT COUNT(*) FROM stamps WHERE rk = ? AND at > ?",
-            (routing_key, now - window.seconds)).fetchone()[0]))
+        return int(await self._do("sent_in_window", routing_key, now, window))
 
     async def stats(self, now: float, window: Window) -> Stats:
-        def run(c: sqlite3.Connection) -> Stats:
-            keys: dict[str, KeyStats] = {}
-            for rk, depth in list(self._depth.items()):
-                sent = c.execute("SELECT COUNT(*) FROM stamps WHERE rk = ? AND at > ?",
-                                 (rk, now - window.seconds)).fetchone()[0]
-                if not depth and not sent:
-                    continue
-                oldest = c.execute("SELECT MIN(enqueued_at) FROM outbox WHERE rk = ?", (rk,)).fetchone()[0]
-                keys[self._names.get(rk, "?")] = KeyStats(depth, oldest if oldest is not None else now, sent)
-            dues = [d for (d,) in c.execute("SELECT MIN(due) FROM groups WHERE urgent = 1 UNION ALL "
-                                            "SELECT MIN(due) FROM groups WHERE urgent = 0") if d is not None]
-            return Stats(groups_open=self._n_groups, dead=self._n_dead, keys=keys,
-                         oldest_due=min(dues) if dues else None)
-
-        return await self._do(run)
+        stats: Stats = await self._do("stats", now, window)
+        return stats
 
     async def add_counts(self, hour: int, counts: dict[str, float]) -> None:
-        def run(c: sqlite3.Connection) -> None:
-            c.execute("DELETE FROM counts WHERE hour <= ?", (hour - COUNT_HOURS,))
-            have = {f for (f,) in c.execute("SELECT field FROM counts WHERE hour = ?", (hour,))}
-            c.executemany("INSERT INTO counts (hour, field, n) VALUES (?, ?, ?) ON CONFLICT(hour, field) "
-                          "DO UPDATE SET n = n + excluded.n",
-                          [(hour, f, v) for f, v in capped(have, counts).items()])
-
         if counts:
-            await self._do(run)
+            await self._do("add_counts", hour, counts)
 
     async def counts(self, since_hour: int) -> dict[int, dict[str, float]]:
-        def run(c: sqlite3.Connection) -> dict[int, dict[str, float]]:
-            out: dict[int, dict[str, float]] = {}
-            for hour, field, n in c.execute("SELECT hour, field, n FROM counts WHERE hour >= ?",
-                                            (since_hour,)):
-                out.setdefault(hour, {})[field] = n
-            return out
-
-        return await self._do(run)
+        return dict(await self._do("counts", since_hour))
 
     async def first_time(self, key: str, now: float, ttl: float) -> bool:
-        def run(c: sqlite3.Connection) -> bool:
-            c.execute("DELETE FROM seen WHERE until <= ?", (now,))
-            return c.execute("INSERT OR IGNORE INTO seen (key, until) VALUES (?, ?)",
-                             (key, now + ttl)).rowcount == 1
-
-        return await self._do(run)
+        return bool(await self._do("first_time", key, now, ttl))
 
     async def ping(self) -> None:
-        self._start()
-        await asyncio.wrap_future(self._opened)
-        await self._do(lambda c: c.execute("SELECT 1").fetchone())
+        await self._do("ping")
 
     async def footprint(self) -> dict[str, int]:
-        def run(c: sqlite3.Connection) -> dict[str, int]:
-            def n(q: str) -> int:
-                return int(c.execute(q).fetchone()[0])
-
-            return {"groups": n("SELECT COUNT(*) FROM groups"),
-                    "fingerprints": n("SELECT COUNT(DISTINCT fp) FROM alerts"),
-                    "tombstones": n("SELECT COUNT(*) FROM tombs"),
-                    "events": n("SELECT COUNT(*) FROM outbox"),
-                    "lines": n("SELECT COUNT(*) FROM (SELECT DISTINCT rk, dk FROM outbox)"),
-                    "dead": n("SELECT COUNT(*) FROM dead"),
-                    "marks": n("SELECT COUNT(DISTINCT mark) FROM marks"),
-                    "seen": n("SELECT COUNT(*) FROM seen"),
-                    "budgets": n("SELECT COUNT(DISTINCT rk) FROM stamps")}
-
-        return await self._do(run)
+        return dict(await self._do("footprint"))
 
     async def close(self) -> None:
-        if self._thread is None:
-            return
-        self._jobs.put(None)
-        await asyncio.to_thread(self._thread.join, 10)
-        self._thread = None
+        child, self._child = self._child, None
+        if child is not None:
+            await child.close(10)

@@ -1,0 +1,72 @@
+"""The SQLite store's own process, seen from the store's interface: a file it cannot open,
+a process killed with calls under way, calls under way at close()."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from proxy.errors import StoreError
+from proxy.store import Entry, Window
+from proxy.store.sqlite import SqliteStore
+
+
+def children() -> set[int]:
+    pid = os.getpid()
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def entry(i: int) -> Entry:
+    return Entry(group_key=f"g{i}", meta={"rule": "r", "routing_key": "k" * 32, "key_name": "K",
+                                          "group_labels": {"i": str(i)}},
+                 fingerprint=f"f{i}",
+                 alert_json=f'{{"fingerprint": "f{i}", "status": "firing", "labels": {{"i": "{i}"}}}}', group_wait=30.0, group_interval=60.0,
+                 resolve_wait=0.0, max_alerts=10, urgent=False)
+
+
+async def test_a_file_it_cannot_open_is_named_and_not_retried_in_a_loop(tmp_path):
+    (tmp_path / "file").write_text("")
+    store = SqliteStore(f"sqlite://{tmp_path}/file/state.db")  # a directory that is a file
+    with pytest.raises(StoreError, match=f"{tmp_path}/file/state.db"):
+        await store.ping()
+    before = children()
+    for _ in range(20):
+        with pytest.raises(StoreError, match="state.db"):
+            await store.stats(0.0, Window())
+    assert children() - before == set()  # no process started per call
+    await store.close()
+
+
+async def test_a_killed_process_fails_the_calls_under_way_and_is_replaced(tmp_path):
+    store = SqliteStore(f"sqlite://{tmp_path}/state.db")
+    before = children()
+    await store.record([entry(i) for i in range(5)], [], now=100.0)
+    (pid,) = children() - before
+    os.kill(pid, signal.SIGSTOP)  # held: the next call waits for it
+    under_way = asyncio.ensure_future(store.record([entry(5)], [], now=101.0))
+    await asyncio.sleep(0.1)
+    assert not under_way.done()
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(StoreError, match="process ended"):
+        await under_way
+    assert (await store.stats(102.0, Window())).groups_open == 5  # what committed is there
+    assert {g.key for g in await store.groups()} == {f"g{i}" for i in range(5)}
+    (again,) = children() - before
+    assert again != pid
+    await store.close()
+    assert children() - before == set()
+
+
+async def test_close_answers_the_calls_under_way_first(tmp_path):
+    store = SqliteStore(f"sqlite://{tmp_path}/state.db")
+    calls = [asyncio.ensure_future(store.record([entry(i)], [], now=100.0)) for i in range(50)]
+    await asyncio.sleep(0)
+    await store.close()
+    assert [c.result() for c in calls] == [0] * 50
+    store = SqliteStore(f"sqlite://{tmp_path}/state.db")
+    assert (await store.stats(100.0, Window())).groups_open == 50
+    await store.close()
