@@ -280,8 +280,17 @@ def _store(b: Bench, kind: str, n: int) -> Iterator[tuple[str, RedisServer | Non
 
 
 def _inproc(b: Bench, url: str, n: int, prefix: str, redis: RedisServer | None) -> dict[str, Any]:
-    """The in-process flush of N groups (its SQLite file removed after)."""
-    row = asyncio.run(flush_in_process(url, n, prefix, redis.proc.pid if redis and redis.proc else None))
+    """The in-process flush of N groups, in a Python process of its own: each figure from a
+    fresh heap, not one that earlier runs grew (its SQLite file removed after)."""
+    code = ("import asyncio, json, sys; from bench.scale import flush_in_process; "
+            "url, n, prefix, pid = sys.argv[1:]; "
+            "print(json.dumps(asyncio.run(flush_in_process(url, int(n), prefix, int(pid) or None))))")
+    pid = redis.proc.pid if redis and redis.proc else 0
+    run = subprocess.run([sys.executable, "-c", code, url, str(n), prefix, str(pid)], cwd=ROOT,
+                         capture_output=True, text=True, check=False)
+    if run.returncode:
+        raise RuntimeError(f"the flush of {n} groups in {url} failed:\n{run.stderr[-3000:]}")
+    row: dict[str, Any] = json.loads(run.stdout.splitlines()[-1])
     for f in b.work.glob("scale-inproc-*"):
         f.unlink()
     return row

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import math
 import os
 import pickle
@@ -287,7 +288,7 @@ class _Engine:
             conn.execute("COMMIT")
             for ok, _, deltas in answers:
                 for what, rk, n in deltas if ok else ():
-                    self._apply(what, rk, n)
+                    _apply_count(self, what, rk, n)
         except sqlite3.Error as e:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -300,13 +301,11 @@ class _Engine:
         if name:
             self._deltas.append(("name:" + name, rk, 0))
 
-    def _apply(self, what: str, rk: str, n: int) -> None:
-        _apply_count(self, what, rk, n)
-
     # -- windows -------------------------------------------------------------------
-    def op_record(self, c: sqlite3.Connection, entries: Sequence[Entry], resolved: Sequence[Resolved],
+    def op_record(self, c: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], resolved: Sequence[Resolved],
                   now: float, marks: Sequence[tuple[str, str]], max_groups: int) -> int:
         """A whole request in a fixed number of statements, whatever its number of groups."""
+        entries = [Entry(*row) for row in rows]
         c.execute("DELETE FROM tombs WHERE until <= ?", (now,))
         if marks:
             c.executemany("INSERT OR IGNORE INTO marks (mark, fp) VALUES (?, ?)", marks)
@@ -775,8 +774,10 @@ class _Child:
              str(path), sync], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.fd_in, self.fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
-        os.set_blocking(self.fd_in, False)
-        os.set_blocking(self.fd_out, False)
+        for fd in (self.fd_in, self.fd_out):
+            os.set_blocking(fd, False)
+            with contextlib.suppress(OSError, AttributeError):  # Linux: a batch's frame in one write
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
         self.mirror, self.loop = mirror, loop
         self.pending: deque[asyncio.Future[Any]] = deque()
         self.unsent = bytearray()  # frames the pipe has not taken yet
@@ -937,7 +938,9 @@ class SqliteStore:
                      marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> int:
         if not entries and not resolved and not marks:
             return 0
-        return int(await self._do("record", list(entries), list(resolved), now, list(marks), max_groups))
+        rows = [(e.group_key, e.meta, e.fingerprint, e.alert_json, e.group_wait, e.group_interval,
+                 e.resolve_wait, e.max_alerts, e.urgent) for e in entries]  # (pickled 5x faster)
+        return int(await self._do("record", rows, list(resolved), now, list(marks), max_groups))
 
     async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
         return dict(await self._do("marked", list(marks)))
