@@ -870,6 +870,8 @@ class _Child:
             self.loop.remove_writer(self.fd_in)
             self.unsent.clear()
         status = self.proc.poll()
+        if status is None:  # its stdout ends as it exits: reaped once it has
+            self.loop.run_in_executor(None, self.proc.wait)
         self.ended = why or "sqlite: the store's process ended" + (
             f" (exit status {status})" if status is not None else "")
         while self.pending:

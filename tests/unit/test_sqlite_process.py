@@ -4,6 +4,7 @@ a process killed with calls under way, calls under way at close()."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -16,8 +17,14 @@ from proxy.store.sqlite import SqliteStore
 
 
 def children() -> set[int]:
+    """This process's children, but those that ended (zombies until they are reaped)."""
     pid = os.getpid()
-    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    out = set()
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(FileNotFoundError):
+            if Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.add(int(child))
+    return out
 
 
 def entry(i: int) -> Entry:
