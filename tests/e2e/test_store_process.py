@@ -37,15 +37,18 @@ async def store_pid(proxy_pid: int) -> int:
     return pid
 
 
-async def test_store_process_killed_mid_storm_is_replaced_and_loses_nothing(tmp_path, fake_pd,
-                                                                           proxy_process):
-    store = f"sqlite://{tmp_path}/state.db"
+async def serve_sqlite(proxy_process, tmp_path, fake_pd):
+    """The real proxy on a SQLite file: it, its port, its intake URL, its store's pid."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}/v1/alertmanager"
-    proc = start(proxy_process, tmp_path, store, "first", port, fake_pd.url)
+    proc = start(proxy_process, tmp_path, f"sqlite://{tmp_path}/state.db", "first", port, fake_pd.url)
     await asyncio.to_thread(wait_port, port)
     assert proc.proc is not None
-    first = await store_pid(proc.proc.pid)
+    return proc, port, f"http://127.0.0.1:{port}/v1/alertmanager", await store_pid(proc.proc.pid)
+
+
+async def test_store_process_killed_mid_storm_is_replaced_and_loses_nothing(tmp_path, fake_pd,
+                                                                           proxy_process):
+    proc, _, url, first = await serve_sqlite(proxy_process, tmp_path, fake_pd)
     alerts = outage(kinds=("Down", "Latency"), services=10, instances=10)
     answers: list[int] = []
     accepted = await until_accepted(url, alerts[:100], "firing", answers)
@@ -81,19 +84,13 @@ async def test_store_process_killed_mid_storm_is_replaced_and_loses_nothing(tmp_
 
 
 async def test_store_process_ends_with_a_killed_proxy(tmp_path, fake_pd, proxy_process):
-    store = f"sqlite://{tmp_path}/state.db"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/v1/alertmanager"
-    proc = start(proxy_process, tmp_path, store, "first", port, fake_pd.url)
-    await asyncio.to_thread(wait_port, port)
-    assert proc.proc is not None
-    child = await store_pid(proc.proc.pid)
+    proc, port, url, child = await serve_sqlite(proxy_process, tmp_path, fake_pd)
     alerts = outage(kinds=("Down",), services=5, instances=10)
     await until_accepted(url, alerts, "firing")
     proc.proc.send_signal(signal.SIGKILL)
     proc.proc.wait()
     await wait_for(lambda: not alive(child), timeout=5)  # no orphan left holding the file
-    again = start(proxy_process, tmp_path, store, "second", port, fake_pd.url)
+    again = start(proxy_process, tmp_path, f"sqlite://{tmp_path}/state.db", "second", port, fake_pd.url)
     await asyncio.to_thread(wait_port, port)
     want = {str(a["fingerprint"]) for a in alerts}
     await wait_for(lambda: paged(fake_pd) == want, timeout=60)
