@@ -887,11 +887,9 @@ class _Child:
             await asyncio.sleep(0.01)
         if self.unsent:
             self.loop.remove_writer(self.fd_in)
-        with contextlib.suppress(OSError):
-            os.close(self.fd_in)
         assert self.proc.stdin is not None
         with contextlib.suppress(OSError):
-            self.proc.stdin.close()  # (its fd is closed: this only marks the file closed)
+            self.proc.stdin.close()  # (its buffer is empty: frames are written to its fd)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.gone), max(0.0, deadline - self.loop.time()))
         if self.proc.poll() is None:
@@ -929,8 +927,8 @@ class SqliteStore:
             raise StoreError(child.ended)  # it could not open the file: once a second at most
         if child is None or child.ended or child.loop is not loop:
             if child is not None and not child.ended:  # started by another event loop: it ends
-                with contextlib.suppress(OSError):  # once it has run what it was sent
-                    os.close(child.fd_in)
+                with contextlib.suppress(OSError, AttributeError):  # once it has run what it was sent
+                    child.proc.stdin.close()  # type: ignore[union-attr]
             self._n_groups, self._depth, self._names, self._n_dead = 0, {}, {}, 0
             child = self._child = _Child(self.path, self._sync, self, loop)
         return await child.call(op, args, durable)

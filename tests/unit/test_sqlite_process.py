@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,23 @@ async def test_close_answers_the_calls_under_way_first(tmp_path):
     store = SqliteStore(f"sqlite://{tmp_path}/state.db")
     assert (await store.stats(100.0, Window())).groups_open == 50
     await store.close()
+
+
+def test_a_store_used_from_a_second_event_loop_starts_a_process_there(tmp_path):
+    """`asyncio.run` twice (a CLI that checks, then serves): the first loop's process ends."""
+    store = SqliteStore(f"sqlite://{tmp_path}/state.db")
+    before = children()
+    asyncio.run(store.record([entry(1)], [], now=100.0))
+    (first,) = children() - before
+
+    async def second() -> int:
+        await store.record([entry(2)], [], now=101.0)
+        n = (await store.stats(102.0, Window())).groups_open
+        await store.close()
+        return n
+
+    assert asyncio.run(second()) == 2
+    deadline = time.monotonic() + 5
+    while first in children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert children() - before == set()
