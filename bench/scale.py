@@ -45,6 +45,7 @@ os.environ.setdefault("PD_ROUTING_KEY", "0123456789abcdef0123456789abcdef")
 
 from bench.run import Bench, rss
 from tests.support.net import free_port
+from tests.support.procs import children
 from tests.support.redis_server import RedisServer
 
 GROUP_WAIT = 1.0
@@ -100,10 +101,6 @@ async def flush_in_process(store_url: str, n: int, prefix: str,
     return {"record_alerts_per_s": round(recorded), "flush_groups_per_s": round(n / took),
             "flush_cpu_us_per_group": round(cpu / n * 1e6, 1),
             **({"flush_store_cpu_us_per_group": round(server / n * 1e6, 1)} if server_pids else {})}
-
-
-def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def _cpu(pid: int) -> float:

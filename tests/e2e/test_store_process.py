@@ -15,19 +15,8 @@ from tests.conftest import wait_for
 from tests.e2e.test_durable import all_resolved, paged, until_accepted
 from tests.e2e.test_redis_mode import start
 from tests.support.net import free_port, wait_port
+from tests.support.procs import alive, children
 from tests.support.storm import outage, post_batches
-
-
-def children(pid: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 async def store_pid(proxy_pid: int) -> int:

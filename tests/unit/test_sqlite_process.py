@@ -4,28 +4,20 @@ a process killed with calls under way, calls under way at close()."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from proxy.errors import StoreError
 from proxy.store import Entry, Window
 from proxy.store.sqlite import SqliteStore
+from tests.support import procs
 
 
 def children() -> set[int]:
-    """This process's children, but those that ended (zombies until they are reaped)."""
-    pid = os.getpid()
-    out = set()
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        with contextlib.suppress(FileNotFoundError):
-            if Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                out.add(int(child))
-    return out
+    return set(procs.children())
 
 
 def entry(i: int) -> Entry:
