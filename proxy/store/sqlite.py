@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import math
 import os
@@ -203,6 +204,34 @@ def _groups(rows: _Rows) -> list[Group]:
     return groups
 
 
+@dataclasses.dataclass(slots=True)
+class _Counts:
+    """What the gauges and the sender read without a query: kept by the child (the
+    file's only writer) as its transactions commit, mirrored in the proxy from the
+    changes each answer carries."""
+
+    groups: int = 0
+    dead: int = 0
+    depth: dict[str, int] = dataclasses.field(default_factory=dict)  # routing key -> events queued
+    names: dict[str, str] = dataclasses.field(default_factory=dict)  # routing key -> its name
+
+    def apply(self, what: str, rk: str, n: int) -> None:
+        if what == "groups":
+            self.groups += n
+        elif what == "dead":
+            self.dead += n
+        elif what == "depth":
+            self.depth[rk] = self.depth.get(rk, 0) + n
+        else:
+            self.names[rk] = what[len("name:"):]
+
+    def as_changes(self) -> list[tuple[str, str, int]]:
+        """The counts as changes from nothing (the proxy's mirror starts from them)."""
+        return [("groups", "", self.groups), ("dead", "", self.dead),
+                *(("name:" + self.names.get(rk, "?"), rk, 0) for rk in self.depth),
+                *(("depth", rk, n) for rk, n in self.depth.items())]
+
+
 class _Engine:
     """The child process's side: the connection, its transactions and every call's SQL.
     Its calls take and give plain data (see `_Job`)."""
@@ -210,10 +239,7 @@ class _Engine:
     def __init__(self, path: Path, sync: str) -> None:
         self.path, self._sync = path, sync
         self._synced = sync  # the connection's synchronous level now
-        self._n_groups = 0
-        self._depth: dict[str, int] = {}
-        self._names: dict[str, str] = {}
-        self._n_dead = 0
+        self.counts = _Counts()
         self._deltas: list[tuple[str, str, int]] = []  # this job's count changes, kept if it commits
         self._leased: dict[str, float] = {}  # group key -> lease end (op_claim_due)
 
@@ -228,17 +254,12 @@ class _Engine:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA cache_size=-65536")
         conn.executescript(_SCHEMA)
-        self._n_groups = conn.execute("SELECT COUNT(*) FROM groups").fetchone()[0]
-        self._n_dead = conn.execute("SELECT COUNT(*) FROM dead").fetchone()[0]
+        counts = self.counts
+        counts.groups = conn.execute("SELECT COUNT(*) FROM groups").fetchone()[0]
+        counts.dead = conn.execute("SELECT COUNT(*) FROM dead").fetchone()[0]
         for rk, name, n in conn.execute("SELECT rk, key_name, COUNT(*) FROM outbox GROUP BY rk"):
-            self._depth[rk], self._names[rk] = n, name
+            counts.depth[rk], counts.names[rk] = n, name
         return conn
-
-    def counts(self) -> list[tuple[str, str, int]]:
-        """The counts as changes from nothing (the parent's mirror starts from them)."""
-        return [("groups", "", self._n_groups), ("dead", "", self._n_dead),
-                *(("name:" + self._names.get(rk, "?"), rk, 0) for rk in self._depth),
-                *(("depth", rk, n) for rk, n in self._depth.items())]
 
     def serve(self, conn: sqlite3.Connection, jobs: queue.SimpleQueue[_Job | None], out: Any) -> None:
         """Run the jobs as they come, each batch in one transaction, and answer each batch
@@ -288,7 +309,7 @@ class _Engine:
             conn.execute("COMMIT")
             for ok, _, deltas in answers:
                 for what, rk, n in deltas if ok else ():
-                    _apply_count(self, what, rk, n)
+                    self.counts.apply(what, rk, n)
         except sqlite3.Error as e:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -331,7 +352,7 @@ class _Engine:
                     caps.setdefault(gkey, 1 << 62)
         heads = self._heads(c, list(puts))
         new = [e for k, e in first.items() if k not in heads]
-        if new and self._n_groups + len(new) > max_groups:
+        if new and self.counts.groups + len(new) > max_groups:
             raise StoreFull(max_groups)
         if new:
             c.executemany(f"INSERT INTO groups ({_GROUP_COLS}) VALUES "
@@ -663,16 +684,16 @@ class _Engine:
 
     def op_stats(self, c: sqlite3.Connection, now: float, window: Window) -> Stats:
         keys: dict[str, KeyStats] = {}
-        for rk, depth in list(self._depth.items()):
+        for rk, depth in list(self.counts.depth.items()):
             sent = c.execute("SELECT COUNT(*) FROM stamps WHERE rk = ? AND at > ?",
                              (rk, now - window.seconds)).fetchone()[0]
             if not depth and not sent:
                 continue
             oldest = c.execute("SELECT MIN(enqueued_at) FROM outbox WHERE rk = ?", (rk,)).fetchone()[0]
-            keys[self._names.get(rk, "?")] = KeyStats(depth, oldest if oldest is not None else now, sent)
+            keys[self.counts.names.get(rk, "?")] = KeyStats(depth, oldest if oldest is not None else now, sent)
         dues = [d for (d,) in c.execute("SELECT MIN(due) FROM groups WHERE urgent = 1 UNION ALL "
                                         "SELECT MIN(due) FROM groups WHERE urgent = 0") if d is not None]
-        return Stats(groups_open=self._n_groups, dead=self._n_dead, keys=keys,
+        return Stats(groups_open=self.counts.groups, dead=self.counts.dead, keys=keys,
                      oldest_due=min(dues) if dues else None)
 
 
@@ -716,18 +737,6 @@ class _Engine:
                 "budgets": n("SELECT COUNT(DISTINCT rk) FROM stamps")}
 
 
-def _apply_count(counts: _Engine | SqliteStore, what: str, rk: str, n: int) -> None:
-    """A change of the counts, in the child's own or in the parent's mirror of them."""
-    if what == "groups":
-        counts._n_groups += n
-    elif what == "dead":
-        counts._n_dead += n
-    elif what == "depth":
-        counts._depth[rk] = counts._depth.get(rk, 0) + n
-    else:
-        counts._names[rk] = what[len("name:"):]
-
-
 def child_main() -> None:
     """The store's process: `python -c '...child_main()' PATH SYNC`, frames in on stdin and
     out on stdout (which nothing else may write to: fd 1 is pointed at stderr)."""
@@ -743,7 +752,7 @@ def child_main() -> None:
         out.write(_frame(("error", f"sqlite: {engine.path}: {e}")))
         out.flush()
         return
-    out.write(_frame(("ready", engine.counts())))
+    out.write(_frame(("ready", engine.counts.as_changes())))
     out.flush()
     jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
 
@@ -765,7 +774,7 @@ class _Child:
     in: each call's frame is written at once (what the pipe does not take waits for it to
     be writable), and the answers are read as they come, in the calls' order."""
 
-    def __init__(self, path: Path, sync: str, mirror: SqliteStore, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, path: Path, sync: str, mirror: _Counts, loop: asyncio.AbstractEventLoop) -> None:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # where `proxy` is imported from
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -848,12 +857,12 @@ class _Child:
             else:
                 self.started = True
                 for what, rk, n_ in msg[1]:
-                    _apply_count(self.mirror, what, rk, n_)
+                    self.mirror.apply(what, rk, n_)
 
     def _settle(self, answers: list[_Answer]) -> None:
         for ok, value, deltas in answers:
             for what, rk, n in deltas:
-                _apply_count(self.mirror, what, rk, n)
+                self.mirror.apply(what, rk, n)
             fut = self.pending.popleft()
             if fut.cancelled():
                 continue
@@ -911,11 +920,7 @@ class SqliteStore:
         self.url = url
         self.path, self._sync = _path(url)
         self._child: _Child | None = None
-        # the child's counts, mirrored from its answers (the gauges and the sender read them)
-        self._n_groups = 0
-        self._depth: dict[str, int] = {}
-        self._names: dict[str, str] = {}
-        self._n_dead = 0
+        self._counts = _Counts()  # the child's, mirrored from its answers
 
     async def _do(self, op: str, *args: Any, durable: bool = True) -> Any:
         """`_Engine.op_<op>(conn, *args)` in the store's process, in a transaction; its
@@ -929,8 +934,8 @@ class SqliteStore:
             if child is not None and not child.ended:  # started by another event loop: it ends
                 with contextlib.suppress(OSError, AttributeError):  # once it has run what it was sent
                     child.proc.stdin.close()  # type: ignore[union-attr]
-            self._n_groups, self._depth, self._names, self._n_dead = 0, {}, {}, 0
-            child = self._child = _Child(self.path, self._sync, self, loop)
+            self._counts = _Counts()  # the new child's come with its first frame
+            child = self._child = _Child(self.path, self._sync, self._counts, loop)
         return await child.call(op, args, durable)
 
     # -- windows -------------------------------------------------------------------
@@ -987,10 +992,10 @@ class SqliteStore:
             await self._do("enqueue", list(events))
 
     async def outbox_keys(self) -> list[str]:
-        return [rk for rk, n in list(self._depth.items()) if n]
+        return [rk for rk, n in list(self._counts.depth.items()) if n]
 
     async def take(self, routing_key: str, now: float, lease: float, window: Window) -> Take:
-        if not self._depth.get(routing_key):
+        if not self._counts.depth.get(routing_key):
             return Take(None, math.inf)
         take: Take = await self._do("take", routing_key, now, lease, window)
         return take
