@@ -162,20 +162,30 @@ class Sender:
         then cancel it and give its events back to the outbox for the next start."""
         self._stopping = True
         self.kick()
+        # The sends under way get the first part of the time, the releases the rest (all at
+        # once: one slow call must not hold the others past the deadline). An event whose
+        # release does not get through in time goes again when its lease ends.
+        release_at = deadline - min(1.0, max(0.0, deadline - time.monotonic()) / 3)
         tasks = [t for t in self._workers.values() if not t.done()]
         if tasks:
-            await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+            await asyncio.wait(tasks, timeout=max(0.0, release_at - time.monotonic()))
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(0.1, release_at - time.monotonic()))
         now = self.clock.now()
-        for ev, stamp in list(self._inflight.values()):
-            with contextlib.suppress(StoreError, asyncio.TimeoutError):
-                await asyncio.wait_for(self.store.release(ev, stamp, now),
-                                       timeout=max(0.1, deadline - time.monotonic() + 1.0))
+        releases = [asyncio.ensure_future(self.store.release(ev, stamp, now))
+                    for ev, stamp in self._inflight.values()]
         self._inflight.clear()
+        for t in releases:  # a StoreError and the like: the lease ends and the event goes again
+            t.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if releases:
+            _, late = await asyncio.wait(releases, timeout=max(0.1, deadline - time.monotonic()))
+            for t in late:
+                t.cancel()
         if self._session is not None:
-            await self._session.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._session.close(), timeout=max(0.1, deadline - time.monotonic()))
 
     async def _work(self, rk: str) -> None:
         """One routing key: send its events one at a time, most urgent first, within the
@@ -204,13 +214,19 @@ class Sender:
             self._inflight[ev.seq] = (ev, take.stamp)
             try:
                 await self._deliver(ev, take.stamp)
+            except asyncio.CancelledError:
+                raise  # stop() cut the send short: it stays in flight, and stop() gives it back
             except StoreError as e:
+                self._inflight.pop(ev.seq, None)
                 self.metrics.store_errors.labels("send").inc()
                 log.warning("store unavailable after a send; the event's lease will end and it "
                             "goes again", extra={"fields": {"error": str(e)}})
                 await asyncio.sleep(1.0)
-            finally:
+                continue
+            except BaseException:
                 self._inflight.pop(ev.seq, None)
+                raise
+            self._inflight.pop(ev.seq, None)
 
     async def _deliver(self, ev: OutEvent, stamp: int) -> None:
         status, headers, error = await self._post(ev)

@@ -72,6 +72,8 @@ async def test_sigterm_with_a_large_backlog_exits_in_time(tmp_path, fake_pd, han
                   "--upstream", fake_pd.url, "--rate-limit", "100000", name="second")
     await asyncio.to_thread(wait_port, port)
     fake_pd.limit = 100000
-    await wait_for(lambda: len({r.dedup_key for r in fake_pd.accepted()}) == GROUPS, timeout=60)
+    # Within 20 s: the sends cut short were given back to the outbox, not left to their
+    # leases (send timeout + 5 s = 35 s).
+    await wait_for(lambda: len({r.dedup_key for r in fake_pd.accepted()}) == GROUPS, timeout=20)
     assert before <= {r.dedup_key for r in fake_pd.accepted()}
     assert fake_pd.violations == []
