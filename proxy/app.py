@@ -162,25 +162,30 @@ class Proxy:
     async def stop(self, _app: web.Application | None = None) -> None:
         """Stop flushing and sending within the shutdown timeout, whatever the backlog and
         whether PagerDuty answers: what is in flight then is given back to the outbox."""
-        deadline = time.monotonic() + self.settings.shutdown_timeout
+        budget = self.settings.shutdown_timeout
+        deadline = time.monotonic() + budget
+        closing = deadline - min(1.0, budget / 4)  # the last part: counts, clients, the store
+
+        def left(until: float = deadline) -> float:
+            return max(0.1, until - time.monotonic())
+
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A flush cut short lets the commits it has under way finish (bounded all the same).
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=left(closing))
         calls = list(self.pipeline._calls)
         if calls:  # a remediation call cut short is "unknown" at the end of its wait
-            await asyncio.wait(calls, timeout=max(0.0, deadline - 1.0 - time.monotonic()) / 2)
+            await asyncio.wait(calls, timeout=left(closing) / 2)
             for t in calls:
                 t.cancel()
-        await self.sender.stop(deadline - 1.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.tally.flush(self.store), timeout=max(0.1, deadline - time.monotonic()))
+        await self.sender.stop(closing)
         if self._sending is not None:
             self._sending.cancel()
-            await asyncio.gather(self._sending, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.sns.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.store.close(), timeout=max(0.1, deadline - time.monotonic()))
+            await asyncio.wait([self._sending], timeout=0.1)
+        for closer in (self.tally.flush(self.store), self.sns.close(), self.store.close()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(closer, timeout=left())
 
     def reload(self) -> list[str]:
         """Load the rules again; on error keep the old ones. Returns the errors."""

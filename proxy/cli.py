@@ -294,7 +294,12 @@ def _serve(args: Any) -> int:
     setup_logging(args.log_level)
     rules = args.rules or (_env("rules", "rules/") or "rules/").split(",")
     auth = args.auth if args.auth is not None else (_env("auth", "") or "").split()
-    grace = min(2.0, args.shutdown_timeout / 4)  # for requests in progress; the rest for the outbox
+    # SIGTERM to exit within --shutdown-timeout: the requests in progress get `grace`, the
+    # outbox and the store what is left but `margin`, which covers the steps between and
+    # leaving the process. At `cutoff` the process leaves whatever is still under way.
+    margin = min(1.0, args.shutdown_timeout / 10)
+    cutoff = args.shutdown_timeout - margin
+    grace = min(2.0, args.shutdown_timeout / 4)
     secrets = args.pagerduty_webhook_secret
     if secrets is None:
         secrets = (_env("pagerduty_webhook_secret", "") or "").split()
@@ -302,7 +307,7 @@ def _serve(args: Any) -> int:
                         pagerduty_secrets=[expand_env(x, "--pagerduty-webhook-secret") for x in secrets],
                         auth=parse_auth(auth), send_timeout=args.send_timeout,
                         window=window_for(args.rate_limit), body_timeout=args.body_timeout,
-                        max_groups=args.max_groups, shutdown_timeout=args.shutdown_timeout - grace)
+                        max_groups=args.max_groups, shutdown_timeout=cutoff - grace - margin)
     cert = None
     if args.tls_cert or args.tls_key or args.listen_tls:
         if not (args.tls_cert and args.tls_key):
@@ -356,9 +361,14 @@ def _serve(args: Any) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         try:
-            await asyncio.wait_for(runner.cleanup(), timeout=args.shutdown_timeout + 1)
+            await asyncio.wait_for(runner.cleanup(), timeout=max(0.1, cutoff - (time.monotonic() - t0)))
         except TimeoutError:
-            print(orjson.dumps({"msg": "shutdown timed out; exiting anyway"}).decode(), file=sys.stderr)
+            # What is still under way is cut off here, as systemd or Kubernetes would a moment
+            # later; the durable stores hold everything, and their leases end.
+            print(orjson.dumps({"msg": "shutdown timed out; exiting anyway",
+                                "seconds": round(time.monotonic() - t0, 2)}).decode(),
+                  file=sys.stderr, flush=True)
+            os._exit(0)
         print(orjson.dumps({"msg": "alert-proxy stopped", "seconds": round(time.monotonic() - t0, 2)}
                            ).decode(), file=sys.stderr, flush=True)
 

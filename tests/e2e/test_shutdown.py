@@ -5,14 +5,17 @@ the durable stores delivers everything."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 
 from tests.conftest import wait_for, write_rules
 from tests.support.net import free_port, wait_port
+from tests.support.procs import alive, children
 from tests.support.storm import post_batches
 
 RULES = """
@@ -76,4 +79,50 @@ async def test_sigterm_with_a_large_backlog_exits_in_time(tmp_path, fake_pd, han
     # leases (send timeout + 5 s = 35 s).
     await wait_for(lambda: len({r.dedup_key for r in fake_pd.accepted()}) == GROUPS, timeout=20)
     assert before <= {r.dedup_key for r in fake_pd.accepted()}
+    assert fake_pd.violations == []
+
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_sigterm_with_the_store_frozen_still_exits_in_time(tmp_path, fake_pd, hanging_pd,
+                                                                 proxy_process, own_redis, kind):
+    """PagerDuty hangs with a send under way on each of 20 routing keys, and the store stops
+    answering (SIGSTOP): no release and no step of the shutdown can finish, and the proxy
+    still exits within --shutdown-timeout. The store, thawed, holds everything, and a
+    restart delivers it (the events whose release did not get through once their
+    leases, send timeout + 5 s, end)."""
+    store = {"sqlite": f"sqlite://{tmp_path}/state.db", "redis": own_redis.url}[kind]
+    rules = write_rules(tmp_path / "rules", RULES)
+    port = free_port()
+    p = proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--store", store,
+                      "--upstream", hanging_pd, "--send-timeout", "8", "--shutdown-timeout", str(TIMEOUT),
+                      name="first")
+    await asyncio.to_thread(wait_port, port)
+    keys = [f"{k:032x}" for k in range(20)]
+    async with aiohttp.ClientSession() as http:
+        for k in keys:
+            for n in range(3):
+                async with http.post(f"http://127.0.0.1:{port}/v2/change/enqueue", json={
+                        "routing_key": k, "payload": {"summary": f"deploy {n}", "source": "ci"}}) as r:
+                    assert r.status == 202
+    await asyncio.sleep(2)  # a send under way on every key
+    assert p.proc is not None
+    frozen = own_redis.proc.pid if kind == "redis" else children(p.proc.pid)[0]  # type: ignore[union-attr]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        p.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(p.proc.wait, TIMEOUT + 10)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    assert code == 0 and took <= TIMEOUT, took
+    if kind == "sqlite":  # the store's process ends once thawed: the proxy that fed it is gone
+        await wait_for(lambda: not alive(frozen), timeout=5)
+    proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--store", store,
+                  "--upstream", fake_pd.url, "--rate-limit", "100000", name="second")
+    await asyncio.to_thread(wait_port, port)
+    await wait_for(lambda: len(fake_pd.accepted("/v2/change/enqueue")) >= len(keys) * 3, timeout=60)
+    assert sorted((r.body["routing_key"], r.body["payload"]["summary"]) for r in fake_pd.accepted("/v2/change/enqueue")) == \
+        sorted((k, f"deploy {n}") for k in keys for n in range(3))
     assert fake_pd.violations == []
