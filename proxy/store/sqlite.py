@@ -253,6 +253,11 @@ class _Engine:
         conn.execute(f"PRAGMA synchronous={self._sync}")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA cache_size=-65536")
+        # Each job runs in a savepoint; a page that an earlier job of the same transaction
+        # changed is copied to the savepoint's journal first, which past 64 KB went to a
+        # temporary file: 1.5 KB written per group when a busy flush puts many commits in
+        # one transaction (bench/RESULTS.md). In memory it stays at a few MB at most.
+        conn.execute("PRAGMA temp_store=MEMORY")
         conn.executescript(_SCHEMA)
         counts = self.counts
         counts.groups = conn.execute("SELECT COUNT(*) FROM groups").fetchone()[0]
