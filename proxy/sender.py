@@ -158,8 +158,9 @@ class Sender:
             await self._wait(kicked, IDLE_POLL)
 
     async def stop(self, deadline: float) -> None:
-        """Stop taking events; let what is in flight finish until `deadline` (monotonic),
-        then cancel it and give its events back to the outbox for the next start."""
+        """Stop taking events; let the sends under way finish until shortly before
+        `deadline` (monotonic), then cut them short and give their events back to the
+        outbox for the next start."""
         self._stopping = True
         self.kick()
         # The sends under way get the first part of the time, the releases the rest (all at
