@@ -74,8 +74,7 @@ class Bench:
               group_by: str = "alertname, service",
               flags: Sequence[str] = ()) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         port = free_port()
-        rules = self.work / f"rules-{port}"
-        rules.mkdir()
+        rules = Path(tempfile.mkdtemp(prefix=f"rules-{port}-", dir=self.work))  # a port comes again
         (rules / "rules.yml").write_text(RULES % {"gw": gw, "gi": gi, "extra": extra, "group_by": group_by})
         with self.process([sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}",
                            "--rules", str(rules), "--store", store, "--upstream", upstream,
