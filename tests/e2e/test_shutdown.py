@@ -9,6 +9,8 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -45,42 +47,49 @@ async def hanging_pd() -> AsyncIterator[str]:
     server.close()
 
 
+async def _start(proxy_process: Any, tmp_path: Path, port: int, store: str, upstream: str, *extra: str,
+                 name: str) -> Any:
+    """`alert-proxy serve` with RULES, listening when this returns."""
+    p = proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(write_rules(tmp_path / "rules", RULES)),
+                      "--store", store, "--upstream", upstream, *extra, name=name)
+    await asyncio.to_thread(wait_port, port)
+    return p
+
+
+async def _sigterm(p: Any, wait: float) -> tuple[int, float]:
+    """SIGTERM to the proxy: its exit code, and the seconds until it exited."""
+    t0 = time.monotonic()
+    p.proc.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(p.proc.wait, wait)
+    return code, time.monotonic() - t0
+
+
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
 @pytest.mark.parametrize("pd", ["up", "hanging"])
 async def test_sigterm_with_a_large_backlog_exits_in_time(tmp_path, fake_pd, hanging_pd, proxy_process,
                                                           own_redis, kind, pd):
     store = {"memory": "memory://", "sqlite": f"sqlite://{tmp_path}/state.db", "redis": own_redis.url}[kind]
     upstream = fake_pd.url if pd == "up" else hanging_pd
-    rules = write_rules(tmp_path / "rules", RULES)
     port = free_port()
-    p = proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--store", store,
-                      "--upstream", upstream, "--send-timeout", "30", "--shutdown-timeout", str(TIMEOUT),
-                      name="first")
-    await asyncio.to_thread(wait_port, port)
+    p = await _start(proxy_process, tmp_path, port, store, upstream, "--send-timeout", "30",
+                     "--shutdown-timeout", str(TIMEOUT), name="first")
     alerts = [{"labels": {"alertname": "Down", "instance": f"i{i}"}, "fingerprint": f"f{i}"}
               for i in range(GROUPS)]
     assert {st for _, st in await post_batches(f"http://127.0.0.1:{port}/v1/alertmanager", alerts,
                                                "firing", 200)} == {200}
     await asyncio.sleep(2)  # flushed; 110 sent (or hanging), the rest waits for the budget
-    assert p.proc is not None
-    t0 = time.monotonic()
-    p.proc.send_signal(signal.SIGTERM)
-    code = await asyncio.to_thread(p.proc.wait, TIMEOUT + 5)
-    took = time.monotonic() - t0
+    code, took = await _sigterm(p, TIMEOUT + 5)
     assert code == 0 and took <= TIMEOUT + 1.0, took
     if kind == "memory":
         return
     before = {r.dedup_key for r in fake_pd.accepted()}
-    proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--store", store,
-                  "--upstream", fake_pd.url, "--rate-limit", "100000", name="second")
-    await asyncio.to_thread(wait_port, port)
+    await _start(proxy_process, tmp_path, port, store, fake_pd.url, "--rate-limit", "100000", name="second")
     fake_pd.limit = 100000
     # Within 20 s: the sends cut short were given back to the outbox, not left to their
     # leases (send timeout + 5 s = 35 s).
     await wait_for(lambda: len({r.dedup_key for r in fake_pd.accepted()}) == GROUPS, timeout=20)
     assert before <= {r.dedup_key for r in fake_pd.accepted()}
     assert fake_pd.violations == []
-
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
@@ -92,12 +101,9 @@ async def test_sigterm_with_the_store_frozen_still_exits_in_time(tmp_path, fake_
     restart delivers it (the events whose release did not get through once their
     leases, send timeout + 5 s, end)."""
     store = {"sqlite": f"sqlite://{tmp_path}/state.db", "redis": own_redis.url}[kind]
-    rules = write_rules(tmp_path / "rules", RULES)
     port = free_port()
-    p = proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--store", store,
-                      "--upstream", hanging_pd, "--send-timeout", "8", "--shutdown-timeout", str(TIMEOUT),
-                      name="first")
-    await asyncio.to_thread(wait_port, port)
+    p = await _start(proxy_process, tmp_path, port, store, hanging_pd, "--send-timeout", "8",
+                     "--shutdown-timeout", str(TIMEOUT), name="first")
     keys = [f"{k:032x}" for k in range(20)]
     async with aiohttp.ClientSession() as http:
         for k in keys:
@@ -110,18 +116,13 @@ async def test_sigterm_with_the_store_frozen_still_exits_in_time(tmp_path, fake_
     frozen = own_redis.proc.pid if kind == "redis" else children(p.proc.pid)[0]  # type: ignore[union-attr]
     os.kill(frozen, signal.SIGSTOP)
     try:
-        t0 = time.monotonic()
-        p.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(p.proc.wait, TIMEOUT + 10)
-        took = time.monotonic() - t0
+        code, took = await _sigterm(p, TIMEOUT + 10)
     finally:
         os.kill(frozen, signal.SIGCONT)
     assert code == 0 and took <= TIMEOUT, took
     if kind == "sqlite":  # the store's process ends once thawed: the proxy that fed it is gone
         await wait_for(lambda: not alive(frozen), timeout=5)
-    proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--store", store,
-                  "--upstream", fake_pd.url, "--rate-limit", "100000", name="second")
-    await asyncio.to_thread(wait_port, port)
+    await _start(proxy_process, tmp_path, port, store, fake_pd.url, "--rate-limit", "100000", name="second")
     await wait_for(lambda: len(fake_pd.accepted("/v2/change/enqueue")) >= len(keys) * 3, timeout=60)
     assert sorted((r.body["routing_key"], r.body["payload"]["summary"]) for r in fake_pd.accepted("/v2/change/enqueue")) == \
         sorted((k, f"deploy {n}") for k in keys for n in range(3))
