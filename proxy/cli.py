@@ -294,9 +294,10 @@ def _serve(args: Any) -> int:
     setup_logging(args.log_level)
     rules = args.rules or (_env("rules", "rules/") or "rules/").split(",")
     auth = args.auth if args.auth is not None else (_env("auth", "") or "").split()
-    # SIGTERM to exit within --shutdown-timeout: the requests in progress get `grace`, the
-    # outbox and the store what is left but `margin`, which covers the steps between and
-    # leaving the process. At `cutoff` the process leaves whatever is still under way.
+    # SIGTERM to exit within --shutdown-timeout. At `cutoff` (the timeout less `margin`, for
+    # leaving the process) whatever is still under way is left. Before it, the requests in
+    # progress get `grace`, then the outbox and the store the rest, less another `margin`
+    # for the steps between.
     margin = min(1.0, args.shutdown_timeout / 10)
     cutoff = args.shutdown_timeout - margin
     grace = min(2.0, args.shutdown_timeout / 4)
