@@ -175,11 +175,15 @@ def apply(g: Group, f: Flush, page: Page, now: float, rule: Rule) -> None:
 
 def page_details(g: Group, page: Page, muted: Collection[str], limit: int = 20) -> dict[str, object]:
     """Why this trigger, and what changed since the last one (custom_details)."""
-    firing = {fp for fp, a in g.alerts.items() if a.firing and fp not in muted}
-    before = set(g.state.get("paged", ()))
-    added = sorted(firing - before) if g.triggered else []
-    removed = sorted(before - firing)
     out: dict[str, object] = {"why": page.why}
+    paged = g.state.get("paged")
+    if paged or g.triggered:  # (a group's first page has nothing to compare with)
+        firing = {fp for fp, a in g.alerts.items() if a.firing and fp not in muted}
+        before = set(paged or ())
+        added = sorted(firing - before) if g.triggered else []
+        removed = sorted(before - firing)
+    else:
+        added = removed = []
     if added or removed:
         out["added"] = [g.alerts[fp].labels for fp in added[:limit]]
         out["removed"] = [g.alerts[fp].labels for fp in removed[:limit] if fp in g.alerts]

@@ -36,10 +36,13 @@ def template_context(g: Group, alerts: list[GroupAlert], full: bool = True) -> d
     """What a rule's templates see: `labels`/`annotations` are those every firing alert
     shares, `alert` the first firing one. Without `full` (a rule with no templates) only
     what the body itself needs: the shared labels and the counts."""
-    firing = [a for a in alerts if a.firing]
+    return _context(g, alerts, [a for a in alerts if a.alert.status == "firing"], full)
+
+
+def _context(g: Group, alerts: list[GroupAlert], firing: list[GroupAlert], full: bool) -> dict[str, Any]:
     basis = firing or alerts
     ctx: dict[str, Any] = {
-        "labels": _common([a.labels for a in basis]),
+        "labels": basis[0].alert.labels if len(basis) == 1 else _common([a.alert.labels for a in basis]),
         "group_labels": g.group_labels,
         "num_firing": len(firing),
         "num_resolved": len(alerts) - len(firing),
@@ -57,8 +60,13 @@ def _templated(rule: Rule) -> bool:
                 or rule.client_url)
 
 
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
 def _severity(firing: list[GroupAlert]) -> str:
-    ranks = [SEVERITIES.index(a.severity) for a in firing if a.severity in SEVERITIES]
+    if len(firing) == 1:
+        return firing[0].severity if firing[0].severity in _RANK else "error"
+    ranks = [_RANK[a.severity] for a in firing if a.severity in _RANK]
     return SEVERITIES[min(ranks)] if ranks else "error"
 
 
@@ -149,7 +157,8 @@ def _details(g: Group, rule: Rule, ctx: dict[str, Any], lone: GroupAlert | None,
     }
     if lone:  # a lone alert's own details win over ours (an Events v2 sender's, say)
         details.update(lone.alert.custom_details)
-    details.update({k: t.render(ctx) for k, t in rule.custom_details.items()})
+    if rule.custom_details:
+        details.update({k: t.render(ctx) for k, t in rule.custom_details.items()})
     if extra:
         details.update(extra)
     return details
@@ -164,11 +173,12 @@ def _exact(raw: bytes) -> bytes:
 def _capped(body: dict[str, Any], details: dict[str, Any], alerts: list[GroupAlert],
             overflow: int) -> bytes:
     """The body with as many alerts in its details as fit PagerDuty's size limit, firing
-    ones first; `truncated_alerts` counts the rest (and those max_alerts refused)."""
-    shown = [_alert_detail(a) for a in sorted(alerts, key=lambda a: not a.firing)]
+    ones first (`alerts` is in that order); `truncated_alerts` counts the rest (and those
+    max_alerts refused)."""
+    shown = [_alert_detail(a) for a in alerts]
     limit = min(len(shown), MAX_DETAIL_ALERTS)
     while True:
-        details["alerts"] = shown[:limit]
+        details["alerts"] = shown if limit == len(shown) else shown[:limit]
         details.pop("truncated_alerts", None)
         if len(shown) - limit + overflow:
             details["truncated_alerts"] = len(shown) - limit + overflow
@@ -181,15 +191,18 @@ def _capped(body: dict[str, Any], details: dict[str, Any], alerts: list[GroupAle
 def trigger_event(g: Group, rule: Rule, now: float, muted: Collection[str] = (),
                   extra: dict[str, Any] | None = None) -> OutEvent:
     """The trigger for group `g`; muted alerts are left out, `extra` joins custom_details."""
-    alerts = [a for fp, a in g.alerts.items() if fp not in muted]
-    firing = [a for a in alerts if a.firing] or alerts
+    alerts = [a for fp, a in g.alerts.items() if fp not in muted] if muted else list(g.alerts.values())
+    firing_now = [a for a in alerts if a.alert.status == "firing"]
+    firing = firing_now or alerts
     lone = firing[0] if len(firing) == 1 else None
-    ctx = template_context(g, alerts, _templated(rule))
+    ctx = _context(g, alerts, firing_now, _templated(rule))
     details = _details(g, rule, ctx, lone, extra)
     payload = _payload(g, rule, ctx, firing, details)
     body: dict[str, Any] = {"routing_key": g.routing_key, "event_action": "trigger",
                             "dedup_key": g.key, "payload": payload,
                             **_client(rule, ctx, lone), **_links_and_images(rule, ctx, firing)}
+    if 0 < len(firing_now) < len(alerts):  # firing ones first
+        alerts = firing_now + [a for a in alerts if a.alert.status != "firing"]
     raw = _capped(body, details, alerts, g.overflow)
     return OutEvent(routing_key=g.routing_key, dedup_key=g.key, action="trigger",
                     severity=payload["severity"], body=raw, key_name=g.key_name, enqueued_at=now)
