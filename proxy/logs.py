@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -57,6 +58,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self._soon: asyncio.AbstractEventLoop | None = None  # the loop that will flush
+        self._soon_thread = 0  # its thread
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -83,13 +85,17 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.handleError(logging.makeLogRecord({"name": name, "msg": msg}))
 
     def _flush_soon(self) -> None:
+        soon = self._soon
+        if soon is not None and self._soon_thread == threading.get_ident() and soon.is_running():
+            return  # this thread's loop flushes at the end of its turn (a thread runs one
+            # loop at a time; asyncio.get_running_loop() costs a getpid() system call)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # another thread, or no loop: at once
             self.flush()
             return
         if self._soon is not loop:  # (a loop that ended before its turn did flushes nothing)
-            self._soon = loop
+            self._soon, self._soon_thread = loop, threading.get_ident()
             loop.call_soon(self._flush_now)
 
     def _flush_now(self) -> None:

@@ -152,6 +152,8 @@ class Pipeline:
         (maintenance, inhibited); one store call for the inhibition marks of the batch."""
         rules = self.rules
         out: dict[str, dict[str, str]] = {}
+        if not rules.maintenance and not rules.inhibit:
+            return out
         wanted: dict[tuple[str, str], list[str]] = {}
         for g in groups:
             for fp, a in g.alerts.items():
@@ -255,7 +257,9 @@ class Pipeline:
             for i, (plan, ok) in enumerate(zip(plans, done, strict=True), 1):
                 if ok:
                     sent += len(plan.commit.events)
-                    await self._after(plan, now)
+                    if plan.call is not None or plan.records or plan.wake:
+                        await self._follow(plan, now)
+                    self._account(plan, now)
                 else:
                     retry.append(plan.commit.group.key)
                 if i % 20 == 0:
@@ -278,7 +282,8 @@ class Pipeline:
             self._remediate_first(plan, rule, now)
         if g.rule == STORM_RULE:
             self._storm_calm(plan, rule, now)
-        elif g.state.get("folded") or ("trigger" in f.actions and page.why == "first"):
+        elif g.state.get("folded") or (rules.defaults.storm is not None and "trigger" in f.actions
+                                       and page.why == "first"):
             await self._storm_fold(plan, rule, now)
         extra = correlate.page_details(g, page, muted)
         if g.rule == STORM_RULE:
@@ -458,9 +463,9 @@ class Pipeline:
         plan.commit.delete = True
         plan.wake = [fp[2:] for fp, a in g.alerts.items() if a.firing]
 
-    async def _after(self, plan: _Plan, now: float) -> None:
+    async def _follow(self, plan: _Plan, now: float) -> None:
         """Once a plan is committed: the remediation call it claimed, its storm side
-        effects, metrics, a log line."""
+        effects (then `_account`)."""
         if plan.call is not None:
             task = asyncio.create_task(self._call(plan.commit.group.key, plan.call))
             self._calls.add(task)
@@ -472,6 +477,9 @@ class Pipeline:
             if member is not None:
                 member.due = now
                 await self.store.commit([Commit(member, False, [])], durable=False)
+
+    def _account(self, plan: _Plan, now: float) -> None:
+        """Once a plan is committed: its metrics, counts and log line."""
         c, f, page = plan.commit, plan.flush, plan.page
         g = c.group
         label = "/".join(f.actions) or ("transient" if f.delete else "none")
@@ -489,10 +497,11 @@ class Pipeline:
         if "trigger" in f.actions and g.rule != STORM_RULE:
             service = g.group_labels.get("service") or next(
                 (a.labels.get("service", "") for a in g.alerts.values() if a.firing), "") or "-"
-            self.tally.merge({"page|" + (page.why or "first"): 1, "page_rule|" + g.rule: 1,
-                              "page_service|" + service: 1}, now)
+            counts = {"page|" + (page.why or "first"): 1.0, "page_rule|" + g.rule: 1.0,
+                      "page_service|" + service: 1.0}
             if page.why == "first" and g.state.get("first_page_at") == now:
-                self.tally.merge({"ttp_sum": now - g.opened_at, "ttp_n": 1}, now)
+                counts.update(ttp_sum=now - g.opened_at, ttp_n=1.0)
+            self.tally.merge(counts, now)
         elif "trigger" in f.actions:
             self.tally.add("page|storm", 1, now)
         if c.events or held in ("folded", "flapping") and held != plan.held_before:
