@@ -85,6 +85,15 @@ def test_a_loop_that_ends_before_its_turn_does_not_hold_later_lines(logfile: Pat
     asyncio.run(in_a_new_loop())
 
 
+async def test_a_thread_does_not_wait_for_the_loops_turn(logfile: Path) -> None:
+    """A flush is scheduled in this loop; a line from another thread is flushed at once
+    all the same (that thread has no loop whose turn would flush it)."""
+    log = logging.getLogger("alert_proxy")
+    log.info("in the loop")
+    await asyncio.to_thread(log.info, "in a thread")
+    assert [line["msg"] for line in lines(logfile)] == ["in the loop", "in a thread"]
+
+
 def test_setting_up_again_keeps_the_lines_written_so_far(tmp_path: Path) -> None:
     path = tmp_path / "log"
     with path.open("w", buffering=1 << 20) as stream:
