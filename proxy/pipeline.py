@@ -40,6 +40,12 @@ log = logging.getLogger("alert_proxy")
 FLUSH_LEASE = 10.0  # seconds a claimed group stays with the replica that claimed it
 FLUSH_BATCH = 100  # groups claimed, decided and committed per store round trip
 FLUSH_AHEAD = 2  # claims under way while a batch is decided
+# Seconds of one flush call. Each call starts with one claim alone and ends by waiting for
+# its last commits, so the store idles at both ends of it; a longer call does that less
+# often (bench/RESULTS.md, seventh pass). The event loop is not held any longer for it (a
+# flush yields every 20 groups), and the sender is woken by the first batch that
+# enqueued, not at the end.
+FLUSH_BUDGET = 0.25
 
 
 class Pipeline:
@@ -170,7 +176,7 @@ class Pipeline:
                     out.setdefault(key, {})[fp] = "inhibited"
         return out
 
-    async def flush_due(self, budget_s: float = 0.05) -> int:
+    async def flush_due(self, budget_s: float = FLUSH_BUDGET) -> int:
         """Flush the groups that are due, in batches (urgent lane first), for about
         `budget_s`; returns how many events were enqueued. `behind` then says whether
         groups may still be due (the budget ended a full batch): the flush loop goes on at
@@ -182,9 +188,10 @@ class Pipeline:
         before Python looks at what batch k-1's commit answered. Commits are sent in
         order, and a batch once claimed is decided and committed before this returns.
         The event loop is never held for a whole batch: deciding and the work after a
-        commit yield every 20 groups, and each store call is an await."""
+        commit yield every 20 groups, and each store call is an await. The sender is woken
+        once the first batch that enqueued is settled, and again at the end."""
         t0 = time.monotonic()
-        sent = 0
+        sent = woken = 0
         self.behind = False
         now = self.clock.now()
         groups = await self.store.claim_due(now, lease=FLUSH_LEASE, limit=FLUSH_BATCH)
@@ -206,6 +213,9 @@ class Pipeline:
                 await asyncio.sleep(0)  # the commit is on its way
                 while len(commits) > 1:
                     sent += await self._settle(*commits.popleft())
+                if sent and not woken:
+                    self.on_enqueue()
+                    woken = sent
                 groups = []
                 if claims:
                     now, claiming = claims.popleft()
@@ -227,7 +237,7 @@ class Pipeline:
                 if not task.cancelled() and task.exception() is None:
                     with contextlib.suppress(Exception):  # the first failure is the one raised
                         await self._settle(plans, at, task)
-        if sent:
+        if sent > woken:
             self.on_enqueue()
         return sent
 

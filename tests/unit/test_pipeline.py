@@ -288,6 +288,23 @@ async def test_flush_says_when_it_stopped_behind(proxy):
     assert await proxy.flush_due(budget_s=0.0) == 0 and not proxy.behind
 
 
+async def test_a_long_flush_wakes_the_sender_at_its_first_batch(proxy):
+    """A flush runs for up to a quarter second; the sender does not wait for its end: it
+    is woken as soon as the first batch that enqueued is committed, and once more at the
+    end for the rest."""
+    flushed: list[float] = []
+
+    def woken() -> None:
+        flushed.append(proxy.metrics.registry.get_sample_value(
+            "alert_proxy_group_flushes_total", {"result": "trigger"}) or 0.0)
+
+    proxy.on_enqueue = woken
+    await send(proxy, *[alert(f"Many{i}", "a") for i in range(450)])
+    proxy.clock.advance(31)
+    assert await proxy.flush_due(budget_s=10.0) == 450
+    assert flushed == [100.0, 450.0]
+
+
 async def test_flush_that_fails_midway_loses_nothing_and_sends_nothing_twice(proxy):
     """Batches overlap (claims k+1 and k+2, decide k, commit k-1): when the store fails a
     commit midway, the flush raises, what was committed stays committed (and what follows
