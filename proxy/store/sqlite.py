@@ -35,12 +35,12 @@ import math
 import os
 import pickle
 import queue
+import select
 import signal
 import sqlite3
 import struct
 import subprocess
 import sys
-import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -153,14 +153,73 @@ def _frame(obj: Any) -> bytes:
     return _FRAME.pack(len(data)) + data
 
 
-def _read_frame(f: Any) -> Any:
-    """The next frame's data; None at the end of the stream."""
-    head = f.read(_FRAME.size)
-    if len(head) < _FRAME.size:
-        return None
-    (n,) = _FRAME.unpack(head)
-    data = f.read(n)
-    return pickle.loads(data) if len(data) == n else None
+class _Inbox:
+    """The child's jobs, read from its stdin by the thread that runs them: between two
+    batches it parses the frames the pipe already holds, and it waits on the pipe only
+    when no whole frame is left. (A thread of its own that read them took the GIL from the
+    engine at every frame, and its frames waited up to ~2 ms for the GIL in turn:
+    bench/RESULTS.md, seventh pass.) `get` and `get_nowait` as a queue.SimpleQueue's; None
+    once the stream has ended, or at a frame that is not a job's."""
+
+    _NOTHING: Any = object()  # no whole frame yet
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+        self.buf = bytearray()
+        self.pos = 0  # where the next frame starts
+        self.ended = False
+
+    def get(self) -> _Job | None:
+        while (job := self._next()) is self._NOTHING:
+            if self.ended:
+                return None
+            self._poll.poll()  # readable, or the other end closed
+            self._read()
+        return job  # type: ignore[no-any-return]
+
+    def get_nowait(self) -> _Job | None:
+        job = self._next()
+        if job is self._NOTHING and not self.ended:
+            self._read()
+            job = self._next()
+        if job is self._NOTHING:
+            if self.ended:
+                return None
+            raise queue.Empty
+        return job  # type: ignore[no-any-return]
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self.fd, 1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.ended = True
+            return
+        if self.pos:
+            del self.buf[:self.pos]
+            self.pos = 0
+        self.buf += data
+
+    def _next(self) -> Any:
+        start = self.pos + _FRAME.size
+        if len(self.buf) < start:
+            return self._NOTHING
+        (n,) = _FRAME.unpack_from(self.buf, self.pos)
+        if len(self.buf) < start + n:
+            return self._NOTHING
+        self.pos = start + n
+        try:
+            with memoryview(self.buf) as view, view[start:start + n] as data:
+                return pickle.loads(data)
+        except Exception:  # noqa: BLE001 - not a frame of ours: the stream is over
+            self.ended, self.buf, self.pos = True, bytearray(), 0
+            return None
 
 
 def _error(e: BaseException) -> tuple[str, str]:
@@ -266,7 +325,7 @@ class _Engine:
             counts.depth[rk], counts.names[rk] = n, name
         return conn
 
-    def serve(self, conn: sqlite3.Connection, jobs: queue.SimpleQueue[_Job | None], out: Any) -> None:
+    def serve(self, conn: sqlite3.Connection, jobs: _Inbox, out: Any) -> None:
         """Run the jobs as they come, each batch in one transaction, and answer each batch
         in one frame; return at the end of the jobs (or when no one reads the answers)."""
         while True:
@@ -749,7 +808,6 @@ def child_main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    inp = os.fdopen(os.dup(0), "rb")
     engine = _Engine(Path(sys.argv[1]), sys.argv[2])
     try:
         conn = engine.open()
@@ -759,17 +817,8 @@ def child_main() -> None:
         return
     out.write(_frame(("ready", engine.counts.as_changes())))
     out.flush()
-    jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-
-    def read() -> None:
-        with contextlib.suppress(OSError, pickle.UnpicklingError):
-            while (job := _read_frame(inp)) is not None:
-                jobs.put(job)
-        jobs.put(None)
-
-    threading.Thread(target=read, name="alert-proxy-sqlite-in", daemon=True).start()
     try:
-        engine.serve(conn, jobs, out)
+        engine.serve(conn, _Inbox(os.dup(0)), out)
     finally:
         conn.close()
 

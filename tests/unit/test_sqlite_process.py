@@ -1,18 +1,21 @@
 """The SQLite store's own process, seen from the store's interface: a file it cannot open,
-a process killed with calls under way, calls under way at close()."""
+a process killed with calls under way, calls under way at close(), and how it reads its
+jobs off the pipe."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import signal
+import threading
 import time
 
 import pytest
 
 from proxy.errors import StoreError
 from proxy.store import Entry, Window
-from proxy.store.sqlite import SqliteStore
+from proxy.store.sqlite import _FRAME, SqliteStore, _frame, _Inbox
 from tests.support import procs
 
 
@@ -90,3 +93,48 @@ def test_a_store_used_from_a_second_event_loop_starts_a_process_there(tmp_path):
     while first in children() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert children() - before == set()
+
+
+def test_the_process_reads_its_jobs_whole_however_the_pipe_cuts_them():
+    """The child reads its jobs on the thread that runs them (no reader thread): frames
+    that come in pieces, or many in one read, are each one job; it waits only when no
+    whole frame is left; the end of the stream, or a frame that is not a job's, ends it."""
+    r, w = os.pipe()
+    inbox = _Inbox(r)
+    jobs = [("stats", (float(i), Window()), i % 2 == 0) for i in range(5)]
+    data = b"".join(_frame(job) for job in jobs)
+    with pytest.raises(queue.Empty):
+        inbox.get_nowait()
+    os.write(w, data[:3])  # not even a whole length
+    with pytest.raises(queue.Empty):
+        inbox.get_nowait()
+    os.write(w, data[3:len(_frame(jobs[0])) + 5])  # one frame and the start of the next
+    assert inbox.get_nowait() == jobs[0]
+    with pytest.raises(queue.Empty):
+        inbox.get_nowait()
+
+    def rest() -> None:
+        time.sleep(0.2)
+        os.write(w, data[len(_frame(jobs[0])) + 5:])
+
+    writer = threading.Thread(target=rest)
+    writer.start()
+    t0 = time.monotonic()
+    assert inbox.get() == jobs[1]  # waited for the rest of the frame
+    assert time.monotonic() - t0 >= 0.15
+    writer.join()
+    assert [inbox.get_nowait() for _ in range(3)] == jobs[2:]
+    os.write(w, _FRAME.pack(4) + b"\x00\x01\x02\x03")  # not a pickle
+    assert inbox.get_nowait() is None
+    assert inbox.get() is None
+    os.close(w)
+    os.close(r)
+
+    r, w = os.pipe()
+    inbox = _Inbox(r)
+    os.write(w, _frame(jobs[0]) + _frame(jobs[1])[:7])
+    os.close(w)  # the proxy is gone midway through a frame
+    assert inbox.get() == jobs[0]
+    assert inbox.get() is None
+    assert inbox.get_nowait() is None
+    os.close(r)
