@@ -173,12 +173,11 @@ class _Inbox:
         self.ended = False
 
     def get(self) -> _Job | None:
-        while (job := self._next()) is self._NOTHING:
-            if self.ended:
-                return None
-            self._poll.poll()  # readable, or the other end closed
-            self._read()
-        return job  # type: ignore[no-any-return]
+        while True:
+            try:
+                return self.get_nowait()
+            except queue.Empty:
+                self._poll.poll()  # readable, or the other end closed
 
     def get_nowait(self) -> _Job | None:
         job = self._next()
