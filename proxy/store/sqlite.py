@@ -72,6 +72,11 @@ _Job = tuple[str, tuple[Any, ...], bool]  # the call (_Engine.op_<name>), its ar
 _Answer = tuple[bool, Any, list[tuple[str, str, int]]]  # ok, its value (or error), count changes
 _FRAME = struct.Struct(">I")  # a frame: its length, then pickled data
 _BATCH = 256  # jobs per transaction at most
+_OUTBOX = """CREATE TABLE IF NOT EXISTS outbox (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, rk TEXT NOT NULL, dk TEXT NOT NULL, action TEXT NOT NULL,
+  severity TEXT NOT NULL, prio INTEGER NOT NULL, body BLOB NOT NULL, key_name TEXT NOT NULL,
+  attempts INTEGER NOT NULL, not_before REAL NOT NULL, enqueued_at REAL NOT NULL,
+  last_error TEXT NOT NULL, lease REAL NOT NULL, head INTEGER NOT NULL, wait_until REAL NOT NULL)"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
   key TEXT PRIMARY KEY, rule TEXT NOT NULL, routing_key TEXT NOT NULL, key_name TEXT NOT NULL,
@@ -90,11 +95,7 @@ CREATE INDEX IF NOT EXISTS tombs_until ON tombs(until);
 CREATE TABLE IF NOT EXISTS marks (mark TEXT NOT NULL, fp TEXT NOT NULL, PRIMARY KEY (mark, fp))
   WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS marks_fp ON marks(fp);
-CREATE TABLE IF NOT EXISTS outbox (
-  seq INTEGER PRIMARY KEY, rk TEXT NOT NULL, dk TEXT NOT NULL, action TEXT NOT NULL,
-  severity TEXT NOT NULL, prio INTEGER NOT NULL, body BLOB NOT NULL, key_name TEXT NOT NULL,
-  attempts INTEGER NOT NULL, not_before REAL NOT NULL, enqueued_at REAL NOT NULL,
-  last_error TEXT NOT NULL, lease REAL NOT NULL, head INTEGER NOT NULL, wait_until REAL NOT NULL);
+{outbox};
 CREATE INDEX IF NOT EXISTS ob_ready ON outbox(rk, prio, seq) WHERE head = 1 AND wait_until = 0;
 CREATE INDEX IF NOT EXISTS ob_wait ON outbox(rk, wait_until) WHERE head = 1 AND wait_until > 0;
 CREATE INDEX IF NOT EXISTS ob_line ON outbox(rk, dk, seq);
@@ -110,7 +111,7 @@ CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, until REAL NOT NULL) WITH
 CREATE TABLE IF NOT EXISTS counts (hour INTEGER NOT NULL, field TEXT NOT NULL, n REAL NOT NULL,
   PRIMARY KEY (hour, field)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_until ON seen(until);
-"""
+""".replace("{outbox}", _OUTBOX)
 _GROUP_COLS = ("key, rule, routing_key, key_name, group_labels, group_interval, resolve_wait, "
                "opened_at, due, urgent, triggered, grown, last_trigger_at, last_flush_at, overflow, "
                "version, last_seen, n_alerts, state")
@@ -129,6 +130,32 @@ def _path(url: str) -> tuple[Path, str]:
     if sync not in ("FULL", "NORMAL", "EXTRA"):
         raise ConfigError([f"--store: {url!r}: synchronous must be full, normal or extra"])
     return Path(raw), sync
+
+
+def _number_once(conn: sqlite3.Connection) -> None:
+    """Sequence numbers are never given twice (a dead letter keeps its number, and so would
+    a later event that got it again). Files written before AUTOINCREMENT gave the number of
+    the newest event again once it was sent: their outbox is copied into the new table, and
+    the sequence goes on from the highest number any event or dead letter ever had."""
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'outbox'").fetchone()
+    if row is None:
+        return  # a new file: the schema makes it
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if "AUTOINCREMENT" not in row[0].upper():
+            conn.execute("ALTER TABLE outbox RENAME TO outbox_before_autoincrement")
+            conn.execute(_OUTBOX)
+            conn.execute("INSERT INTO outbox SELECT * FROM outbox_before_autoincrement")
+            conn.execute("DROP TABLE outbox_before_autoincrement")
+        top = conn.execute("SELECT MAX(s) FROM (SELECT MAX(seq) AS s FROM outbox UNION ALL "
+                           "SELECT MAX(seq) FROM dead)").fetchone()[0] or 0
+        if conn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'outbox'",
+                        (top,)).rowcount == 0 and top:
+            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (top,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _event(row: Sequence[Any]) -> OutEvent:
@@ -316,6 +343,7 @@ class _Engine:
         # temporary file: 1.5 KB written per group when a busy flush puts many commits in
         # one transaction (bench/RESULTS.md). In memory it stays at a few MB at most.
         conn.execute("PRAGMA temp_store=MEMORY")
+        _number_once(conn)
         conn.executescript(_SCHEMA)
         counts = self.counts
         counts.groups = conn.execute("SELECT COUNT(*) FROM groups").fetchone()[0]

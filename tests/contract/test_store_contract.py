@@ -422,3 +422,90 @@ async def test_sqlite_lease_ends_with_its_process_and_an_unsynced_flush_is_kept(
         assert [e.dedup_key for e in await s.pending()] == ["g2"]
     finally:
         await s.close()
+
+
+# -- dead letters ---------------------------------------------------------------------------
+async def _reopened(store):
+    """The same data through a new store object (a restart); None for memory://."""
+    if store.url.startswith("memory://"):
+        return None
+    await store.close()
+    return from_url(store.url, prefix=store.n.p.strip("{}")) if hasattr(store, "n") else from_url(store.url)
+
+
+async def _dead_once(store, now: float) -> OutEvent:
+    t = await store.take(KEY, now, 30, WIN)
+    assert t.event is not None
+    await store.dead(t.event, t.stamp, "HTTP 400: invalid", now)
+    return t.event
+
+
+async def test_sequence_numbers_are_never_given_twice(store):
+    """A dead letter keeps its number; an event enqueued after it never gets the same one
+    (SQLite gave the newest number again once its row was gone), also after a restart and
+    after `deadletter retry`, so each rejected event reaches the dead letters."""
+    await store.enqueue([ev("bad1")])
+    first = await _dead_once(store, T0)
+    await store.enqueue([ev("bad2")])
+    second = await _dead_once(store, T0 + 1)
+    assert second.seq > first.seq
+    reopened = await _reopened(store)
+    if reopened is not None:
+        store = reopened
+    await store.enqueue([ev("bad3")])
+    third = await _dead_once(store, T0 + 2)
+    assert third.seq > second.seq
+    assert await store.requeue_dead([first.seq]) == 1
+    again = await _dead_once(store, T0 + 3)  # rejected again after the retry
+    assert again.dedup_key == "bad1" and again.seq > third.seq
+    dead = await store.dead_letters()
+    assert sorted(e.dedup_key for e in dead) == ["bad1", "bad2", "bad3"]
+    assert len({e.seq for e in dead}) == 3
+    assert await take_all(store, T0 + 4) == []
+    await store.close()
+
+
+async def test_many_dead_letters_never_block_the_events_behind_them_on_their_key(store):
+    await store.enqueue([ev(f"bad{i}") for i in range(30)] + [ev("good", severity="critical")])
+    sent = []
+    for i in range(31):
+        t = await store.take(KEY, T0 + i, 30, WIN)
+        assert t.event is not None
+        if t.event.dedup_key == "good":
+            sent.append(t.event.dedup_key)
+            await store.done(t.event, t.stamp, T0 + i)
+        else:
+            await store.dead(t.event, t.stamp, "HTTP 400", T0 + i)
+    assert sent == ["good"]
+    assert len(await store.dead_letters()) == 30
+    assert (await store.take(KEY, T0 + 40, 30, WIN)).event is None
+    assert (await store.stats(T0 + 40, WIN)).dead == 30
+
+
+async def test_sqlite_file_from_before_autoincrement_is_carried_over(tmp_path):
+    """A file written by an earlier version (outbox numbers given again) is converted at
+    start: its events are kept, and numbers go on above every dead letter's."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = from_url(f"sqlite://{path}")
+    await old.enqueue([ev("kept")])
+    await old.close()
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        ALTER TABLE outbox RENAME TO o; CREATE TABLE outbox AS SELECT * FROM o; DROP TABLE o;
+        DELETE FROM sqlite_sequence;
+        INSERT INTO dead (seq, rk, dk, action, severity, body, key_name, attempts, enqueued_at,
+                          last_error) VALUES (7, 'rk', 'old-dead', 'trigger', 'error', x'7b7d', 'PD', 1, 0, 'x');
+    """)
+    assert "AUTOINCREMENT" not in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()[0]
+    conn.close()
+    store = from_url(f"sqlite://{path}")
+    await store.enqueue([ev("new")])
+    pending = await store.pending()
+    assert [e.dedup_key for e in pending] == ["kept", "new"] and pending[1].seq > 7
+    await _dead_once(store, T0)
+    await _dead_once(store, T0)
+    assert sorted(e.dedup_key for e in await store.dead_letters()) == ["kept", "new", "old-dead"]
+    await store.close()
