@@ -17,10 +17,10 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from proxy import correlate, logs, render
+from proxy import correlate, logs, render, storm
 from proxy.clock import Clock
 from proxy.errors import StoreError
 from proxy.ingest import events_v2
@@ -29,7 +29,7 @@ from proxy.metrics import Metrics
 from proxy.model import Action, Alert, Flush, Group, GroupAlert, OutEvent
 from proxy.remediate import Call, Caller, HttpCaller
 from proxy.rules import RuleSet
-from proxy.rules.engine import STORM_RULE, group_dedup_key, own_identity_key
+from proxy.rules.engine import STORM_RULE, own_identity_key
 from proxy.rules.schema import Rule
 from proxy.stats import Tally
 from proxy.store import Commit, Entry, Resolved, Store
@@ -58,7 +58,7 @@ class Pipeline:
         self.max_groups = max_groups
         self.on_enqueue = on_enqueue  # the sender's wake-up call
         self.caller: Caller = caller or HttpCaller()
-        self._opens: dict[str, deque[float]] = {}  # routing key -> recent group openings
+        self.folding = storm.Folding()
         self._calls: set[asyncio.Task[None]] = set()  # remediation calls under way
         self._flushes: dict[str, Any] = {}  # label -> its counter (labels() costs per call)
         self.behind = False  # see flush_due
@@ -198,7 +198,12 @@ class Pipeline:
         claims: deque[tuple[float, asyncio.Task[list[Group]]]] = deque()
         commits: deque[tuple[list[_Plan], float, asyncio.Task[list[bool]]]] = deque()
         try:
-            while groups:
+            while groups or claims:
+                if not groups:  # an empty claim: the next one was sent already, and it may
+                    # hold groups that came due since (they would wait out their lease)
+                    now, claiming = claims.popleft()
+                    groups = await claiming
+                    continue
                 if len(groups) == FLUSH_BATCH and not self.behind:
                     while len(claims) < FLUSH_AHEAD:
                         if time.monotonic() - t0 > budget_s:
@@ -245,9 +250,10 @@ class Pipeline:
         """Plan a batch; it yields every few groups, so that the claims under way send
         their second step (the load) while Python decides."""
         muted = await self.muted(groups, now)
+        views = await self.folding.views(self.store, groups) if self.rules.defaults.storm else {}
         plans = []
         for i, g in enumerate(groups, 1):
-            plans.append(await self._plan(g, now, muted.get(g.key, {})))
+            plans.append(self._plan(g, now, muted.get(g.key, {}), views))
             if i % 20 == 0:
                 await asyncio.sleep(0)
         return plans
@@ -262,13 +268,20 @@ class Pipeline:
         changed meanwhile is loaded, decided and committed again."""
         sent = 0
         done = await sending
+        deltas: dict[str, storm.Delta] = {}
         for _ in range(10):
             retry = []
             for i, (plan, ok) in enumerate(zip(plans, done, strict=True), 1):
                 if ok:
                     sent += len(plan.commit.events)
-                    if plan.call is not None or plan.records or plan.wake:
-                        await self._follow(plan, now)
+                    if plan.call is not None:
+                        self._start_call(plan.commit.group.key, plan.call)
+                    if plan.storm is not None:
+                        key = storm.storm_key(plan.storm.routing_key)
+                        if key in deltas:
+                            deltas[key].merge(plan.storm)
+                        else:
+                            deltas[key] = plan.storm
                     self._account(plan, now)
                 else:
                     retry.append(plan.commit.group.key)
@@ -276,32 +289,40 @@ class Pipeline:
                     await asyncio.sleep(0)
             if not retry:
                 break
-            groups = [g for g in [await self.store.load(k) for k in retry] if g is not None]
+            groups = await self.store.load_many(retry)
             plans = await self._decide(groups, now)
             done = await self._send(plans)
+        if deltas:  # the storms' figures: once per storm and batch, whatever its size
+            await storm.apply(self.store, deltas, now, self.rules.rule(STORM_RULE))
         return sent
 
-    async def _plan(self, g: Group, now: float, muted: dict[str, str]) -> _Plan:
+    def _plan(self, g: Group, now: float, muted: dict[str, str],
+              views: dict[str, storm.Figures | None]) -> _Plan:
         """One group: what it sends now, and its next state."""
         rules = self.rules
         rule = rules.rule(g.rule)
         held_before = g.state.get("held", "")
-        f, page = correlate.decide(g, rule, now, muted)
+        cfg = rules.defaults.storm
+        if g.rule == STORM_RULE:
+            f, page = storm.decide(g, rule, cfg.within if cfg else 0.0, now)
+        else:
+            f, page = correlate.decide(g, rule, now, muted)
         plan = _Plan(Commit(g, f.delete, []), f, page, held_before, dict(muted))
         if rule.remediate and page.why == "first" and "remediation" not in g.state:
             self._remediate_first(plan, rule, now)
+        summary = None
         if g.rule == STORM_RULE:
-            self._storm_calm(plan, rule, now)
-        elif g.state.get("folded") or (rules.defaults.storm is not None and "trigger" in f.actions
-                                       and page.why == "first"):
-            await self._storm_fold(plan, rule, now)
-        extra = correlate.page_details(g, page, muted)
-        if g.rule == STORM_RULE:
-            extra.update(_storm_details(g))
+            extra = storm.details(g)
+            summary = storm.summary(g)
+            if "trigger" in f.actions:
+                storm.paged(g)
+        else:
+            plan.held_now, plan.storm = self.folding.member(g, f, page, rule, cfg, views, now)
+            extra = correlate.page_details(g, page, muted)
         if g.state.get("unfolded"):
             extra["after_storm"] = True
         plan.commit.events = [
-            render.trigger_event(g, rule, now, muted, extra) if action == "trigger"
+            render.trigger_event(g, rule, now, muted, extra, summary) if action == "trigger"
             else render.followup_event(g.routing_key, g.key, "resolve", now, g.key_name)
             for action in f.actions]
         correlate.apply(g, f, page, now, rule)
@@ -398,95 +419,11 @@ class Pipeline:
                 return "applied"
         raise StoreError("the group kept changing while a PagerDuty event was applied")
 
-    # -- storm folding ---------------------------------------------------------------------
-    async def _storm_fold(self, plan: _Plan, rule: Rule, now: float) -> None:
-        """A group about to page for the first time (or folded before): page it, or fold it
-        into its routing key's storm incident while more groups open than `storm.groups`
-        within `storm.within`. Critical groups are never folded."""
-        g, f = plan.commit.group, plan.flush
-        storm = self.rules.defaults.storm
-        folded = g.state.get("folded")
-        if f.delete:  # a folded group that resolved: its place in the storm resolves too
-            if folded:
-                plan.held_now = "folded"
-                plan.records.append(([], [Resolved("g:" + g.key, "{}", False)]))
-            return
-        if storm is None or g.urgent or "trigger" not in f.actions:
-            return
-        key = storm_key(g.routing_key)
-        active = folded or self._opened(g.routing_key, now) > storm.groups \
-            or await self.store.load(key) is not None
-        if folded and await self.store.load(key) is None:
-            active = False  # the storm is over: this group pages on its own
-        if not active:
-            if folded:
-                g.state.pop("folded", None)
-                g.state["unfolded"] = True
-            return
-        f.actions = []
-        f.next_due = now + min(storm.within, rule.group_interval)
-        plan.page.held = plan.held_now = "folded"
-        if not folded:  # it joins the storm incident once (it looks again every recheck)
-            g.state["folded"] = key
-            g.state["folded_at"] = now
-            plan.records.append(([self._storm_entry(g, key, now)], []))
-
-    def _opened(self, rk: str, now: float) -> int:
-        """Groups that opened (paged first, or folded) on this key within storm.within,
-        counting this one; kept in this process (each replica counts its own)."""
-        storm = self.rules.defaults.storm
-        assert storm is not None
-        q = self._opens.setdefault(rk, deque())
-        q.append(now)
-        while q and q[0] <= now - storm.within:
-            q.popleft()
-        return len(q)
-
-    def _storm_entry(self, g: Group, key: str, now: float) -> Entry:
-        """A folded group as one alert of its storm incident."""
-        firing = [a for a in g.alerts.values() if a.firing]
-        alert = Alert(fingerprint="g:" + g.key, status="firing",
-                      labels={"rule": g.rule, **{k: v for k, v in g.group_labels.items() if v}},
-                      source="storm", summary=(firing[0].alert.summary if firing else "") or g.rule,
-                      custom_details={"alerts": len(firing), "dedup_key": g.key,
-                                      "folded_at": g.state.get("folded_at", now)})
-        rule = self.rules.rule(STORM_RULE)
-        return Entry(group_key=key, meta={"rule": STORM_RULE, "routing_key": g.routing_key,
-                                          "key_name": g.key_name, "group_labels": {"storm": g.key_name}},
-                     fingerprint=alert.fingerprint, alert_json=GroupAlert(alert, "error").to_json(),
-                     group_wait=0.0, group_interval=rule.group_interval, resolve_wait=0.0,
-                     max_alerts=rule.max_alerts)
-
-    def _storm_calm(self, plan: _Plan, rule: Rule, now: float) -> None:
-        """The storm incident resolves when no group folded into it for storm.within; its
-        groups still firing then page on their own (at their next look, made now)."""
-        g = plan.commit.group
-        storm = self.rules.defaults.storm
-        within = storm.within if storm else 0.0
-        last = max((float(a.alert.custom_details.get("folded_at", 0.0)) for a in g.alerts.values()),
-                   default=0.0)
-        if now - last < within:
-            plan.flush.next_due = min(plan.flush.next_due, last + within)
-            return
-        plan.flush.actions = ["resolve"] if g.triggered else []
-        plan.flush.delete = True
-        plan.commit.delete = True
-        plan.wake = [fp[2:] for fp, a in g.alerts.items() if a.firing]
-
-    async def _follow(self, plan: _Plan, now: float) -> None:
-        """Once a plan is committed: the remediation call it claimed, its storm side
-        effects (then `_account`)."""
-        if plan.call is not None:
-            task = asyncio.create_task(self._call(plan.commit.group.key, plan.call))
-            self._calls.add(task)
-            task.add_done_callback(self._calls.discard)
-        for entries, resolved in plan.records:
-            await self.store.record(entries, resolved, now)
-        for key in plan.wake:
-            member = await self.store.load(key)
-            if member is not None:
-                member.due = now
-                await self.store.commit([Commit(member, False, [])], durable=False)
+    def _start_call(self, key: str, call: Call) -> None:
+        """Once a plan that claimed a remediation is committed: make the call."""
+        task = asyncio.create_task(self._call(key, call))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
 
     def _account(self, plan: _Plan, now: float) -> None:
         """Once a plan is committed: its metrics, counts and log line."""
@@ -534,22 +471,5 @@ class _Plan:
     held_before: str
     muted: dict[str, str]
     held_now: str = ""
-    records: list[tuple[list[Entry], list[Resolved]]] = field(default_factory=list)
-    wake: list[str] = field(default_factory=list)  # group keys to look at now
+    storm: storm.Delta | None = None  # its change of its storm's figures (a fold, an unfold)
     call: Call | None = None  # the remediation this flush claimed
-
-
-def storm_key(routing_key: str) -> str:
-    """The dedup_key of a routing key's storm incident (one per key)."""
-    return group_dedup_key(STORM_RULE, routing_key, {})
-
-
-def _storm_details(g: Group) -> dict[str, object]:
-    """Counts and the top groups of a storm incident."""
-    members = sorted((a for a in g.alerts.values() if a.firing),
-                     key=lambda a: -int(a.alert.custom_details.get("alerts", 0)))
-    return {"storm": True, "folded_groups": len(members),
-            "folded_alerts": sum(int(a.alert.custom_details.get("alerts", 0)) for a in members),
-            "top_groups": [{"dedup_key": a.alert.custom_details.get("dedup_key"),
-                            "summary": a.alert.summary, "labels": a.labels,
-                            "alerts": a.alert.custom_details.get("alerts", 0)} for a in members[:10]]}

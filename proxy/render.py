@@ -189,8 +189,9 @@ def _capped(body: dict[str, Any], details: dict[str, Any], alerts: list[GroupAle
 
 
 def trigger_event(g: Group, rule: Rule, now: float, muted: Collection[str] = (),
-                  extra: dict[str, Any] | None = None) -> OutEvent:
-    """The trigger for group `g`; muted alerts are left out, `extra` joins custom_details."""
+                  extra: dict[str, Any] | None = None, summary: str | None = None) -> OutEvent:
+    """The trigger for group `g`; muted alerts are left out, `extra` joins custom_details,
+    `summary` replaces the rule's (a storm incident's own)."""
     alerts = [a for fp, a in g.alerts.items() if fp not in muted] if muted else list(g.alerts.values())
     firing_now = [a for a in alerts if a.alert.status == "firing"]
     firing = firing_now or alerts
@@ -198,6 +199,8 @@ def trigger_event(g: Group, rule: Rule, now: float, muted: Collection[str] = (),
     ctx = _context(g, alerts, firing_now, _templated(rule))
     details = _details(g, rule, ctx, lone, extra)
     payload = _payload(g, rule, ctx, firing, details)
+    if summary is not None:
+        payload["summary"] = summary[:_SUMMARY_MAX]
     body: dict[str, Any] = {"routing_key": g.routing_key, "event_action": "trigger",
                             "dedup_key": g.key, "payload": payload,
                             **_client(rule, ctx, lone), **_links_and_images(rule, ctx, firing)}

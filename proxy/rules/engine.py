@@ -18,7 +18,6 @@ from proxy.model import SEVERITIES, Alert
 from proxy.redact import mask
 from proxy.rules.matchers import matches_all
 from proxy.rules.schema import ALL_LABELS, Rule, RuleFile
-from proxy.rules.templates import compile_template
 
 __all__ = ["STORM_RULE", "SUPPRESS_REASONS", "Placement", "RuleSet", "group_dedup_key",
            "own_identity_key"]
@@ -85,9 +84,8 @@ class RuleSet:
         self._by_name[STORM_RULE] = replace(
             self.defaults, name=STORM_RULE, matchers=[], group_wait=0.0, resolve_wait=0.0,
             on_growth="update", min_alerts=0, for_=0.0, flap=None, stale_after=0.0,
-            severity=None, max_alerts=1 << 30, custom_details={}, links=[], images=[],
-            summary=compile_template("Alert storm on {{ group_labels.storm }}: {{ num_firing }} "
-                                     "groups folded into this incident"))
+            severity=None, max_alerts=1, custom_details={}, links=[], images=[], summary=None,
+            remediate=None)  # its summary and details come from proxy.storm
 
     def walk(self) -> Iterator[tuple[int, Rule]]:
         """Every rule with its depth (0: top level; deeper: in a rule's `routes:`), in the

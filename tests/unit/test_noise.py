@@ -10,9 +10,10 @@ import pytest
 from proxy.clock import ManualClock
 from proxy.ingest import alertmanager, datadog, events_v2
 from proxy.metrics import Metrics
-from proxy.pipeline import Pipeline, storm_key
+from proxy.pipeline import Pipeline
 from proxy.rules import RuleSet, load_rules
 from proxy.store.memory import MemoryStore
+from proxy.storm import storm_key
 from tests.conftest import KEY, write_rules
 from tests.unit.test_pipeline import step
 

@@ -337,3 +337,31 @@ async def test_flush_that_fails_midway_loses_nothing_and_sends_nothing_twice(pro
     assert all(ev.action == "trigger" for ev in events)
     flushed = proxy.metrics.registry.get_sample_value("alert_proxy_group_flushes_total", {"result": "trigger"})
     assert flushed == 450  # no group was decided and committed twice
+
+
+async def test_a_claim_sent_ahead_is_flushed_even_after_an_empty_one(tmp_path: Path):
+    """The flush claims two batches ahead while it decides a full one. When the first of
+    them came back empty, the second (already sent, its groups leased) was dropped: its
+    groups waited out their lease (10 s) before anyone flushed them."""
+    p = pipeline_for(write_rules(tmp_path / "rules", RULES.replace("[alertname]", "[alertname, instance]")))
+    clock = p.clock
+    assert isinstance(clock, ManualClock)
+    store = p.store
+    real_claim = store.claim_due
+    calls: list[float] = []
+
+    async def claim_due(now: float, lease: float, limit: int):  # each claim a second later
+        at = clock.now() + len(calls)
+        calls.append(at)
+        return await real_claim(at, lease, limit)
+
+    store.claim_due = claim_due  # type: ignore[method-assign]
+    await send(p, *[alert("Many", f"i{i}") for i in range(100)])  # one full batch, due at 30 s
+    clock.advance(1.5)
+    await send(p, alert("Late", "x"))  # due at 31.5 s: the second claim ahead sees it
+    clock.advance(28.5)
+    await p.flush_due()
+    assert len(calls) >= 3
+    sent = {orjson.loads(ev.body)["payload"]["custom_details"]["group"]["alertname"]
+            for ev in await p.store.pending()}
+    assert sent == {"Many", "Late"}
