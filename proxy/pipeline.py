@@ -46,6 +46,11 @@ FLUSH_AHEAD = 2  # claims under way while a batch is decided
 # flush yields every 20 groups), and the sender is woken by the first batch that
 # enqueued, not at the end.
 FLUSH_BUDGET = 0.25
+# Entries recorded per store call: a request of more alerts (one body of 8,000 items) is
+# recorded in parts, so that memory:// never holds the event loop for all of it at once.
+# A part that fails is answered 503 like a whole request; what parts before it recorded is
+# recorded again, unchanged, when the sender retries.
+RECORD_PART = 1000
 
 
 class Pipeline:
@@ -67,7 +72,8 @@ class Pipeline:
     async def accept(self, alerts: Sequence[Alert]) -> None:
         """Rules, then the windows: the alerts are in the store when this returns.
 
-        Firing alerts go to the groups their rules choose; resolved alerts go to every
+        One store call per request, or per RECORD_PART alerts of a larger one. Firing
+        alerts go to the groups their rules choose; resolved alerts go to every
         open group that holds them, whatever the rules say now (a drop, a reload or a
         maintenance window never swallows a resolve). A resolved alert also names the
         groups today's rules would put it in, with their resolve: if the store lost them
@@ -78,7 +84,9 @@ class Pipeline:
         resolved: list[Resolved] = []
         marks: list[tuple[str, str]] = []
         counts: defaultdict[str, float] = defaultdict(float)
-        for alert in alerts:
+        for i, alert in enumerate(alerts):
+            if i % 250 == 249:
+                await asyncio.sleep(0)  # thousands of alerts in one request: others get a turn
             if alert.status == "resolved":
                 resolved.append(Resolved(alert.fingerprint, GroupAlert(alert, "error").to_json(),
                                          bool(alert.labels), self._candidates(alert, now)))
@@ -102,7 +110,13 @@ class Pipeline:
                     group_interval=r.group_interval,
                     resolve_wait=r.group_interval if r.resolve_wait is None else r.resolve_wait,
                     max_alerts=r.max_alerts, urgent=p.severity == "critical"))
-        if await self.store.record(entries, resolved, now, marks, self.max_groups):
+        lost = 0
+        for i in range(0, max(len(entries), len(resolved), 1), RECORD_PART):
+            if i:
+                await asyncio.sleep(0)
+            lost += await self.store.record(entries[i:i + RECORD_PART], resolved[i:i + RECORD_PART],
+                                            now, marks if not i else (), self.max_groups)
+        if lost:
             self.on_enqueue()  # the resolve of a group the store had lost
         if alerts:
             self.metrics.alerts_received.labels(alerts[0].source).inc(len(alerts))
