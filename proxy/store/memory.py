@@ -107,7 +107,7 @@ class MemoryStore:
         self._by_fp: dict[str, str] = {}  # fingerprint -> group keys, space-separated
         # (due, tie, group key) heaps, urgent and other; `tie` orders equal times by an int
         self._due: tuple[list[tuple[float, int, str]], list[tuple[float, int, str]]] = ([], [])
-        self._leases: list[tuple[float, int, str]] = []  # claimed groups, by lease end
+        self._leases: deque[tuple[float, str]] = deque()  # claimed groups, by lease end
         self._tie = itertools.count()
         self._tombs: dict[str, float] = {}
         self._tomb_q: deque[tuple[float, str]] = deque()
@@ -208,30 +208,26 @@ class MemoryStore:
         return len(lost)
 
     async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
-        """Leases wait in a heap of their own (only the groups in flight), so the due heaps
-        hold one entry per group; a lease that ends uncommitted makes its group due. Most
-        leases ended with their commit: a call drops at most 4 * limit of them (a wave of
-        10,000 flushes would otherwise be dropped by one call, holding the loop ~0.1 s),
-        which keeps up with the one lease each flushed group leaves. Stale entries of the
-        due heaps count against the same bound."""
+        """Leases wait in a queue of their own (only the groups in flight), so the due heaps
+        hold one entry per group; a lease that ends uncommitted makes its group due. Leases
+        all last `lease` (the flush's), so the queue is in order of their end: dropping the
+        ones that ended with their commit costs O(1) each (a heap took ~10 us apiece, and a
+        wave of 8,000 looks held the loop 80 ms in one call)."""
         leases = self._leases
-        pops = 4 * limit
-        while pops and leases and leases[0][0] <= now:
-            pops -= 1
-            end, _, key = heapq.heappop(leases)
+        while leases and leases[0][0] <= now:
+            end, key = leases.popleft()
             w = self._groups.get(key)
             if w is not None and w.head.due == end:  # its flusher never committed
                 self._schedule(w.head, end)
         out: list[Group] = []
         for heap in self._due:
-            while heap and heap[0][0] <= now and len(out) < limit and pops:
+            while heap and heap[0][0] <= now and len(out) < limit:
                 due, _, key = heapq.heappop(heap)
                 w = self._groups.get(key)
                 if w is None or w.head.due != due or (heap is self._due[1]) == w.head.urgent:
-                    pops -= 1
                     continue  # a stale entry
                 w.head.due = now + lease
-                heapq.heappush(leases, (w.head.due, next(self._tie), key))
+                leases.append((w.head.due, key))
                 out.append(w.group())
         return out
 
