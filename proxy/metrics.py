@@ -22,6 +22,10 @@ class Metrics:
                                        ["source"], registry=r)
         self.requests_rejected = Counter(p + "requests_rejected", "Requests refused with a 4xx "
                                          "or 503, by source and status.", ["source", "status"], registry=r)
+        self.fields_dropped = Counter(p + "alert_fields_dropped", "Alert fields left out because "
+                                      "PagerDuty would refuse them, by field (starts_at: not an "
+                                      "ISO 8601 time).", ["field"], registry=r)
+        self.fields_dropped.labels("starts_at")
         self.suppressed = Counter(p + "alerts_suppressed", "Alerts not grouped, by reason.",
                                   ["reason"], registry=r)
         self.events_sent = Counter(p + "events_sent", "Calls to PagerDuty by action and outcome "

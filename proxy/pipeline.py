@@ -24,6 +24,7 @@ from proxy import correlate, logs, render, storm
 from proxy.clock import Clock
 from proxy.errors import StoreError
 from proxy.ingest import events_v2
+from proxy.ingest.fields import is_time
 from proxy.ingest.pagerduty import INCIDENT_EVENTS, IncidentEvent
 from proxy.metrics import Metrics
 from proxy.model import Action, Alert, Flush, Group, GroupAlert, OutEvent
@@ -84,9 +85,13 @@ class Pipeline:
         resolved: list[Resolved] = []
         marks: list[tuple[str, str]] = []
         counts: defaultdict[str, float] = defaultdict(float)
+        bad_times: list[str] = []
         for i, alert in enumerate(alerts):
             if i % 250 == 249:
                 await asyncio.sleep(0)  # thousands of alerts in one request: others get a turn
+            if alert.starts_at and not is_time(alert.starts_at):
+                bad_times.append(alert.starts_at)  # PagerDuty would refuse the page for it
+                alert.starts_at = ""
             if alert.status == "resolved":
                 resolved.append(Resolved(alert.fingerprint, GroupAlert(alert, "error").to_json(),
                                          bool(alert.labels), self._candidates(alert, now)))
@@ -118,6 +123,10 @@ class Pipeline:
                                             now, marks if not i else (), self.max_groups)
         if lost:
             self.on_enqueue()  # the resolve of a group the store had lost
+        if bad_times:
+            self.metrics.fields_dropped.labels("starts_at").inc(len(bad_times))
+            log.warning("alert start times that are not ISO 8601 were left out", extra={"fields": {
+                "source": alerts[0].source, "alerts": len(bad_times), "first": bad_times[0][:100]}})
         if alerts:
             self.metrics.alerts_received.labels(alerts[0].source).inc(len(alerts))
             counts["in|" + alerts[0].source] += len(alerts)

@@ -9,11 +9,12 @@ from typing import Any
 
 import orjson
 
+from proxy.ingest.fields import is_time
 from proxy.model import SEVERITIES, Action, Group, GroupAlert, OutEvent
 from proxy.redact import mask
 from proxy.rules.schema import Rule
 
-__all__ = ["MAX_BODY_BYTES", "change_event", "followup_event", "trigger_event"]
+__all__ = ["MAX_BODY_BYTES", "change_event", "followup_event", "group_name", "trigger_event"]
 
 MAX_BODY_BYTES = 500_000  # PagerDuty takes 512 KB; keep a margin for the envelope
 MAX_DETAIL_ALERTS = 100
@@ -70,17 +71,31 @@ def _severity(firing: list[GroupAlert]) -> str:
     return SEVERITIES[min(ranks)] if ranks else "error"
 
 
+def group_name(g: Group) -> str:
+    """What names a group where nothing better is given: its group_by values, else its rule."""
+    ident = " ".join(f"{k}={v}" for k, v in g.group_labels.items()
+                     if v.strip() and k != "fingerprint")
+    return ident or g.rule
+
+
+def _first_text(*texts: str | None) -> str:
+    return next((t for t in texts if t and t.strip()), "")
+
+
 def _summary(g: Group, rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert]) -> str:
+    """The rule's summary, the alert's, its alertname; blank ones are passed over (PagerDuty
+    refuses a blank summary) down to the group's name."""
     if rule.summary is not None:
         text = rule.summary.render(ctx).strip()
     elif len(firing) == 1:
         a = firing[0].alert
-        text = a.summary or a.labels.get("alertname") or "alert"
+        text = _first_text(a.summary, a.labels.get("alertname"))
     else:
-        ident = " ".join(f"{k}={v}" for k, v in g.group_labels.items() if v and k != "fingerprint")
-        first = firing[0].alert.summary or firing[0].labels.get("alertname", "")
-        text = f"[FIRING:{len(firing)}] {ident}: {first}" if ident else f"[FIRING:{len(firing)}] {first}"
-    return (text or "alert")[:_SUMMARY_MAX]
+        ident = group_name(g) if g.group_labels else ""
+        first = _first_text(firing[0].alert.summary, firing[0].labels.get("alertname"))
+        text = f"[FIRING:{len(firing)}] {ident}: {first}" if ident and first else \
+            f"[FIRING:{len(firing)}] {ident or first}"
+    return (text.strip() or group_name(g))[:_SUMMARY_MAX]
 
 
 def _alert_detail(a: GroupAlert) -> dict[str, Any]:
@@ -98,8 +113,8 @@ def _payload(g: Group, rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert]
     labels = ctx["labels"]
     payload: dict[str, Any] = {
         "summary": _summary(g, rule, ctx, firing),
-        "source": (lone or firing[0]).labels.get("source") or labels.get("instance")
-        or labels.get("host") or labels.get("job") or "alert-proxy",
+        "source": _first_text((lone or firing[0]).labels.get("source"), labels.get("instance"),
+                              labels.get("host"), labels.get("job")) or "alert-proxy",
         "severity": _severity(firing),
         "custom_details": details,
     }
@@ -107,7 +122,7 @@ def _payload(g: Group, rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert]
         for f in ("component", "group", "class"):
             if labels.get(f):
                 payload[f] = labels[f]
-    if lone and lone.alert.starts_at:
+    if lone and lone.alert.starts_at and is_time(lone.alert.starts_at):
         payload["timestamp"] = lone.alert.starts_at
     return payload
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from proxy.errors import InputError, NotJSON
-from proxy.ingest.fields import fingerprint_of, link_list
+from proxy.ingest.fields import fingerprint_of, is_time, link_list
 from proxy.model import SEVERITIES, Alert
 
 __all__ = ["Event", "check_timestamp", "fingerprint", "parse", "parse_change", "valid_routing_key"]
@@ -60,12 +59,8 @@ def check_timestamp(payload: dict[str, Any], errors: list[str]) -> str:
     ts = payload.get("timestamp")
     if ts is None:
         return ""
-    if isinstance(ts, str) and _DATE_TIME.fullmatch(ts):
-        try:
-            datetime.fromisoformat(ts if ts[-5] not in "+-" or ":" in ts[-5:] else ts[:-2] + ":" + ts[-2:])
-            return ts
-        except ValueError:
-            pass
+    if isinstance(ts, str) and _DATE_TIME.fullmatch(ts) and is_time(ts):
+        return ts
     errors.append("'payload.timestamp' is invalid (should be an ISO 8601 date-time)")
     return ""
 
@@ -188,7 +183,10 @@ def parse_change(body: Any) -> dict[str, Any]:
     check_timestamp(payload, errors)
     _optional_texts(payload, "payload.", ("source",), errors)
     _details(payload, errors)
-    link_list(body.get("links"), "links", "href", errors)
+    links = link_list(body.get("links"), "links", "href", errors)
     if errors:
         raise InputError(errors)
-    return body
+    forwarded: dict[str, Any] = dict(body)
+    if "links" in body:  # a link without an address is one PagerDuty refuses: left out
+        forwarded["links"] = [lk for lk in links if lk["href"].strip()]
+    return forwarded

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-__all__ = ["fingerprint_of", "link_list", "opt_str", "str_map"]
+__all__ = ["fingerprint_of", "is_time", "link_list", "opt_str", "str_map"]
 
 
 def str_map(value: Any, where: str, errors: list[str]) -> dict[str, str]:
@@ -66,3 +67,17 @@ def link_list(value: Any, where: str, required: str, errors: list[str]) -> list[
             continue
         out.append({k: v for k, v in item.items() if isinstance(v, str)})
     return out
+
+
+def is_time(text: str) -> bool:
+    """An ISO 8601 date and time, as PagerDuty takes for `payload.timestamp` (RFC 3339 with
+    nanoseconds, as Prometheus writes it, included)."""
+    if len(text) < 16 or text[4] != "-" or text[10] not in "Tt ":
+        return False
+    if text[-5] in "+-" and ":" not in text[-5:]:
+        text = text[:-2] + ":" + text[-2:]  # PagerDuty's own examples: +0000
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True

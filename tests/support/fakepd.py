@@ -86,13 +86,55 @@ def validate_event(body: Any, strict_fields: bool = True) -> list[str]:
     for im in body.get("images", []) or []:
         if not isinstance(im, dict) or not str(im.get("src", "")).startswith("https://"):
             errs.append("'images[].src' must be an https URL")
-    for lk in body.get("links", []) or []:
-        if not isinstance(lk, dict) or not isinstance(lk.get("href"), str):
-            errs.append("'links[].href' is missing")
+    errs += _links(body)
     for k in ("client", "client_url"):
         if k in body and not isinstance(body[k], str):
             errs.append(f"'{k}' is not a string")
     return errs
+
+
+def _links(body: dict[str, Any]) -> list[str]:
+    """links[]: objects with a non-blank `href` (a blank one is refused, as the issue that
+    found it saw PagerDuty do for change events), `text` a string when given."""
+    errs = []
+    links = body.get("links", [])
+    if links is not None and not isinstance(links, list):
+        return ["'links' must be an array"]
+    for lk in links or []:
+        if not isinstance(lk, dict) or not isinstance(lk.get("href"), str) or not lk["href"].strip():
+            errs.append("'links[].href' is missing or blank")
+        elif "text" in lk and not isinstance(lk["text"], str):
+            errs.append("'links[].text' is not a string")
+    return errs
+
+
+def validate_change(body: Any) -> list[str]:
+    """Every way `body` breaks the change events contract (FACTS.md): routing_key,
+    payload.summary (<= 1024), optional source, timestamp, custom_details, links."""
+    if not isinstance(body, dict):
+        return ["body is not a JSON object"]
+    errs: list[str] = []
+    rk = body.get("routing_key")
+    if not isinstance(rk, str) or len(rk) != 32 or not rk.isalnum():
+        errs.append("Length of 'routing_key' is incorrect (should be 32 characters)")
+    p = body.get("payload")
+    if not isinstance(p, dict):
+        return errs + ["'payload' is missing or not an object"]
+    s = p.get("summary")
+    if not isinstance(s, str) or not s.strip():
+        errs.append("'payload.summary' is missing or blank")
+    elif len(s) > 1024:
+        errs.append("Length of 'payload.summary' is incorrect")
+    if "source" in p and not isinstance(p["source"], str):
+        errs.append("'payload.source' is not a string")
+    if p.get("timestamp") is not None:
+        try:
+            datetime.fromisoformat(str(p["timestamp"]))
+        except ValueError:
+            errs.append("'payload.timestamp' is invalid")
+    if "custom_details" in p and not isinstance(p["custom_details"], dict):
+        errs.append("'payload.custom_details' is not an object")
+    return errs + _links(body)
 
 
 @dataclass
@@ -105,6 +147,7 @@ class FakePagerDuty:
     answer: int | None = None  # force this status for every request
     retry_after: str | None = None  # sent with forced 429s
     strict_fields: bool = True
+    refuse: Any = None  # a predicate on an event's body: True answers it 400 (invalid event)
     seed: int = 7
     received: list[Received] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
@@ -156,10 +199,13 @@ class FakePagerDuty:
             self.violations.append(f"body of {len(raw)} bytes")
             return self._answer(request.path, body, 413, now, {"status": "error"})
         if request.path == "/v2/change/enqueue":
-            errs = [] if isinstance(body, dict) and isinstance(body.get("payload"), dict) and \
-                body["payload"].get("summary") else ["'payload.summary' is missing or blank"]
+            errs = validate_change(body)
         else:
             errs = validate_event(body, self.strict_fields)
+        if not errs and self.refuse is not None and self.refuse(body):
+            return self._answer(request.path, body, 400, now, {
+                "status": "invalid event", "message": "Event object is invalid",
+                "errors": ["refused by the test"]})
         if errs:
             self.violations += [f"{request.path}: {e}" for e in errs]
             return self._answer(request.path, body, 400, now, {
