@@ -99,7 +99,7 @@ async def test_refused_events_are_dead_lettered_once_and_real_pages_still_go(
 
 
 async def test_what_pagerduty_would_refuse_is_made_valid(tmp_path, fake_pd, proxy_process):
-    proc, port = _serve(proxy_process, tmp_path, fake_pd, "memory://")
+    _, port = _serve(proxy_process, tmp_path, fake_pd, "memory://")
     await asyncio.to_thread(wait_port, port)
     base = f"http://127.0.0.1:{port}"
     assert await _post(base + "/v1/alertmanager", _am(
