@@ -25,6 +25,7 @@ from proxy.errors import InputError, NotJSON, StoreError, Unauthorized
 from proxy.http import (
     ADMIN,
     MAX_BODY,
+    Hosts,
     admin_middleware,
     error_middleware,
     json_response,
@@ -58,8 +59,10 @@ class Settings:
     retry_base: float = 1.0
     shutdown_timeout: float = 10.0  # SIGTERM to exit, whatever the backlog
     pagerduty_secrets: list[str] = field(default_factory=list)  # webhooks v3 signing secrets
-    body_timeout: float = 10.0  # seconds a request's body may take to arrive
+    body_timeout: float = 10.0  # seconds a request's headers, then its body, may take to arrive
     max_groups: int = 1_000_000  # open groups at most (an alert opening one more: 503)
+    hosts: list[str] = field(default_factory=list)  # --listen hosts and --external-host names
+    metrics_open: bool = False  # /metrics without admin credentials even when they are set
 
 
 def _source(name: str) -> Callable[[Any], Any]:
@@ -347,10 +350,14 @@ class Proxy:
         return json_response({"status": "success", "requeued": n})
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY, handler_args={"auto_decompress": False},
-                              middlewares=[
-            error_middleware(self.metrics), admin_middleware(self.settings.auth)])
-        metrics = make_aiohttp_handler(self.metrics.registry)
+        # keepalive_timeout: aiohttp closes a connection that has not sent a whole request
+        # this long after it opened or after its last answer: a request whose headers do not
+        # arrive within --body-timeout (a slow-header attack) holds nothing for long.
+        app = web.Application(client_max_size=MAX_BODY, handler_args={
+            "auto_decompress": False, "keepalive_timeout": self.settings.body_timeout}, middlewares=[
+            error_middleware(self.metrics), admin_middleware(self.settings.auth, Hosts(self.settings.hosts))])
+        metrics = _source(ADMIN if self.settings.auth.configured(ADMIN) and not self.settings.metrics_open
+                          else "metrics")(make_aiohttp_handler(self.metrics.registry))
         app.add_routes([
             web.post("/v1/alertmanager", self.h_alertmanager),
             web.post("/v1/datadog", self.h_datadog),

@@ -41,6 +41,19 @@ def _checked(kind: str, convert: Callable[[str], Any], flag: str) -> Callable[[s
     return check
 
 
+def _env_bool(flag: str) -> bool:
+    """A yes/no environment variable: 1/true/yes/on or 0/false/no/off (or unset); anything
+    else is an error naming it."""
+    var = "ALERT_PROXY_" + flag.upper().replace("-", "_")
+    raw = os.environ.get(var, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError([f"{var}={os.environ[var]!r} is not a yes/no value (1, true, yes, on or "
+                       "0, false, no, off)"])
+
+
 def _hostport(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -113,10 +126,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="a PagerDuty webhook subscription's signing secret, repeatable while one is "
                    "rotated; ${VAR} is read from the environment "
                    "(ALERT_PROXY_PAGERDUTY_WEBHOOK_SECRET, space-separated)")
+    s.add_argument("--external-host", action="append", default=None, metavar="HOST",
+                   help="a name users reach the proxy by (a DNS name, a reverse proxy's); admin "
+                   "paths answer only to an IP address, localhost, the --listen hosts and these, "
+                   "repeatable (ALERT_PROXY_EXTERNAL_HOST, space-separated)")
+    s.add_argument("--metrics-open", action="store_true", default=_env_bool("metrics_open"),
+                   help="serve /metrics without the admin credentials that --auth admin=... "
+                   "otherwise asks for (ALERT_PROXY_METRICS_OPEN)")
     _option(s, "shutdown-timeout", "10", "seconds from SIGTERM to exit, whatever the backlog",
             "a number of seconds", _positive(float))
-    s.add_argument("--dry-run", action="store_true",
-                   default=(_env("dry_run", "") or "").lower() in ("1", "true", "yes"),
+    s.add_argument("--dry-run", action="store_true", default=_env_bool("dry_run"),
                    help="print the events that would be sent instead of sending (ALERT_PROXY_DRY_RUN)")
     _option(s, "log-level", "info", "debug, info, warning or error", "a log level", _log_level)
     c = sub.add_parser("check", help="validate rule files; file:line errors; exit 1 on error")
@@ -148,7 +167,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except ConfigError as e:  # an environment variable the defaults read
+        for line in e.errors:
+            print(f"alert-proxy: {line}", file=sys.stderr)
+        return 2
     try:
         if args.command == "serve":
             return _serve(args)
@@ -308,7 +332,10 @@ def _serve(args: Any) -> int:
                         pagerduty_secrets=[expand_env(x, "--pagerduty-webhook-secret") for x in secrets],
                         auth=parse_auth(auth), send_timeout=args.send_timeout,
                         window=window_for(args.rate_limit), body_timeout=args.body_timeout,
-                        max_groups=args.max_groups, shutdown_timeout=cutoff - grace - margin)
+                        max_groups=args.max_groups, shutdown_timeout=cutoff - grace - margin,
+                        metrics_open=args.metrics_open,
+                        hosts=[h for h, _ in filter(None, (args.listen, args.listen_tls))] + (
+                            args.external_host or (_env("external_host", "") or "").split()))
     cert = None
     if args.tls_cert or args.tls_key or args.listen_tls:
         if not (args.tls_cert and args.tls_key):

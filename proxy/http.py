@@ -7,6 +7,12 @@ proxy's errors into answers, and one guard for the admin paths.
 
 Admin paths (reload, the status API, the console) answer loopback clients only, unless
 admin credentials are configured (`--auth admin=...`): then they answer whoever has them.
+Whoever asks, a browser must not be made to ask for someone else:
+- the Host must be one the proxy answers to (an IP address, `localhost`, a --listen host
+  or an --external-host): a page whose name an attacker points at 127.0.0.1 (DNS
+  rebinding) would otherwise read the status API from the operator's own browser;
+- a request that changes something (not GET/HEAD) from a browser must come from a page of
+  the proxy's own (`Sec-Fetch-Site`, `Origin`): any web page can post a form anywhere.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import aiohttp
 import orjson
@@ -26,8 +33,8 @@ from proxy.auth import Auth
 from proxy.errors import InputError, NotJSON, StoreError, StoreFull, TooLarge, Unauthorized
 from proxy.metrics import Metrics
 
-__all__ = ["ADMIN", "MAX_BODY", "admin_middleware", "error_middleware", "json_response", "read_body",
-           "read_json", "source_of"]
+__all__ = ["ADMIN", "MAX_BODY", "Hosts", "admin_middleware", "error_middleware", "json_response",
+           "read_body", "read_form", "read_json", "source_of"]
 
 log = logging.getLogger("alert_proxy")
 MAX_BODY = 512_000  # what PagerDuty and Alertmanager allow for one event
@@ -90,6 +97,34 @@ async def read_body(request: web.Request, timeout: float = 10.0, text_ok: bool =
     return raw if encoding in ("", "identity") else _decompress(raw, encoding)
 
 
+MAX_FORM = 64 * 1024
+
+
+async def read_form(request: web.Request, timeout: float = 10.0) -> dict[str, str]:
+    """A form a page of the console posts (application/x-www-form-urlencoded, UTF-8): each
+    field's first value. Anything else (multipart, another charset, a large body) is a 4xx
+    naming the problem."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise InputError([f"Content-Type must be application/x-www-form-urlencoded (got "
+                          f"{request.content_type or 'none'})"], 415)
+    if (request.content_length or 0) > MAX_FORM:
+        raise TooLarge([f"form is larger than {MAX_FORM} bytes"])
+    try:
+        raw = await asyncio.wait_for(request.content.read(MAX_FORM + 1), timeout)
+    except TimeoutError:
+        raise InputError([f"the form did not arrive within {timeout:g} s"], 408) from None
+    except (aiohttp.ClientPayloadError, ConnectionError) as e:
+        raise InputError([f"the form could not be read: {e}"], 400) from None
+    if len(raw) > MAX_FORM:
+        raise TooLarge([f"form is larger than {MAX_FORM} bytes"])
+    try:
+        fields = parse_qs(raw.decode("ascii"), keep_blank_values=True, max_num_fields=100,
+                          encoding="utf-8", errors="strict")
+    except (UnicodeDecodeError, ValueError) as e:
+        raise InputError([f"the form is not URL-encoded UTF-8: {e}"]) from None
+    return {k: v[0] for k, v in fields.items()}
+
+
 async def read_json(request: web.Request, auth: Auth, source: str, timeout: float = 10.0) -> Any:
     """Auth, content type, size, JSON: an InputError (4xx) naming the problem."""
     if not auth.allows(source, request.headers.get("Authorization")):
@@ -147,12 +182,62 @@ def _loopback(request: web.Request) -> bool:
         return False
 
 
-def admin_middleware(auth: Auth) -> Any:
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+class Hosts:
+    """The names the proxy answers admin requests as: any IP address, `localhost`, the
+    hosts it listens on, and those given with --external-host (the name users reach it by
+    behind a proxy or a DNS name)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = {"localhost", *(n.strip().lower().rstrip(".") for n in names if n.strip())}
+
+    def allows(self, host: str) -> bool:
+        name = host.lower()
+        if name.startswith("["):  # [v6]:port
+            name = name[1:].split("]", 1)[0]
+        elif name.count(":") == 1:
+            name = name.rsplit(":", 1)[0]
+        name = name.rstrip(".")
+        if name in self.names:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+
+def _cross_site(request: web.Request, hosts: Hosts) -> bool:
+    """A browser says where a request comes from; a page of another site may not change
+    anything here. Clients that are not browsers send neither header."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    if origin == "null" or "://" not in origin:
+        return True
+    return origin.split("://", 1)[1].rstrip("/").lower() != request.host.lower()
+
+
+def admin_middleware(auth: Auth, hosts: Hosts | None = None) -> Any:
     """The one guard of every admin route (routes whose handler says `source = "admin"`)."""
+    hosts = hosts or Hosts([])
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if source_of(request) == ADMIN:
+            if not hosts.allows(request.host):
+                raise InputError([f"Host {request.host!r} is not a name this proxy answers admin "
+                                  "requests to (an IP address, localhost, a --listen host, or "
+                                  "one given with --external-host)"], 403)
+            if request.method not in _SAFE_METHODS and _cross_site(request, hosts):
+                raise InputError(["cross-site request refused: admin requests that change "
+                                  "something are taken from the proxy's own pages and from "
+                                  "clients that are not browsers"], 403)
             if auth.configured(ADMIN):
                 if not auth.allows(ADMIN, request.headers.get("Authorization")):
                     challenge = 'Basic realm="alert-proxy", charset="UTF-8"' if auth.is_basic(ADMIN) else None

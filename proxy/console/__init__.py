@@ -23,7 +23,7 @@ from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from proxy.errors import InputError
-from proxy.http import ADMIN
+from proxy.http import ADMIN, read_form
 from proxy.model import Group
 
 if TYPE_CHECKING:
@@ -183,13 +183,10 @@ class Console:
                           csrf=self._token, message=message)
 
     async def retry(self, request: web.Request) -> web.Response:
-        """Re-send dead letters: a form POST from this console only (its token, and no
-        cross-site request)."""
-        site = request.headers.get("Sec-Fetch-Site")
-        origin = request.headers.get("Origin")
-        form = await request.post()
-        if site not in (None, "same-origin", "none") or (origin and origin.split("://")[-1] != request.host) \
-                or not hmac.compare_digest(str(form.get("csrf", "")), self._token):
+        """Re-send dead letters: a form POST from this console only (its token; the admin
+        guard refused a cross-site request already)."""
+        form = await read_form(request, self.proxy.settings.body_timeout)
+        if not hmac.compare_digest(form.get("csrf", ""), self._token):
             raise InputError(["cross-site request refused (re-send dead letters from the console)"], 403)
         seq = form.get("seq")
         try:

@@ -61,7 +61,7 @@ def envelope(body: Any, header_type: str | None) -> dict[str, str]:
     if not isinstance(body, dict):
         raise InputError(["body must be an Amazon SNS message (a JSON object)"])
     kind = body.get("Type")
-    if kind not in _SIGNED:
+    if not isinstance(kind, str) or kind not in _SIGNED:
         raise InputError([f"'Type' {kind!r} is not an SNS message type ({', '.join(_SIGNED)})"])
     if header_type is not None and header_type != kind:
         raise InputError([f"x-amz-sns-message-type {header_type!r} does not match 'Type' {kind!r}"])
@@ -168,7 +168,10 @@ class SnsVerifier:
     async def _fetch(self, url: str, ca_file: str | None) -> tuple[rsa.RSAPublicKey, datetime, datetime]:
         try:
             async with self._session(ca_file).get(url, allow_redirects=False) as r:
-                if r.status != 200:
+                if 400 <= r.status < 500:  # no such certificate: SNS never names one
+                    raise Unauthorized([f"SigningCertURL answered HTTP {r.status}: not a "
+                                        "certificate SNS serves"])
+                if r.status != 200:  # the host is down or busy: SNS retries
                     raise Upstream([f"the SNS signing certificate could not be fetched: HTTP {r.status}"])
                 pem = await r.content.read(_MAX_CERT + 1)
         except (aiohttp.ClientError, TimeoutError) as e:
@@ -194,6 +197,9 @@ class SnsVerifier:
         try:
             async with self._session(s.ca_file).get(url, allow_redirects=False) as r:
                 await r.read()
+                if 400 <= r.status < 500:
+                    raise InputError([f"SNS refused the subscription confirmation: HTTP {r.status} "
+                                      "(an expired or wrong token)"])
                 if r.status != 200:
                     raise Upstream([f"SNS did not take the subscription confirmation: HTTP {r.status}"])
         except (aiohttp.ClientError, TimeoutError) as e:
