@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from proxy.redact import mask
 
@@ -69,7 +70,9 @@ class HttpCaller:
             self.session = aiohttp.ClientSession(headers={"User-Agent": "alert-proxy"})
         t0 = time.perf_counter()
         try:
-            async with self.session.request(call.method, call.url, data=call.body,
+            # encoded: the URL's values were encoded by its template; yarl must not undo a
+            # %2E%2E or a %2F (a label cannot climb out of its path segment)
+            async with self.session.request(call.method, URL(call.url, encoded=True), data=call.body,
                                             headers=call.headers,
                                             timeout=aiohttp.ClientTimeout(total=call.timeout)) as r:
                 text = await r.text(errors="replace")
@@ -78,7 +81,7 @@ class HttpCaller:
         except TimeoutError:
             return Outcome("timeout", None, time.perf_counter() - t0,
                            f"no answer within {call.timeout:g}s")
-        except aiohttp.ClientError as e:
+        except (aiohttp.ClientError, ValueError) as e:  # ValueError: a URL or header aiohttp refuses
             return Outcome("error", None, time.perf_counter() - t0,
                            _clean(f"{type(e).__name__}: {e}", call.secrets))
 

@@ -26,7 +26,7 @@ from proxy.redact import mask
 from proxy.rules.matchers import Matcher, matchers_from_mapping, parse_matchers
 from proxy.rules.sources import load_sources
 from proxy.rules.suppress import WEEKDAYS, Inhibit, Maintenance
-from proxy.rules.templates import ALERT_NAMES, ENRICH_NAMES, Template, compile_template
+from proxy.rules.templates import ALERT_NAMES, ENRICH_NAMES, JsonBody, Template, compile_template
 from proxy.rules.yamlfile import Ctx as _Ctx
 from proxy.rules.yamlfile import LDict, LList, load_yaml
 
@@ -56,7 +56,7 @@ class Remediate:
     url: Template
     method: str
     headers: dict[str, Template]
-    body: Template | None
+    body: Template | JsonBody | None  # a string (values JSON-escaped) or a YAML mapping
     timeout: float
     wait: float
     secrets: tuple[str, ...] = ()  # the values ${VAR} gave: never shown in a page or a log
@@ -177,10 +177,10 @@ def _str(v: Any) -> str:
     return v
 
 
-def _template(v: Any, names: tuple[str, ...] = ENRICH_NAMES) -> Template:
+def _template(v: Any, names: tuple[str, ...] = ENRICH_NAMES, escape: str = "") -> Template:
     if not isinstance(v, (str, int, float)) or isinstance(v, bool):
         raise ValueError(f"{v!r} is not a string template")
-    return compile_template(str(v), names)
+    return compile_template(str(v), names, escape)
 
 
 def _label_templates(v: Any) -> dict[str, Template]:
@@ -242,16 +242,33 @@ def _remediate(v: Any) -> Remediate:
                          "timeout, wait)")
     secrets: list[str] = []
 
-    def sub(text: Any, what: str) -> Template:
+    def sub(text: Any, what: str, escape: str = "") -> Template:
         value, _ = _substitute(_str(text))
         secrets.extend(os.environ[m.group(1)] for m in _ENV_REF.finditer(str(text))
                        if os.environ.get(m.group(1)))
         try:
-            return _template(value)
+            return _template(value, escape=escape)
         except ValueError as e:
             raise ValueError(f"{what}: {e}") from None
 
-    url = sub(v["url"], "url")
+    def shape(node: Any, what: str) -> Any:
+        """A body given as YAML: its strings are templates, the rest JSON as it is."""
+        if isinstance(node, dict):
+            return {str(k): shape(x, f"{what}.{k}") for k, x in node.items()}
+        if isinstance(node, list):
+            return [shape(x, f"{what}[{i}]") for i, x in enumerate(node)]
+        if isinstance(node, str):
+            return sub(node, what)
+        if node is None or isinstance(node, (bool, int, float)):
+            return node
+        raise ValueError(f"{what}: {node!r} is not a JSON value")
+
+    body: Template | JsonBody | None = None
+    if isinstance(v.get("body"), (dict, list)):
+        body = JsonBody(shape(v["body"], "body"))
+    elif v.get("body") is not None:
+        body = sub(v["body"], "body", "json")
+    url = sub(v["url"], "url", "url")
     if not url.source.startswith(("http://", "https://")):
         raise ValueError(f"url: {v['url']!r} is not an http(s) URL")
     method = str(v.get("method", "POST")).upper()
@@ -260,9 +277,11 @@ def _remediate(v: Any) -> Remediate:
     headers = v.get("headers") or {}
     if not isinstance(headers, dict):
         raise ValueError("headers: must be a mapping of names to values")
+    if isinstance(body, JsonBody) and not any(k.lower() == "content-type" for k in headers):
+        headers = {**headers, "Content-Type": "application/json"}
     return Remediate(url=url, method=method,
-                     headers={str(k): sub(h, f"headers.{k}") for k, h in headers.items()},
-                     body=sub(v["body"], "body") if v.get("body") is not None else None,
+                     headers={str(k): sub(h, f"headers.{k}", "header") for k, h in headers.items()},
+                     body=body,
                      timeout=_positive_duration(v.get("timeout", "10s")),
                      wait=_positive_duration(v["wait"]), secrets=tuple(secrets))
 

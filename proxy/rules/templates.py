@@ -1,5 +1,13 @@
 """Enrichment templates: Jinja2 in its sandbox, compiled when the rules load.
 
+Where a template's text goes decides how each value is written (`escape`):
+- "url": each value URL-encoded whole (`/`, `?`, `&` too; a value of `.` or `..` as
+  %2E), so a label cannot climb out of its path segment or add a query parameter;
+- "json": each value JSON-escaped, so a label cannot close its string and add keys
+  (a body given as a YAML mapping is better still: `JsonBody` serialises it);
+- "header": line breaks become spaces (a value cannot add a header);
+- "": as it is (a page's text).
+
 A template may only name what its context holds (`check` and `test` say so before a page
 ever carries "(template error ...)"): a group's templates see ENRICH_NAMES, a rule's
 `labels` templates see ALERT_NAMES. An error while rendering (a filter given the wrong
@@ -10,12 +18,14 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
+import orjson
 from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["ALERT_NAMES", "ENRICH_NAMES", "RENDER_ERRORS", "SOURCE_NAMES", "Template",
-           "compile_template"]
+__all__ = ["ALERT_NAMES", "ENRICH_NAMES", "ESCAPES", "RENDER_ERRORS", "SOURCE_NAMES", "JsonBody",
+           "Template", "compile_template"]
 
 log = logging.getLogger("alert_proxy")
 ENRICH_NAMES = ("alert", "alerts", "annotations", "group_labels", "labels", "num_firing",
@@ -30,14 +40,39 @@ _ENV = SandboxedEnvironment(undefined=ChainableUndefined, autoescape=False, trim
 _STRICT_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
+def _url_value(v: Any) -> str:
+    text = "" if v is None else str(v)
+    if text.strip(".") == "" and text:
+        return "%2E" * len(text)  # `.` and `..` would be path steps
+    return quote(text, safe="")
+
+
+def _json_value(v: Any) -> str:
+    return orjson.dumps("" if v is None else str(v)).decode()[1:-1]
+
+
+def _header_value(v: Any) -> str:
+    return ("" if v is None else str(v)).replace("\r", " ").replace("\n", " ")
+
+
+def _env(finalize: Any) -> SandboxedEnvironment:
+    return SandboxedEnvironment(undefined=ChainableUndefined, autoescape=False, trim_blocks=True,
+                                finalize=finalize)
+
+
+_ESCAPED = {"url": _env(_url_value), "json": _env(_json_value), "header": _env(_header_value)}
+ESCAPES = ("", *_ESCAPED)
+
+
 class Template:
     """A compiled template; a plain string without `{{`/`{%` renders as itself."""
 
-    __slots__ = ("_tpl", "source")
+    __slots__ = ("_tpl", "escape", "source")
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self._tpl = _ENV.from_string(source) if ("{{" in source or "{%" in source) else None
+    def __init__(self, source: str, escape: str = "") -> None:
+        self.source, self.escape = source, escape
+        env = _ESCAPED[escape] if escape else _ENV
+        self._tpl = env.from_string(source) if ("{{" in source or "{%" in source) else None
 
     def render(self, context: dict[str, Any]) -> str:
         if self._tpl is None:
@@ -61,7 +96,29 @@ class Template:
             raise ValueError(str(e)) from None
 
 
-def compile_template(source: str, names: tuple[str, ...] = ENRICH_NAMES) -> Template:
+class JsonBody:
+    """A JSON body given as a YAML mapping (or list): each string in it a template, the
+    whole serialised with a JSON library, so that no value can change its shape."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape: Any) -> None:
+        self.shape = shape  # dicts, lists, Templates and plain JSON values
+
+    def render(self, context: dict[str, Any]) -> str:
+        def fill(node: Any) -> Any:
+            if isinstance(node, Template):
+                return node.render(context)
+            if isinstance(node, dict):
+                return {k: fill(v) for k, v in node.items()}
+            if isinstance(node, list):
+                return [fill(v) for v in node]
+            return node
+
+        return orjson.dumps(fill(self.shape)).decode()
+
+
+def compile_template(source: str, names: tuple[str, ...] = ENRICH_NAMES, escape: str = "") -> Template:
     """Compile `source`; ValueError naming the problem if it does not parse or names a
     variable its context does not hold."""
     try:
@@ -72,4 +129,4 @@ def compile_template(source: str, names: tuple[str, ...] = ENRICH_NAMES) -> Temp
     if unknown:
         raise ValueError(f"template names {unknown[0]!r}, which is not defined here "
                          f"(known: {', '.join(names)})")
-    return Template(source)
+    return Template(source, escape)

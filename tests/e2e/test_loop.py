@@ -255,3 +255,64 @@ async def test_kill_9_during_wait_still_one_call_and_one_page(tmp_path, fake_pd,
         assert len(endpoint.calls) == 1 and len(triggers(fake_pd)) == 1
         d = triggers(fake_pd)[0]["payload"]["custom_details"]["remediation"]
         assert d["outcome"] == "not fixed" and d["http_status"] == 200
+
+
+INJECT = RULES + """
+rules:
+  - name: as-a-string
+    match: {alertname: ByString}
+    group_by: [service]
+    remediate:
+      url: "http://127.0.0.1:%(port)d/fix/{{ group_labels.service }}?svc={{ group_labels.service }}"
+      body: '{"options": {"service": "{{ group_labels.service }}"}}'
+      headers: {X-Service: "{{ group_labels.service }}"}
+      wait: 1m
+  - name: as-a-mapping
+    match: {alertname: ByMapping}
+    group_by: [service]
+    remediate:
+      url: "http://127.0.0.1:%(port)d/fix/{{ group_labels.service }}"
+      body: {options: {service: "{{ group_labels.service }}", firing: "{{ num_firing }}"}}
+      wait: 1m
+"""
+
+
+async def test_remediation_templates_escape_for_where_they_go(tmp_path, fake_pd, proxy_process):
+    """Issue 28: a label `../../etc/passwd` in a URL template made the proxy call
+    /etc/passwd on the target; the README's body template turned a label into extra JSON
+    keys. Each value is now URL-encoded in the URL, JSON-escaped in a string body, and a
+    body given as a YAML mapping is serialised."""
+    seen: list[tuple[str, dict[str, Any], str]] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.Response:
+        # before routing: aiohttp's own router answers /fix/%2E%2E with 404 (it reads `..`)
+        seen.append((request.raw_path, orjson.loads(await request.read()),
+                     request.headers.get("X-Service", "")))
+        return web.json_response({"ok": True})
+
+    app = web.Application(middlewares=[record])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        base, _ = await start(tmp_path, fake_pd, proxy_process, INJECT % {"port": port})
+        climb, inject = "../../etc/passwd", 'svc"}, "injected": "yes'
+        body = {"version": "4", "alerts": [
+            {"status": "firing", "labels": {"alertname": name, "service": svc}}
+            for name in ("ByString", "ByMapping") for svc in (climb, inject, "..", "a\r\nX-Evil: 1")]}
+        async with aiohttp.ClientSession() as s, s.post(base + "/v1/alertmanager", json=body) as r:
+            assert r.status == 200
+        await wait_for(lambda: len(seen) == 8, timeout=10)
+    finally:
+        await runner.cleanup()
+    paths = sorted(p for p, _, _ in seen)
+    assert all(p.startswith("/fix/") for p in paths), paths  # nothing climbed out of /fix/
+    assert "/fix/..%2F..%2Fetc%2Fpasswd?svc=..%2F..%2Fetc%2Fpasswd" in paths
+    assert "/fix/..%2F..%2Fetc%2Fpasswd" in paths and "/fix/%2E%2E" in paths
+    for _, sent, header in seen:
+        assert set(sent) == {"options"}, sent  # no key injected
+        assert sent["options"]["service"] in (climb, inject, "..", "a\r\nX-Evil: 1")
+        assert "\r" not in header and "\n" not in header
+    assert {tuple(sorted(sent["options"])) for _, sent, _ in seen} == {("service",), ("firing", "service")}
