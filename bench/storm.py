@@ -3,10 +3,12 @@
 For each store and size: the real proxy (`alert-proxy serve`, storm folding on, one group
 per alert) in front of the fake PagerDuty; N distinct warning alerts posted as Alertmanager
 posts them (64 a request, 4 requests at a time). Every folded group looks again each
-group_interval (10 s here); at 12 s, in the first such wave, one critical alert. It
-measures how long after its group_wait the critical page reaches PagerDuty, how long until
-every group is paged or folded, the event loop's worst lag and the flush lag (from
-/metrics, read every 0.5 s, over 35 s: three waves), and how long SIGTERM takes to exit.
+group_interval: 10 s per 10,000 alerts here (a wave of N looks every N/1000 s; the
+defaults, 5m and a 2m storm window, make it N/120 s); once every group is paged or folded,
+in the first wave of looks, one critical alert. It measures how long after its group_wait
+the critical page reaches PagerDuty, how long until every group is paged or folded, the
+event loop's worst lag and the flush lag (from /metrics, read every 0.5 s, over three
+waves), and how long SIGTERM takes to exit.
 
 Prints one JSON line per run and writes them all to --out. Not a timed test: the test
 suite runs it once at 10,000 alerts (tests/e2e/test_storm_fold.py) and checks the result;
@@ -40,16 +42,14 @@ from tests.support.storm import am_body
 KEY = "0123456789abcdef0123456789abcdef"
 GROUP_WAIT = 2.0
 STORM_GROUPS = 20
-CRITICAL_AT = 12.0  # seconds after the storm began (the first wave of looks is at ~12 s)
-WATCH_UNTIL = 35.0  # seconds after the storm began that /metrics is watched
-RULES = f"""
+RULES = """
 defaults:
   routing_key: ${{PD_ROUTING_KEY}}
   group_by: [alertname, instance]
-  group_wait: {GROUP_WAIT:g}s
-  group_interval: 10s
+  group_wait: {group_wait:g}s
+  group_interval: {interval}s
   repeat_interval: 4h
-  storm: {{groups: {STORM_GROUPS}, within: 2m}}
+  storm: {{groups: {storm_groups}, within: 10m}}
 """
 
 
@@ -91,7 +91,9 @@ async def run_one(store: str, n: int, work: Path, batch: int = 64, parallel: int
     await pd.start()
     port = free_port()
     rules = Path(tempfile.mkdtemp(prefix="rules-", dir=work))
-    (rules / "rules.yml").write_text(RULES)
+    interval = max(10, n // 1000)  # seconds between a folded group's looks
+    (rules / "rules.yml").write_text(RULES.format(group_wait=GROUP_WAIT, interval=interval,
+                                                  storm_groups=STORM_GROUPS))
     log = (work / f"proxy-{store.split(':')[0]}-{n}.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}", "--rules", str(rules),
@@ -127,7 +129,7 @@ async def run_one(store: str, n: int, work: Path, batch: int = 64, parallel: int
                     break
                 await asyncio.sleep(0.2)
             # the critical alert, while the folded groups look again
-            await asyncio.sleep(max(0.0, t_start + CRITICAL_AT - time.monotonic()))
+            await asyncio.sleep(max(0.0, t_start + interval + 2 - time.monotonic()))
             crit = am_body([{"labels": {"alertname": "DatabaseDown", "instance": "db1",
                                         "severity": "critical"}, "fingerprint": "crit"}], "firing")
             t_crit = time.time()
@@ -142,7 +144,7 @@ async def run_one(store: str, n: int, work: Path, batch: int = 64, parallel: int
                     critical_page_s = round(hit.at - t_crit - GROUP_WAIT, 3)
                     break
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(max(0.0, t_start + WATCH_UNTIL - time.monotonic()))
+            await asyncio.sleep(max(0.0, t_start + 3.5 * interval - time.monotonic()))
             stop.set()
             await sampler
         triggers = [x for x in pd.accepted() if x.action == "trigger"]

@@ -110,6 +110,27 @@ class Folding:
 
     def __init__(self) -> None:
         self._opens: dict[str, deque[float]] = {}  # routing key -> recent group openings
+        self._views: dict[str, Figures | None] = {}  # this flush's storms, with its own folds
+        self._deltas: dict[str, Delta] = {}  # storm key -> the folds committed, not yet applied
+
+    def begin(self) -> None:
+        """A flush starts: the storms are read again (once) from the store."""
+        self._views = {}
+
+    def note(self, d: Delta) -> None:
+        """A committed fold or unfold: applied to its storm at the end of the flush."""
+        key = storm_key(d.routing_key)
+        if key in self._deltas:
+            self._deltas[key].merge(d)
+        else:
+            self._deltas[key] = d
+
+    async def apply(self, store: Store, now: float, rule: Rule) -> None:
+        """Apply the flush's deltas, one load and one commit per storm; kept for the next
+        flush if the store fails."""
+        if self._deltas:
+            await apply(store, self._deltas, now, rule)
+            self._deltas = {}
 
     def _opened(self, rk: str, now: float, within: float) -> int:
         """Groups that opened (paged first, or folded) on this key within `within`,
@@ -120,12 +141,16 @@ class Folding:
             q.popleft()
         return len(q)
 
-    @staticmethod
-    async def views(store: Store, groups: Iterable[Group]) -> dict[str, Figures | None]:
-        """The storms of the batch's routing keys, as the store has them: one read."""
-        keys = {storm_key(g.routing_key): g.routing_key for g in groups if g.rule != STORM_RULE}
-        found = {g.key: g for g in await store.load_many(list(keys))} if keys else {}
-        return {rk: (Figures.of(found[k].state) if k in found else None) for k, rk in keys.items()}
+    async def views(self, store: Store, groups: Iterable[Group]) -> dict[str, Figures | None]:
+        """The storms of the batch's routing keys: read once per flush (one read for those
+        not seen yet), with this flush's own folds added as they are decided."""
+        keys = {storm_key(g.routing_key): g.routing_key for g in groups
+                if g.rule != STORM_RULE and g.routing_key not in self._views}
+        if keys:
+            found = {g.key: g for g in await store.load_many(list(keys))}
+            for k, rk in keys.items():
+                self._views[rk] = Figures.of(found[k].state) if k in found else None
+        return self._views
 
     def member(self, g: Group, f: Flush, page: Page, rule: Rule, storm: Storm | None,
                views: dict[str, Figures | None], now: float) -> tuple[str, Delta | None]:
