@@ -46,7 +46,7 @@ class LiveRules:
         self.last_attempt_at = time.time()
         try:
             self.current = RuleSet(load_rules(self.locations))
-        except ConfigError as e:
+        except ConfigError as e:  # (load_rules turns any failure into one)
             self.last_errors = e.errors
             log.error("rules reload failed; keeping the previous rules",
                       extra={"fields": {"errors": e.errors}})

@@ -16,12 +16,13 @@ type, say) never stops a page: the text shows it, the error is logged and counte
 
 from __future__ import annotations
 
+import difflib
 import logging
 from typing import Any
 from urllib.parse import quote
 
 import orjson
-from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, meta
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 __all__ = ["ALERT_NAMES", "ENRICH_NAMES", "ESCAPES", "RENDER_ERRORS", "SOURCE_NAMES", "JsonBody",
@@ -29,7 +30,7 @@ __all__ = ["ALERT_NAMES", "ENRICH_NAMES", "ESCAPES", "RENDER_ERRORS", "SOURCE_NA
 
 log = logging.getLogger("alert_proxy")
 ENRICH_NAMES = ("alert", "alerts", "annotations", "group_labels", "labels", "num_firing",
-                "num_resolved", "rule")
+                "num_resolved", "rule", "subject")
 ALERT_NAMES = ("annotations", "labels", "severity", "source", "summary")
 SOURCE_NAMES = ("body", "item", "sns")  # a webhook mapping's templates (ingest/webhook.py)
 RENDER_ERRORS: list[str] = []  # errors while rendering, for rule tests (cleared by them)
@@ -119,14 +120,40 @@ class JsonBody:
 
 
 def compile_template(source: str, names: tuple[str, ...] = ENRICH_NAMES, escape: str = "") -> Template:
-    """Compile `source`; ValueError naming the problem if it does not parse or names a
-    variable its context does not hold."""
+    """Compile `source`; ValueError naming every problem if it does not parse, names a
+    variable its context does not hold, or uses a filter or a test Jinja2 does not have."""
     try:
         ast = _STRICT_ENV.parse(source)
     except TemplateError as e:
         raise ValueError(f"template does not compile: {e}") from None
-    unknown = sorted(meta.find_undeclared_variables(ast) - set(names) - set(_ENV.globals))
+    problems = []
+    try:
+        undeclared = meta.find_undeclared_variables(ast)
+    except TemplateError:  # an unknown filter or test stops Jinja2's own walk: names read
+        # that the template never sets (close enough to list them with the filters)
+        stored = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+        undeclared = {n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"} - stored
+    unknown = sorted(undeclared - set(names) - set(_ENV.globals))
     if unknown:
-        raise ValueError(f"template names {unknown[0]!r}, which is not defined here "
-                         f"(known: {', '.join(names)})")
-    return Template(source, escape)
+        problems.append(f"names {_listed(unknown)}, which {'is' if len(unknown) == 1 else 'are'} "
+                        f"not defined here (known: {', '.join(names)})")
+    for kind, node_type, known in (("filter", nodes.Filter, _ENV.filters), ("test", nodes.Test, _ENV.tests)):
+        missing = sorted({n.name for n in ast.find_all(node_type) if n.name not in known})
+        if missing:
+            problems.append(f"uses the {kind}{'s' * (len(missing) > 1)} {_listed(missing)}, which "
+                            f"Jinja2 does not have{_did_you_mean(missing, known)}")
+    if problems:
+        raise ValueError("template " + "; it ".join(problems))
+    try:
+        return Template(source, escape)
+    except TemplateError as e:  # anything the checks above did not foresee
+        raise ValueError(f"template does not compile: {e}") from None
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+def _did_you_mean(missing: list[str], known: Any) -> str:
+    close = [m for n in missing for m in difflib.get_close_matches(n, list(known), n=1)]
+    return f" (did you mean {_listed(close)}?)" if close else ""
