@@ -33,11 +33,12 @@ from proxy.http import (
     read_json,
 )
 from proxy.ingest import pagerduty, sns, webhook
+from proxy.logs import Health
 from proxy.metrics import Metrics
 from proxy.model import Alert, OutEvent
 from proxy.pipeline import Pipeline
 from proxy.rules.live import LiveRules
-from proxy.sender import Outcome, Sender
+from proxy.sender import RETRY_REASONS, Outcome, Sender
 from proxy.stats import SUPPRESS_REASONS, Tally, parse_since, summarize
 from proxy.store import Store, Window
 
@@ -86,7 +87,9 @@ class Proxy:
                                    request_sources=("alertmanager", "datadog", "events", "pagerduty", "webhook"),
                                    actions=("trigger", "acknowledge", "resolve", "change"),
                                    outcomes=tuple(Outcome), reasons=SUPPRESS_REASONS,
-                                   remediation=("ok", "failed", "timeout", "error"))
+                                   remediation=("ok", "failed", "timeout", "error"),
+                                   retry_reasons=RETRY_REASONS, webhook_types=pagerduty.INCIDENT_EVENTS)
+        self.store_health = Health(log, "store")
         self.live = LiveRules(settings.rules)
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(self.live.loaded_at)
@@ -94,7 +97,7 @@ class Proxy:
         self.sender = Sender(store, settings.upstream, self.clock, self.metrics,
                              window=settings.window, timeout=settings.send_timeout,
                              dry_run=settings.dry_run, retry_base=settings.retry_base,
-                             tally=self.tally)
+                             tally=self.tally, store_health=self.store_health)
         self.pipeline = Pipeline(self.live.current, store, self.clock, self.metrics,
                                  on_enqueue=self.sender.kick, tally=self.tally,
                                  max_groups=settings.max_groups)
@@ -105,18 +108,21 @@ class Proxy:
 
     # -- background work ------------------------------------------------------------
     async def _loop(self, what: str, every: float, step: Callable[[], Awaitable[Any]],
-                    behind: Callable[[], bool] = lambda: False) -> None:
+                    behind: Callable[[], bool] = lambda: False, store: bool = True) -> None:
         """Run `step` every `every` seconds, or again at once while `behind()` says work is
-        waiting (a flush that used its budget with groups still due)."""
+        waiting (a flush that used its budget with groups still due). `store`: the step
+        uses the store (its success says the store is back)."""
         while True:
             try:
                 await step()
+                if store:
+                    self.store_health.ok()
                 if behind():
                     await asyncio.sleep(0)
                     continue
             except StoreError as e:
                 self.metrics.store_errors.labels(what).inc()
-                log.warning("store unavailable", extra={"fields": {"during": what, "error": str(e)}})
+                self.store_health.failed(str(e), during=what)
                 await asyncio.sleep(min(1.0, every * 10))
             except Exception:
                 log.exception("background step failed", extra={"fields": {"during": what}})
@@ -160,7 +166,8 @@ class Proxy:
         ]
         self._sending = asyncio.create_task(self.sender.run())
         if s.watch_interval > 0:
-            self._tasks.append(asyncio.create_task(self._loop("watch", s.watch_interval, self._watch)))
+            self._tasks.append(asyncio.create_task(self._loop("watch", s.watch_interval, self._watch,
+                                                              store=False)))
 
     async def stop(self, _app: web.Application | None = None) -> None:
         """Stop flushing and sending within the shutdown timeout, whatever the backlog and
@@ -355,7 +362,7 @@ class Proxy:
         # arrive within --body-timeout (a slow-header attack) holds nothing for long.
         app = web.Application(client_max_size=MAX_BODY, handler_args={
             "auto_decompress": False, "keepalive_timeout": self.settings.body_timeout}, middlewares=[
-            error_middleware(self.metrics), admin_middleware(self.settings.auth, Hosts(self.settings.hosts))])
+            error_middleware(self.metrics, self.store_health), admin_middleware(self.settings.auth, Hosts(self.settings.hosts))])
         metrics = _source(ADMIN if self.settings.auth.configured(ADMIN) and not self.settings.metrics_open
                           else "metrics")(make_aiohttp_handler(self.metrics.registry))
         app.add_routes([

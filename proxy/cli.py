@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import signal
 import ssl
@@ -15,13 +16,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import orjson
 
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, UsageError
 
 __all__ = ["main"]
+
+
+log = logging.getLogger("alert_proxy")
 
 
 def _env(flag: str, default: str | None = None) -> str | None:
@@ -50,8 +56,16 @@ def _env_bool(flag: str) -> bool:
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
-    raise ConfigError([f"{var}={os.environ[var]!r} is not a yes/no value (1, true, yes, on or "
-                       "0, false, no, off)"])
+    raise UsageError([f"{var}={os.environ[var]!r} is not a yes/no value (1, true, yes, on or "
+                      "0, false, no, off)"])
+
+
+def _base_url(text: str) -> str:
+    """An http(s) base URL with a host (PagerDuty's, or a fake's)."""
+    u = urlsplit(text)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError(text)
+    return text
 
 
 def _hostport(text: str) -> tuple[str, int]:
@@ -90,13 +104,20 @@ def _option(p: argparse.ArgumentParser, flag: str, default: str | None, help: st
     p.add_argument(f"--{flag}", default=_env(flag, default), help=f"{help} ({var})", **kw)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line naming the flag (and --help for the rest), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from proxy import __version__
 
-    p = argparse.ArgumentParser(prog="alert-proxy", description="Alert-correlation proxy in "
+    p = _Parser(prog="alert-proxy", description="Alert-correlation proxy in "
                                 "front of the PagerDuty Events API v2.")
     p.add_argument("--version", action="version", version=f"alert-proxy {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     s = sub.add_parser("serve", help="run the proxy", formatter_class=_Help)
     _option(s, "listen", "127.0.0.1:8080", "HOST:PORT for http", "HOST:PORT", _hostport)
     _option(s, "listen-tls", None, "HOST:PORT for https beside --listen (needs --tls-cert/--tls-key)",
@@ -104,11 +125,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--rules", action="append", default=None,
                    help="rule file or folder, repeatable (ALERT_PROXY_RULES, comma-separated; "
                    "default rules/)")
-    _option(s, "store", "memory://", "memory://, sqlite:///path/state.db, redis://host:port/db, "
-            "rediss://..., redis+sentinel://h:p,h:p/service/db, redis+cluster://h:p,h:p")
+    _option(s, "store", None, "memory://, sqlite:///path/state.db, redis://host:port/db, "
+            "rediss://..., redis+sentinel://h:p,h:p/service/db, redis+cluster://h:p,h:p "
+            "(default: sqlite in --state-dir)")
+    _option(s, "state-dir", "data", "where the default store keeps its file (state.db), as "
+            "Alertmanager's --storage.path")
     _option(s, "store-prefix", "alert-proxy", "Redis key prefix")
     _option(s, "upstream", "https://events.pagerduty.com",
-            "PagerDuty base URL; events go to <upstream>/v2/enqueue")
+            "PagerDuty base URL; events go to <upstream>/v2/enqueue",
+            "an http(s) URL with a host (e.g. https://events.pagerduty.com)", _base_url)
     _option(s, "tls-cert", None, "PEM certificate (reloaded when the file changes)")
     _option(s, "tls-key", None, "PEM key")
     s.add_argument("--auth", action="append", default=None,
@@ -187,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "import":
             return _import(args.file)
         return _deadletter(args)
+    except UsageError as e:
+        for line in e.errors:
+            print(f"alert-proxy: {line}", file=sys.stderr)
+        return 2
     except ConfigError as e:
         for line in e.errors:
             print(line, file=sys.stderr)
@@ -240,6 +269,11 @@ def _report(args: Any) -> int:
     if args.url or not args.store or args.store.startswith("memory://"):
         figures = from_api(args.url or "http://127.0.0.1:8080", args.since, args.token)
     else:
+        if args.store.startswith("sqlite://"):
+            from proxy.store.sqlite import file_of
+
+            if not file_of(args.store).is_file():  # (opening it would make an empty one)
+                raise UsageError([f"--store {args.store}: no such file"])
         figures = from_store(args.store, args.store_prefix, args.since)
     print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() if args.json else format_report(figures))
     return 0
@@ -316,6 +350,11 @@ def _serve(args: Any) -> int:
     from proxy.store import from_url
 
     setup_logging(args.log_level)
+    store_url = args.store or f"sqlite://{Path(args.state_dir).resolve() / 'state.db'}"
+    if store_url.startswith("sqlite://"):
+        from proxy.store.sqlite import check_file
+
+        check_file(store_url)  # a file that cannot be opened never will be: exit now
     rules = args.rules or (_env("rules", "rules/") or "rules/").split(",")
     auth = args.auth if args.auth is not None else (_env("auth", "") or "").split()
     # SIGTERM to exit within --shutdown-timeout. At `cutoff` (the timeout less `margin`, for
@@ -350,7 +389,7 @@ def _serve(args: Any) -> int:
     # No uvloop: measured in bench/RESULTS.md, it adds no throughput here and its
     # p99 on 64-alert webhooks was 5x the default loop's.
     async def run() -> None:
-        proxy = Proxy(settings, from_url(args.store, prefix=args.store_prefix))
+        proxy = Proxy(settings, from_url(store_url, prefix=args.store_prefix))
         runner = web.AppRunner(proxy.app(), access_log=None, handle_signals=False,
                                shutdown_timeout=grace)
         await runner.setup()
@@ -379,9 +418,9 @@ def _serve(args: Any) -> int:
         loop.add_signal_handler(signal.SIGHUP, proxy.reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        print(orjson.dumps({"msg": "alert-proxy listening", "urls": urls,
-                            "store": args.store.split("@")[-1].split("?")[0], "rules": rules,
-                            "dry_run": args.dry_run}).decode(), file=sys.stderr, flush=True)
+        log.info("alert-proxy listening", extra={"fields": {
+            "urls": urls, "store": store_url.split("@")[-1].split("?")[0], "rules": rules,
+            "dry_run": args.dry_run}})
         await stop.wait()
         t0 = time.monotonic()
         if watcher:
@@ -393,12 +432,13 @@ def _serve(args: Any) -> int:
         except TimeoutError:
             # What is still under way is cut off here, as systemd or Kubernetes would a moment
             # later; the durable stores hold everything, and their leases end.
-            print(orjson.dumps({"msg": "shutdown timed out; exiting anyway",
-                                "seconds": round(time.monotonic() - t0, 2)}).decode(),
-                  file=sys.stderr, flush=True)
+            log.warning("shutdown timed out; exiting anyway", extra={"fields": {
+                "seconds": round(time.monotonic() - t0, 2)}})
+            logging.getLogger("alert_proxy").handlers[0].flush()
             os._exit(0)
-        print(orjson.dumps({"msg": "alert-proxy stopped", "seconds": round(time.monotonic() - t0, 2)}
-                           ).decode(), file=sys.stderr, flush=True)
+        log.info("alert-proxy stopped", extra={"fields": {"seconds": round(time.monotonic() - t0, 2)}})
 
     asyncio.run(run())
+    for handler in logging.getLogger("alert_proxy").handlers:
+        handler.flush()  # the last lines (in the loop they were flushed at its next turn)
     return 0

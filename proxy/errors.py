@@ -6,7 +6,10 @@
      │    ├── Unauthorized   missing or wrong credentials or signature (401)
      │    ├── TooLarge       the body is over the limit (413)
      │    └── Upstream       a service the request needs did not answer (503: retry)
-     ├── ConfigError         a rules file or a flag that does not validate (file:line: message)
+     ├── ConfigError         a rules file that does not validate (file:line: message): exit 1
+     │    └── UsageError     a flag or environment value that cannot work, however long one
+     │                       waits (an upstream without a scheme, a store file that cannot be
+     │                       opened): exit 2, one line naming it
      └── StoreError          the store cannot be reached or answered wrongly (503: retry)
           └── StoreFull      it holds --max-groups open groups: a new one waits (503: retry)
 """
@@ -14,7 +17,7 @@
 from __future__ import annotations
 
 __all__ = ["ConfigError", "InputError", "NotJSON", "ProxyError", "StoreError", "StoreFull",
-           "TooLarge", "Unauthorized", "Upstream"]
+           "TooLarge", "Unauthorized", "Upstream", "UsageError"]
 
 
 class ProxyError(Exception):
@@ -65,6 +68,10 @@ class ConfigError(ProxyError):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
+
+
+class UsageError(ConfigError):
+    """A flag or an environment value that cannot work: the command exits 2."""
 
 
 class StoreError(ProxyError):

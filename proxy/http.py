@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,6 +32,7 @@ from aiohttp import web
 
 from proxy.auth import Auth
 from proxy.errors import InputError, NotJSON, StoreError, StoreFull, TooLarge, Unauthorized
+from proxy.logs import Health
 from proxy.metrics import Metrics
 
 __all__ = ["ADMIN", "MAX_BODY", "Hosts", "admin_middleware", "error_middleware", "json_response",
@@ -144,13 +146,40 @@ def _pagerduty_body(e: InputError) -> dict[str, Any]:
     return {"status": "invalid event", "message": "Event object is invalid", "errors": e.errors}
 
 
-def error_middleware(metrics: Metrics) -> Any:
+class _Refusals:
+    """Refused credentials and signatures are logged (a probe, a rotated secret nobody told
+    the sender about), at most once per 10 s per source and status, with how many were not
+    logged since; never what was sent."""
+
+    EVERY = 10.0
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, int], tuple[float, int]] = {}
+
+    def __call__(self, request: web.Request, source: str, e: InputError) -> None:
+        now = time.monotonic()
+        at, quiet = self._last.get((source, e.status), (0.0, 0))
+        if now - at < self.EVERY:
+            self._last[(source, e.status)] = (at, quiet + 1)
+            return
+        self._last[(source, e.status)] = (now, 0)
+        log.warning("request refused", extra={"fields": {
+            "source": source, "status": e.status, "path": request.path, "remote": request.remote,
+            "reason": e.errors[0], "refused_since_last_line": quiet}})
+
+
+def error_middleware(metrics: Metrics, store_health: Health | None = None) -> Any:
+    refused = _Refusals()
+
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except InputError as e:
-            metrics.requests_rejected.labels(source_of(request), str(e.status)).inc()
+            source = source_of(request)
+            metrics.requests_rejected.labels(source, str(e.status)).inc()
+            if e.status in (401, 403):
+                refused(request, source, e)
             if request.path.startswith("/v2/"):
                 return json_response(_pagerduty_body(e), e.status)
             resp = json_response({"status": "error", "message": e.errors[0], "errors": e.errors},
@@ -162,8 +191,11 @@ def error_middleware(metrics: Metrics) -> Any:
             return resp
         except StoreError as e:
             metrics.requests_rejected.labels(source_of(request), "503").inc()
-            log.warning("store unavailable; asking the sender to retry",
-                        extra={"fields": {"path": request.path, "error": str(e)}})
+            if isinstance(e, StoreFull):
+                log.warning("store full; asking the sender to retry", extra={"fields": {
+                    "path": request.path, "error": str(e)}})  # (logged per request: it is rare)
+            elif store_health is not None:  # once when it goes down, once when it is back
+                store_health.failed(str(e), during=request.path)
             message = str(e) if isinstance(e, StoreFull) else "store unavailable, retry later"
             return json_response({"status": "error", "message": message, "errors": [str(e)]}, 503)
         except web.HTTPException as e:

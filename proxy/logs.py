@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import orjson
 
-__all__ = ["JsonFormatter", "LineHandler", "info", "setup_logging"]
+__all__ = ["Health", "JsonFormatter", "LineHandler", "info", "setup_logging"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -101,6 +101,36 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def _flush_now(self) -> None:
         self._soon = None
         self.flush()
+
+
+class Health:
+    """A dependency that can fail and heal (the store, PagerDuty): its failures are logged
+    when it goes down and when it is back, not at every attempt (a store that cannot be
+    reached logged 2-4 warnings a second)."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self.logger, self.what = logger, what
+        self.down_since = 0.0  # 0: up
+        self.failures = 0
+
+    @property
+    def up(self) -> bool:
+        return not self.down_since
+
+    def failed(self, error: str, **fields: Any) -> None:
+        self.failures += 1
+        if self.down_since:
+            return
+        self.down_since = time.monotonic()
+        self.logger.warning(f"{self.what} unavailable; retrying (logged again when it is back)",
+                            extra={"fields": {"error": error, **fields}})
+
+    def ok(self) -> None:
+        if not self.down_since:
+            return
+        self.logger.warning(f"{self.what} available again", extra={"fields": {
+            "down_s": round(time.monotonic() - self.down_since, 1), "failed_attempts": self.failures}})
+        self.down_since, self.failures = 0.0, 0
 
 
 _direct: tuple[logging.Logger, LineHandler] | None = None  # setup_logging's

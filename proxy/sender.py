@@ -44,7 +44,7 @@ from proxy.redact import mask
 from proxy.stats import Tally
 from proxy.store.base import Store, Window
 
-__all__ = ["Decision", "Outcome", "Sender", "Verdict", "backoff", "classify", "window_for"]
+__all__ = ["RETRY_REASONS", "Decision", "Outcome", "Sender", "Verdict", "backoff", "classify", "window_for"]
 
 log = logging.getLogger("alert_proxy.sender")
 IDLE_POLL = 1.0  # a worker with nothing to do looks again after this (other replicas enqueue too)
@@ -60,6 +60,9 @@ class Outcome(StrEnum):
     RATE_LIMITED = "rate_limited"
     SERVER_ERROR = "server_error"
     NETWORK = "network"
+
+
+RETRY_REASONS = (Outcome.RATE_LIMITED, Outcome.SERVER_ERROR, Outcome.NETWORK)  # retries_total{reason}
 
 
 class Verdict(StrEnum):
@@ -115,7 +118,8 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
 class Sender:
     def __init__(self, store: Store, upstream: str, clock: Clock, metrics: Metrics, *,
                  window: Window | None = None, timeout: float = 10.0, dry_run: bool = False,
-                 retry_base: float = 1.0, retry_cap: float = 300.0, tally: Tally | None = None) -> None:
+                 retry_base: float = 1.0, retry_cap: float = 300.0, tally: Tally | None = None,
+                 store_health: logs.Health | None = None) -> None:
         self.store, self.clock, self.metrics = store, clock, metrics
         self.tally = tally or Tally()
         self.upstream = upstream.rstrip("/")
@@ -128,6 +132,8 @@ class Sender:
         self._inflight: dict[int, tuple[OutEvent, int]] = {}  # seq -> (event, budget stamp)
         self._names: dict[str, str] = {}  # routing key -> its name in metrics
         self._session: aiohttp.ClientSession | None = None
+        self.store_health = store_health or logs.Health(log, "store")
+        self.pd_health = logs.Health(log, "PagerDuty")  # answers 5xx, or not at all
 
     def kick(self) -> None:
         """Something was enqueued: every waiting worker looks now. A worker holds the
@@ -152,8 +158,8 @@ class Sender:
                     task = self._workers.get(rk)
                     if task is None or task.done():
                         self._workers[rk] = asyncio.create_task(self._work(rk))
-            except StoreError:
-                log.warning("outbox unavailable; retrying")
+            except StoreError as e:
+                self.store_health.failed(str(e), during="outbox")
                 self.metrics.store_errors.labels("outbox_keys").inc()
             await self._wait(kicked, IDLE_POLL)
 
@@ -198,7 +204,7 @@ class Sender:
                 take = await self.store.take(rk, self.clock.now(), self.timeout + 5.0, self.window)
             except StoreError as e:
                 self.metrics.store_errors.labels("send").inc()
-                log.warning("store unavailable; sender waits", extra={"fields": {"error": str(e)}})
+                self.store_health.failed(str(e), during="send")
                 await asyncio.sleep(1.0)
                 continue
             if take.event is None:
@@ -220,8 +226,8 @@ class Sender:
             except StoreError as e:
                 self._inflight.pop(ev.seq, None)
                 self.metrics.store_errors.labels("send").inc()
-                log.warning("store unavailable after a send; the event's lease will end and it "
-                            "goes again", extra={"fields": {"error": str(e)}})
+                self.store_health.failed(str(e), during="after a send (the event's lease ends "
+                                         "and it goes again)")
                 await asyncio.sleep(1.0)
                 continue
             except BaseException:
@@ -236,6 +242,10 @@ class Sender:
         fields = {"dedup_key": ev.dedup_key, "action": ev.action, "key": ev.key_name,
                   "status": status, "outcome": d.outcome, "attempt": ev.attempts + 1}
         now = self.clock.now()
+        if d.outcome in (Outcome.SERVER_ERROR, Outcome.NETWORK):
+            self.pd_health.failed(error, key=ev.key_name)
+        elif d.outcome is not Outcome.DRY_RUN:
+            self.pd_health.ok()  # it answered (a 4xx or a 429 is an answer)
         if d.verdict is Verdict.DONE:
             self._pauses.pop(ev.routing_key, None)
             await self.store.done(ev, stamp, now)
@@ -259,8 +269,9 @@ class Sender:
             delay = backoff(ev.attempts, self.retry_base, self.retry_cap)
             await self.store.retry(ev, stamp, now + delay, error, count=True, now=now)
             self.metrics.retries.labels(d.outcome).inc()
-            log.warning("event will be retried", extra={"fields": {**fields, "error": error,
-                                                                   "retry_in_s": round(delay, 2)}})
+            # (debug: while PagerDuty is down every attempt fails; pd_health says it once)
+            log.debug("event will be retried", extra={"fields": {**fields, "error": error,
+                                                                 "retry_in_s": round(delay, 2)}})
 
     async def _post(self, ev: OutEvent) -> tuple[int | None, dict[str, str] | None, str]:
         """(status, headers, error text without secrets)."""

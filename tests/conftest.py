@@ -103,7 +103,9 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
     made: list[ProxyProcess] = []
 
     def make(*args: str, env: dict[str, str] | None = None, name: str = "proxy") -> ProxyProcess:
-        e = {**os.environ, "PD_ROUTING_KEY": KEY, **(env or {})}
+        # without --store, serve keeps its state in --state-dir: the test's own folder
+        e = {**os.environ, "PD_ROUTING_KEY": KEY, "ALERT_PROXY_STATE_DIR": str(tmp_path / "data"),
+             **(env or {})}
         p = ProxyProcess(list(args), e, tmp_path / f"{name}.log")
         p.start()
         made.append(p)

@@ -49,7 +49,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from proxy.errors import ConfigError, StoreError, StoreFull
+from proxy.errors import ConfigError, StoreError, StoreFull, UsageError
 from proxy.model import URGENT, Group, GroupAlert, OutEvent
 from proxy.store.base import (
     COUNT_HOURS,
@@ -130,6 +130,31 @@ def _path(url: str) -> tuple[Path, str]:
     if sync not in ("FULL", "NORMAL", "EXTRA"):
         raise ConfigError([f"--store: {url!r}: synchronous must be full, normal or extra"])
     return Path(raw), sync
+
+
+def file_of(url: str) -> Path:
+    """The file a sqlite:// URL names."""
+    return _path(url)[0]
+
+
+def check_file(url: str) -> None:
+    """Open (or make) the file a sqlite:// URL names, as the store's process will: a file
+    that cannot be opened is an error now (UsageError: exit 2), not a retry twice a second
+    forever."""
+    path = file_of(url)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists()
+        conn = sqlite3.connect(path)
+        try:
+            if fresh:
+                os.chmod(path, 0o600)  # it holds routing keys
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as e:
+        raise UsageError([f"--store {url}: {path} cannot be opened: {e}"]) from None
 
 
 def _number_once(conn: sqlite3.Connection) -> None:

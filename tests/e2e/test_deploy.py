@@ -4,14 +4,17 @@ one the proxy exports, and the probes and commands it uses exist."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 import yaml
 
 from tests.conftest import FIXTURES, ROOT
+from tests.support.net import free_port, wait_port
 
 DEPLOY = ROOT / "deploy"
 METRIC = re.compile(r"\balert_proxy_[a-z_]+")
@@ -39,6 +42,30 @@ async def test_dashboard_and_alert_rules_query_exported_metrics(make_proxy, fake
         assert name in samples or base in exported or name in exported, name
 
 
+def test_every_panel_queries_the_dashboards_datasource_variable():
+    dash = json.loads((DEPLOY / "grafana" / "alert-proxy.json").read_text())
+    assert [v["name"] for v in dash["templating"]["list"] if v["type"] == "datasource"] == ["datasource"]
+    for panel in dash["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert all(t["datasource"] == panel["datasource"] for t in panel["targets"]), panel["title"]
+
+
+async def test_metrics_a_prometheus_user_expects(make_proxy, fake_pd):
+    """No `_created` series; every counter's known label sets at 0 before anything
+    happened; no retry for a success."""
+    client = await make_proxy(fake_pd.url)
+    text = await (await client.get("/metrics")).text()
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    assert not [ln for ln in lines if "_created" in ln]
+    for series in ('alert_proxy_retries_total{reason="server_error"} 0.0',
+                   'alert_proxy_store_errors_total{op="flush"} 0.0',
+                   'alert_proxy_group_flushes_total{result="trigger"} 0.0',
+                   'alert_proxy_pagerduty_webhooks_total{type="incident.acknowledged",verdict="applied"} 0.0',
+                   'alert_proxy_requests_rejected_total{source="alertmanager",status="408"} 0.0'):
+        assert series in lines, series
+    assert not [ln for ln in lines if 'reason="success"' in ln or 'reason="dry_run"' in ln]
+
+
 def test_probes_and_commands_exist():
     k8s = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "alert-proxy.yaml").read_text()))
     container = next(d for d in k8s if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
@@ -48,7 +75,7 @@ def test_probes_and_commands_exist():
     unit = (DEPLOY / "systemd" / "alert-proxy.service").read_text()
     assert "alert-proxy serve --listen" in unit and "kill -HUP" in unit
     assert 'ENTRYPOINT ["alert-proxy", "serve"]' in (DEPLOY / "Dockerfile").read_text()
-    assert "sqlite://" in (DEPLOY / "quickstart.sh").read_text()
+    assert "--state-dir" in (DEPLOY / "quickstart.sh").read_text()
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="needs promtool (tests/run.sh installs prometheus)")
@@ -257,3 +284,34 @@ def test_container_builds_and_is_healthy_over_http_and_https(tmp_path):
         assert urllib.request.urlopen(f"https://127.0.0.1:{https}/healthz", timeout=5, context=ctx).status == 200
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def test_quickstart_says_what_it_does_and_installs_once(tmp_path):
+    """The README's first command, in a copy of the repository: it says what it is doing
+    while it installs (it was silent for ~35 s), serves on ALERT_PROXY_LISTEN with its
+    state under .state/, and a second run does not install again."""
+    work = tmp_path / "repo"
+    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".venv", ".git", "data", ".state",
+                                                              "test-artifacts", "__pycache__"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERT_PROXY_", "PD_", "VIRTUAL_ENV"))}
+
+    def run(port: int) -> tuple[str, float]:
+        t0 = time.monotonic()
+        p = subprocess.Popen(["bash", "deploy/quickstart.sh"], cwd=work, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True,
+                             env={**env, "ALERT_PROXY_LISTEN": f"127.0.0.1:{port}"})
+        try:
+            wait_port(port, timeout=300)
+            took = time.monotonic() - t0
+        finally:
+            p.terminate()
+            _, err = p.communicate(timeout=30)
+        return err, took
+
+    first, _ = run(free_port())
+    assert "quickstart: installing alert-proxy" in first and "quickstart:   Collecting" in first, first
+    assert "dry run" in first and "serving on http://127.0.0.1:" in first
+    assert (work / ".state" / "state.db").is_file()
+    second, took = run(free_port())
+    assert "already installed" in second and "Collecting" not in second, second
+    assert took < 20, took
