@@ -9,6 +9,10 @@
     receivers       a routing key per receiver, as ${PD_KEY_<RECEIVER>} (the key itself is
                     never written); a receiver without pagerduty_configs gets
                     ${PD_KEY_<RECEIVER>:-}: its alerts page nobody unless the variable is set.
+                    Its pagerduty_configs' severity (Alertmanager's default: error),
+                    description, details, client, client_url, links, images, class,
+                    component and group become the rule's keys, their Go templates
+                    translated (proxy/gotemplates.py) or listed with their line.
     inhibit_rules   inhibit (every spelling as matchers).
     time_intervals  the mute_time_intervals of each route, as maintenance windows scoped
                     to its rule.
@@ -27,6 +31,7 @@ import orjson
 
 from proxy.durations import parse_duration
 from proxy.errors import ConfigError
+from proxy.gotemplates import Untranslatable, translate
 from proxy.model import SEVERITIES
 from proxy.rules.matchers import matchers_from_mapping, parse_matchers
 
@@ -37,6 +42,8 @@ _ROUTE_KEYS = ("receiver", "group_by", "group_wait", "group_interval", "repeat_i
 _TIMINGS = (("group_wait", "30s"), ("group_interval", "5m"), ("repeat_interval", "4h"))
 _PD_KEYS = ("routing_key", "service_key", "routing_key_file", "service_key_file")
 _PD_CARRIED = ("send_resolved", *_PD_KEYS)
+_PAGE = ("severity", "description", "details", "client", "client_url", "links", "images", "class",
+         "component", "group")
 _WHY = {"active_time_intervals": " (routes active only in a time interval: the rule pages at all "
                                   "times)",
         "labels": " (route labels)"}
@@ -72,8 +79,9 @@ class _Importer:
         self.doc = doc
         self.notes: list[str] = []
         self.keys: dict[str, str] = {}  # receiver -> its ${...} routing key reference
-        self.severity: dict[str, str] = {}  # receiver -> a literal PagerDuty severity
+        self.fields: dict[str, dict[str, str]] = {}  # receiver -> rule key -> its YAML value
         self.names: set[str] = set()
+        self.source = ""  # the file's name, for file:line notes
 
     # -- receivers --------------------------------------------------------------------
     def receivers(self) -> None:
@@ -98,9 +106,7 @@ class _Importer:
             if "service_key" in first or "service_key_file" in first:
                 self.notes.append(f"receiver {name!r}: service_key is an Events API v1 key; give "
                                   f"{var} the integration's Events API v2 routing key")
-            sev = first.get("severity")
-            if isinstance(sev, str) and sev in SEVERITIES:
-                self.severity[name] = sev
+            self.fields[name] = self.page_fields(name, first)
             if first.get("send_resolved") is False:
                 self.notes.append(f"receiver {name!r}: send_resolved: false (the proxy always "
                                   "resolves what it paged)")
@@ -108,12 +114,70 @@ class _Importer:
                 if k in first:
                     self.notes.append(f"receiver {name!r}: pagerduty_configs {k} (the proxy's own "
                                       "--upstream and its network settings)")
-            dropped = sorted(k for k in first if k not in (*_PD_CARRIED, "url", "http_config")
-                             and not (k == "severity" and name in self.severity))
+            dropped = sorted(k for k in first if k not in (*_PD_CARRIED, "url", "http_config", *_PAGE))
             if dropped:
-                self.notes.append(f"receiver {name!r}: pagerduty_configs {', '.join(dropped)} "
-                                  "(Go templates; the proxy's summary and custom_details are rules "
-                                  "keys)")
+                self.notes.append(f"receiver {name!r}: pagerduty_configs {', '.join(dropped)}")
+
+    def _at(self, obj: Any, key: str) -> str:
+        line = getattr(obj, "lines", {}).get(key, getattr(obj, "line", 0))
+        return f"{self.source}:{line}" if line else self.source
+
+    def _tpl(self, name: str, obj: Any, key: str, value: Any) -> str | None:
+        """A Go template as a quoted Jinja one; None (with a note at its line) if it cannot
+        be translated or means the proxy's default."""
+        try:
+            out = translate(str(value))
+        except Untranslatable as e:
+            self.notes.append(f"{self._at(obj, key)}: receiver {name!r}: {key}: {{{{ {e} }}}} cannot "
+                              "be translated (the rule keeps the proxy's default)")
+            return None
+        return None if out is None else _q(out)
+
+    def page_fields(self, name: str, pd: Any) -> dict[str, str]:
+        """The rule keys a receiver's pagerduty_config gives, as YAML values."""
+        out: dict[str, str] = {}
+        sev = pd.get("severity", "error")  # Alertmanager's default severity
+        if isinstance(sev, str) and sev in SEVERITIES:
+            out["severity"] = sev
+        elif isinstance(sev, str) and (tpl := self._tpl(name, pd, "severity", sev)):
+            out["severity"] = tpl
+        else:
+            out["severity"] = "error"
+        out["summary"] = _q("{{ subject }}")  # Alertmanager's default description
+        for go, key in (("description", "summary"), ("client", "client"), ("client_url", "client_url"),
+                        ("class", "class"), ("component", "component"), ("group", "group")):
+            if isinstance(pd.get(go), str) and (tpl := self._tpl(name, pd, go, pd[go])) is not None:
+                out[key] = tpl
+        if out.get("client") == "'Alertmanager'":
+            del out["client"]  # its default: the proxy names itself
+        details = pd.get("details")
+        if isinstance(details, dict):
+            kept = {str(k): t for k, v in details.items() if (t := self._tpl(name, details, str(k), v))}
+            if kept:
+                out["custom_details"] = "{" + ", ".join(f"{_q(k)}: {v}" for k, v in kept.items()) + "}"
+        for key, need, *extra in (("links", "href", "text"), ("images", "src", "alt", "href")):
+            items = []
+            for item in pd.get(key) or []:
+                if not isinstance(item, dict) or need not in item:
+                    continue
+                parts = {k: self._tpl(name, item, k, item[k]) for k in (need, *extra) if k in item}
+                if parts.get(need):
+                    items.append("{" + ", ".join(f"{k}: {v}" for k, v in parts.items() if v) + "}")
+            if items:
+                out[key] = "[" + ", ".join(items) + "]"
+        return out
+
+    def page_lines(self, receiver: str, base: str | None, p: str) -> list[str]:
+        """The receiver's page keys for a rule whose receiver is not its base's: each key
+        it sets, and each its base set that it does not, back at the proxy's default."""
+        mine = self.fields.get(receiver, {"severity": "error", "summary": _q("{{ subject }}")})
+        theirs = self.fields.get(base or "", {})
+        out = [f"{p}{k}: {v}" for k, v in mine.items()]
+        for k in theirs:
+            if k not in mine:
+                out.append(f"{p}{k}: " + ("{}" if k == "custom_details" else "[]" if k in ("links", "images")
+                                          else "''") + "  # the proxy's default")
+        return out
 
     # -- the route tree ---------------------------------------------------------------
     def route(self, raw: dict[str, Any], parent: _Route | None, where: str) -> _Route:
@@ -175,11 +239,7 @@ class _Importer:
             out.append(f"{p}continue: true")
         if route.receiver != base.receiver:
             out.append(f"{p}routing_key: {self.key(route.receiver)}")
-            if route.receiver in self.severity:
-                out.append(f"{p}severity: {self.severity[route.receiver]}")
-            elif base.receiver in self.severity:
-                self.notes.append(f"{route.where}: receiver {route.receiver!r} sets no severity; the "
-                                  f"rule keeps {self.severity[base.receiver]} from the route above")
+            out += self.page_lines(route.receiver, base.receiver, p)
         if route.group_by != base.group_by:
             out.append(f"{p}group_by: {_group_by(route.group_by)}")
         out += [f"{p}{k}: {v}" for k, v in route.timings.items() if v != base.timings[k]]
@@ -273,6 +333,7 @@ def import_alertmanager(doc: Any, source: str = "alertmanager.yml") -> tuple[str
     if not isinstance(doc, dict) or not isinstance(doc.get("route"), dict):
         raise ConfigError([f"{source}: not an Alertmanager configuration (no route:)"])
     im = _Importer(doc)
+    im.source = source
     im.receivers()
     root = im.route(doc["route"], None, "route")
     if doc["route"].get("continue"):
@@ -292,8 +353,7 @@ def import_alertmanager(doc: Any, source: str = "alertmanager.yml") -> tuple[str
     else:
         im.notes.append("route: no default receiver (Alertmanager requires one): an alert no route "
                         "matches pages nobody")
-    if root.receiver in im.severity:
-        defaults.append(f"  severity: {im.severity[root.receiver]}")
+    defaults += im.page_lines(root.receiver, None, "  ")
     defaults.append(f"  group_by: {_group_by(root.group_by)}")
     defaults += [f"  {k}: {v}" for k, v in root.timings.items()]
     body = [line for c in root.children for line in im.rules(c, [], root, "  ")]

@@ -14,7 +14,7 @@ from proxy.model import SEVERITIES, Action, Group, GroupAlert, OutEvent
 from proxy.redact import mask
 from proxy.rules.schema import Rule
 
-__all__ = ["MAX_BODY_BYTES", "change_event", "followup_event", "group_name", "trigger_event"]
+__all__ = ["MAX_BODY_BYTES", "am_subject", "change_event", "followup_event", "group_name", "trigger_event"]
 
 MAX_BODY_BYTES = 500_000  # PagerDuty takes 512 KB; keep a margin for the envelope
 MAX_DETAIL_ALERTS = 100
@@ -50,7 +50,7 @@ def _context(g: Group, alerts: list[GroupAlert], firing: list[GroupAlert], full:
         "rule": g.rule,
     }
     if full:
-        ctx.update(alert=basis[0].to_dict() if basis else {},
+        ctx.update(alert=basis[0].to_dict() if basis else {}, subject=am_subject(g, alerts, basis),
                    annotations=_common([a.alert.annotations for a in basis]),
                    alerts=[a.to_dict() for a in alerts])
     return ctx
@@ -58,7 +58,7 @@ def _context(g: Group, alerts: list[GroupAlert], firing: list[GroupAlert], full:
 
 def _templated(rule: Rule) -> bool:
     return bool(rule.summary or rule.custom_details or rule.links or rule.images or rule.client
-                or rule.client_url)
+                or rule.client_url or rule.component or rule.group or rule.pd_class)
 
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -72,7 +72,15 @@ def _severity(firing: list[GroupAlert]) -> str:
 
 
 def group_name(g: Group) -> str:
-    """What names a group where nothing better is given: its group_by values, else its rule."""
+    """What names a group in logs, the console and a page with nothing better: its group_by
+    values; an Events v2 event that kept its own identity by its summary and source (its
+    `fingerprint` label is a hash no one reads); else its rule."""
+    if "fingerprint" in g.group_labels and g.alerts:
+        a = next(iter(g.alerts.values())).alert
+        named = " ".join(x for x in (a.summary.strip(), f"({a.labels['source'].strip()})"
+                                     if a.labels.get("source", "").strip() else "") if x)
+        if named:
+            return named
     ident = " ".join(f"{k}={v}" for k, v in g.group_labels.items()
                      if v.strip() and k != "fingerprint")
     return ident or g.rule
@@ -82,19 +90,38 @@ def _first_text(*texts: str | None) -> str:
     return next((t for t in texts if t and t.strip()), "")
 
 
-def _summary(g: Group, rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert]) -> str:
-    """The rule's summary, the alert's, its alertname; blank ones are passed over (PagerDuty
-    refuses a blank summary) down to the group's name."""
-    if rule.summary is not None:
-        text = rule.summary.render(ctx).strip()
-    elif len(firing) == 1:
-        a = firing[0].alert
-        text = _first_text(a.summary, a.labels.get("alertname"))
-    else:
-        ident = group_name(g) if g.group_labels else ""
-        first = _first_text(firing[0].alert.summary, firing[0].labels.get("alertname"))
-        text = f"[FIRING:{len(firing)}] {ident}: {first}" if ident and first else \
-            f"[FIRING:{len(firing)}] {ident or first}"
+def _own_summary(a: GroupAlert) -> str:
+    """An alert's own summary: an Alertmanager alert's `summary` annotation, any other
+    source's summary (a Datadog title, an Events v2 summary, a mapping's `summary`)."""
+    if a.alert.source == "alertmanager":
+        return a.alert.annotations.get("summary", "").strip()
+    return a.alert.summary.strip()
+
+
+def am_subject(g: Group, alerts: list[GroupAlert], firing: list[GroupAlert]) -> str:
+    """Alertmanager's default PagerDuty description (its `__subject` template):
+    `[FIRING:3] <group label values> (<the other labels every alert shares>)`, values in
+    the order of their label names."""
+    group = {k: v for k, v in g.group_labels.items() if k != "fingerprint"}
+    common = _common([a.labels for a in alerts]) if alerts else {}
+    text = " ".join([f"[FIRING:{len(firing)}]", *(group[k] for k in sorted(group) if group[k])])
+    rest = {k: v for k, v in common.items() if k not in group}
+    if len(common) > len(group) and rest:
+        text += " (" + " ".join(rest[k] for k in sorted(rest)) + ")"
+    return text
+
+
+def _summary(g: Group, rule: Rule, ctx: dict[str, Any], alerts: list[GroupAlert],
+             firing: list[GroupAlert]) -> str:
+    """The rule's summary; a lone alert's own; else Alertmanager's default subject. Blank
+    ones are passed over (PagerDuty refuses a blank summary) down to the group's name."""
+    text = rule.summary.render(ctx).strip() if rule.summary is not None else ""
+    if text:
+        pass
+    elif len(firing) == 1 and _own_summary(firing[0]):
+        text = _own_summary(firing[0])
+    else:  # (a rule's summary that renders empty means this default, as the importer writes it)
+        text = am_subject(g, alerts, firing)
     return (text.strip() or group_name(g))[:_SUMMARY_MAX]
 
 
@@ -107,21 +134,23 @@ def _alert_detail(a: GroupAlert) -> dict[str, Any]:
     return d
 
 
-def _payload(g: Group, rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert],
-             details: dict[str, Any]) -> dict[str, Any]:
+def _payload(g: Group, rule: Rule, ctx: dict[str, Any], alerts: list[GroupAlert],
+             firing: list[GroupAlert], details: dict[str, Any]) -> dict[str, Any]:
     lone = firing[0] if len(firing) == 1 else None
     labels = ctx["labels"]
     payload: dict[str, Any] = {
-        "summary": _summary(g, rule, ctx, firing),
+        "summary": _summary(g, rule, ctx, alerts, firing),
         "source": _first_text((lone or firing[0]).labels.get("source"), labels.get("instance"),
                               labels.get("host"), labels.get("job")) or "alert-proxy",
         "severity": _severity(firing),
         "custom_details": details,
     }
-    if lone and lone.alert.source == "events_v2":
-        for f in ("component", "group", "class"):
-            if labels.get(f):
-                payload[f] = labels[f]
+    for f, tpl in (("component", rule.component), ("group", rule.group), ("class", rule.pd_class)):
+        value = tpl.render(ctx).strip() if tpl is not None else ""
+        if not value and lone and lone.alert.source == "events_v2":
+            value = labels.get(f, "")
+        if value:
+            payload[f] = value
     if lone and lone.alert.starts_at and is_time(lone.alert.starts_at):
         payload["timestamp"] = lone.alert.starts_at
     return payload
@@ -149,15 +178,17 @@ def _links_and_images(rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert])
 
 def _client(rule: Rule, ctx: dict[str, Any], lone: GroupAlert | None) -> dict[str, str]:
     """The rule's client and client_url, else a lone Events v2 sender's own, else ours."""
-    if rule.client:
-        out = {"client": rule.client.render(ctx)}
+    client = rule.client.render(ctx).strip() if rule.client else ""
+    if client:
+        out = {"client": client}
     elif lone and lone.alert.client:
         out = {"client": lone.alert.client}
     else:
         out = {"client": "alert-proxy"}
-    if rule.client_url:
-        out["client_url"] = rule.client_url.render(ctx)
-    elif not rule.client and lone and lone.alert.client_url:
+    client_url = rule.client_url.render(ctx).strip() if rule.client_url else ""
+    if client_url:
+        out["client_url"] = client_url
+    elif not client and lone and lone.alert.client_url:
         out["client_url"] = lone.alert.client_url
     return out
 
@@ -213,7 +244,7 @@ def trigger_event(g: Group, rule: Rule, now: float, muted: Collection[str] = (),
     lone = firing[0] if len(firing) == 1 else None
     ctx = _context(g, alerts, firing_now, _templated(rule))
     details = _details(g, rule, ctx, lone, extra)
-    payload = _payload(g, rule, ctx, firing, details)
+    payload = _payload(g, rule, ctx, alerts, firing, details)
     if summary is not None:
         payload["summary"] = summary[:_SUMMARY_MAX]
     body: dict[str, Any] = {"routing_key": g.routing_key, "event_action": "trigger",

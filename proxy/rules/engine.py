@@ -114,9 +114,15 @@ class RuleSet:
         return replace(alert, labels=labels)
 
     def severity(self, rule: Rule, alert: Alert) -> str:
+        """The rule's severity; else its `severity:` template over the alert, or the
+        alert's own, taken as it is or through severity_map; else error."""
         if rule.severity:
             return rule.severity
         raw = (alert.severity or "").lower()
+        if rule.severity_template is not None:
+            raw = rule.severity_template.render({
+                "labels": alert.labels, "annotations": alert.annotations, "source": alert.source,
+                "summary": alert.summary, "severity": alert.severity}).strip().lower()
         if raw in SEVERITIES:
             return raw
         return rule.severity_map.get(raw) or _BUILTIN_SEVERITY_MAP.get(raw) or "error"

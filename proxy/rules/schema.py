@@ -97,6 +97,10 @@ class Rule:
     images: list[dict[str, Template]] = field(default_factory=list)
     client: Template | None = None
     client_url: Template | None = None
+    severity_template: Template | None = None  # `severity:` given as a template over each alert
+    pd_class: Template | None = None  # the payload's class, component and group
+    component: Template | None = None
+    group: Template | None = None
     labels: dict[str, Template] = field(default_factory=dict)  # set before grouping
     flap: Flap | None = None
     min_alerts: int = 0  # page only once this many alerts fire (0: from the first) ...
@@ -332,6 +336,9 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "images": ("images", _link_list("src", ("src", "href", "alt"))),
     "client": ("client", _template),
     "client_url": ("client_url", _template),
+    "class": ("pd_class", _template),
+    "component": ("component", _template),
+    "group": ("group", _template),
     "labels": ("labels", _label_templates),
     "flap": ("flap", _flap),
     "min_alerts": ("min_alerts", _positive_int),
@@ -349,6 +356,11 @@ def _apply(ctx: _Ctx, obj: LDict, rule: Rule, where: str) -> None:
     for key, value in obj.items():
         if key in _DEFAULTS_ONLY and not defaults:
             ctx.err(obj, key, f"{where}{key}: belongs in defaults (one storm incident per routing key)")
+        elif key == "severity" and isinstance(value, str) and ("{{" in value or "{%" in value):
+            try:  # a template over each alert, e.g. Alertmanager's severity: '{{ ... }}'
+                rule.severity, rule.severity_template = None, _template(value, ALERT_NAMES)
+            except ValueError as e:
+                ctx.err(obj, key, f"{where}{key}: {e}")
         elif key in _SETTINGS or key in _DEFAULTS_ONLY:
             attr, check = _SETTINGS.get(key) or _DEFAULTS_ONLY[key]
             try:
@@ -431,6 +443,12 @@ def load_rules(locations: list[str], placeholders: set[str] | None = None) -> Ru
     token = _PLACEHOLDERS.set(placeholders)
     try:
         return _load_rules(locations)
+    except ConfigError:
+        raise
+    except Exception as e:  # a rule file never crashes anything: a bug here is a reported error
+        where = ", ".join(str(f) for f in rule_files(locations)) or ", ".join(locations)
+        raise ConfigError([f"{where}: the rules could not be read ({type(e).__name__}: {e}); "
+                           "please report this as a bug"]) from e
     finally:
         _PLACEHOLDERS.reset(token)
 

@@ -172,3 +172,125 @@ async def test_imported_maintenance_mutes_only_its_routes(tmp_path, fake_pd, pro
     await asyncio.sleep(1)
     web_paged = any("Any" in str(x.body) for x in fake_pd.accepted())
     assert web_paged is not (weekend or night)
+
+
+PAGES_CONFIG = """
+route:
+  receiver: default
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 1m
+  repeat_interval: 1h
+  routes:
+    - matchers: ['team="db"']
+      receiver: db
+      group_by: [alertname, cluster]
+    - matchers: ['team="web"']
+      receiver: web
+receivers:
+  - name: default
+    pagerduty_configs: [{routing_key: %(k1)s, url: %(url)s/v2/enqueue}]
+  - name: db
+    pagerduty_configs:
+      - routing_key: %(k2)s
+        url: %(url)s/v2/enqueue
+        severity: '{{ if .CommonLabels.severity }}{{ .CommonLabels.severity | toLower }}{{ else }}critical{{ end }}'
+        description: '{{ .CommonLabels.alertname }} on {{ .CommonLabels.cluster }}: {{ .CommonAnnotations.summary }}'
+        details: {runbook: '{{ .CommonAnnotations.runbook }}', count: '{{ .Alerts.Firing | len }}',
+                  name: '{{ .CommonLabels.alertname }}'}
+        component: '{{ .CommonLabels.cluster }}'
+        group: databases
+  - name: web
+    pagerduty_configs:
+      - routing_key: %(k3)s
+        url: %(url)s/v2/enqueue
+        severity: warning
+        client: web-alerts
+        links: [{href: 'https://runbooks.example.com/{{ .CommonLabels.alertname }}', text: runbook}]
+"""
+PAGES_ALERTS = [
+    {"alertname": "HighLatency", "service": "checkout", "instance": "i1", "severity": "critical"},
+    {"alertname": "HighLatency", "service": "checkout", "instance": "i2", "severity": "critical"},
+    {"alertname": "HighLatency", "service": "cart", "instance": "i3", "severity": "warning"},
+    {"alertname": "DiskFull", "instance": "db1:9100", "severity": "critical"},
+    {"alertname": "Replication", "team": "db", "cluster": "c1", "severity": "WARNING"},
+    {"alertname": "Replication", "team": "db", "cluster": "c2"},
+    {"alertname": "Connections", "team": "db", "cluster": "c1", "severity": "info"},
+    {"alertname": "Errors", "team": "web", "severity": "critical"},
+    {"alertname": "Slow", "team": "web", "instance": "w1"},
+]
+
+
+def _page_id(body: dict[str, Any]) -> tuple[str, str]:
+    """(routing key, the group's alertname and cluster), from either sender's page."""
+    d = body["payload"]["custom_details"]
+    if "alerts" in d:  # the proxy's
+        labels = d["alerts"][0]["labels"]
+    elif "name" in d:  # Alertmanager's, with the db receiver's details
+        labels = {"alertname": d["name"], "cluster": body["payload"].get("component", "")}
+    else:  # Alertmanager's default details: "Labels:\n - alertname = X\n ..."
+        labels = dict(re.findall(r"- (\w+) = (.*)", d["firing"]))
+    return body["routing_key"], f"{labels['alertname']}/{labels.get('cluster', '')}"
+
+
+async def test_imported_pages_read_like_alertmanagers(tmp_path, proxy_process):
+    """The same alerts through the real Alertmanager (pagerduty_configs) and through the
+    proxy with the imported rules: every page has the same severity and summary (4 of 7
+    differed: Alertmanager's default severity `error` or the receiver's template against
+    the alert's label; its `[FIRING:1] A c3 (i1 critical)` against a bare alertname), and
+    the receivers' component, group, client, links and details are carried across."""
+    from tests.support.fakepd import FakePagerDuty
+
+    keys = {"k1": "1" * 32, "k2": "2" * 32, "k3": "3" * 32}
+    am_pd, proxy_pd = FakePagerDuty(), FakePagerDuty()
+    await am_pd.start()
+    await proxy_pd.start()
+    try:
+        config = PAGES_CONFIG % {**keys, "url": am_pd.url}
+        (tmp_path / "am.yml").write_text(config)
+        out = await asyncio.to_thread(run_import, tmp_path / "am.yml")
+        assert out.returncode == 0, out.stderr
+        assert not [n for n in out.stderr.splitlines() if "cannot be translated" in n], out.stderr
+        async with alertmanager(tmp_path / "am", config) as am:
+            now = datetime.now(UTC)
+            body = [{"labels": a, "annotations": {"summary": f"{a['alertname']} is bad", "runbook": "rb"},
+                     "startsAt": now.isoformat(), "endsAt": (now + timedelta(hours=1)).isoformat()}
+                    for a in PAGES_ALERTS]
+            async with aiohttp.ClientSession() as s, s.post(f"{am}/api/v2/alerts", json=body) as r:
+                assert r.status == 200
+            await wait_for(lambda: len(am_pd.accepted()) >= 7, timeout=20)
+        (tmp_path / "rules").mkdir()
+        (tmp_path / "rules" / "imported.yml").write_text(out.stdout)
+        env = {"PD_KEY_DEFAULT": keys["k1"], "PD_KEY_DB": keys["k2"], "PD_KEY_WEB": keys["k3"]}
+        port = free_port()
+        proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(tmp_path / "rules"), "--upstream",
+                      proxy_pd.url, env=env)
+        await asyncio.to_thread(wait_port, port)
+        am_body = {"version": "4", "alerts": [{"status": "firing", "labels": a,
+                                               "annotations": {"summary": f"{a['alertname']} is bad",
+                                                               "runbook": "rb"}} for a in PAGES_ALERTS]}
+        async with aiohttp.ClientSession() as s, \
+                s.post(f"http://127.0.0.1:{port}/v1/alertmanager", json=am_body) as r:
+            assert r.status == 200
+        await wait_for(lambda: len(proxy_pd.accepted()) >= 7, timeout=20)
+        await asyncio.sleep(1.5)
+    finally:
+        await am_pd.stop()
+        await proxy_pd.stop()
+    theirs = {_page_id(x.body): x.body for x in am_pd.accepted()}
+    ours = {_page_id(x.body): x.body for x in proxy_pd.accepted()}
+    assert len(theirs) == 7 and set(ours) == set(theirs), (sorted(theirs), sorted(ours))
+    for page, am in theirs.items():
+        mine = ours[page]
+        assert mine["payload"]["severity"] == am["payload"]["severity"], (page, mine["payload"], am["payload"])
+        # (Alertmanager's subject ends in a space when no label beyond the group's is shared)
+        assert mine["payload"]["summary"] == am["payload"]["summary"].strip(), (page, mine["payload"])
+        for field in ("component", "group"):
+            assert mine["payload"].get(field) == am["payload"].get(field), (page, field)
+        if am.get("links"):
+            assert mine.get("links") == am["links"], page
+        if am.get("client") != "Alertmanager":
+            assert mine["client"] == am["client"], page
+        for k, v in am["payload"]["custom_details"].items():
+            if k in ("runbook", "count", "name"):
+                assert mine["payload"]["custom_details"][k] == v, (page, k)

@@ -30,7 +30,7 @@ def test_trigger_fields():
     assert ev.action == "trigger" and ev.severity == "critical" and ev.dedup_key == g.key
     assert body["routing_key"] == KEY and body["client"] == "alert-proxy"
     p = body["payload"]
-    assert p["severity"] == "critical" and p["summary"] == "[FIRING:2] alertname=X: s1"
+    assert p["severity"] == "critical" and p["summary"] == "[FIRING:2] X"  # Alertmanager's subject
     assert p["custom_details"]["num_firing"] == 2 and p["custom_details"]["num_resolved"] == 1
     assert [a["status"] for a in p["custom_details"]["alerts"]] == ["firing", "firing", "resolved"]
 
