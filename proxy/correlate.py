@@ -8,6 +8,8 @@ what a due group sends, `apply` moves it to its next state. In order:
     no source refreshed it for stale_after     resolve (if it paged), forget   why: stale
     nothing firing, flapping or held           stay open until stable for hold
     nothing firing, never paged, flapped       one trigger, marked flapping     why: first
+    nothing firing, paged, a flap: rule,       stay open until stable for hold  (settling)
+      a change within hold
     nothing firing, a remediation was called   forget: remediated, nobody paged
     nothing firing, never paged                forget: a transient never pages
     nothing firing, resolved in PagerDuty      forget: a person resolved it already
@@ -89,6 +91,11 @@ def decide(g: Group, rule: Rule, now: float, muted: Collection[str] = ()) -> tup
         if not g.triggered:
             page.held = "remediated" if remedy else "transient"
             return Flush([], True, 0.0), page
+        if rule.flap and (stable_at := _last_change(g) + rule.flap.hold) > now:
+            # a flap: rule resolves a page once its alerts have been stable for `hold`: one
+            # that fires again before then never closed its page (one trigger, one resolve)
+            page.held = "settling"
+            return Flush([], False, stable_at), page
         if pd.get("status") == "resolved":
             page.held = "resolved_in_pagerduty"
             return Flush([], True, 0.0), page

@@ -133,13 +133,23 @@ class Pipeline:
             self.tally.merge(counts, now)
 
     def _candidates(self, alert: Alert, now: float) -> list[tuple[str, OutEvent]]:
-        """Where today's rules would put a resolved alert, each with its resolve."""
+        """Where a resolved alert's resolve goes when no open group holds it. A durable store
+        never loses a group: a resolve for one it does not hold is for something PagerDuty
+        never saw (an alert that never paged, a source's "ok" for something never sent), and
+        only an Events v2 resolve passes through as it is (its sender may have triggered the
+        key at PagerDuty directly). memory:// forgets its groups at a restart: there, the
+        groups today's rules would put the alert in get their resolve too, in case they paged
+        before it."""
+        lossy = self.store.url.startswith("memory://")
         if alert.labels:
+            if not lossy:
+                return []
             placements, _ = self.rules.place(alert)
             return [(p.group_key, render.followup_event(p.routing_key, p.group_key, "resolve", now,
                                                         p.key_name)) for p in placements]
         if alert.routing_key and alert.dedup_key:  # an Events v2 resolve: the key is all it has
-            return self._own_keys(alert.routing_key, alert.dedup_key, alert.fingerprint, "resolve", now)
+            keys = self._own_keys(alert.routing_key, alert.dedup_key, alert.fingerprint, "resolve", now)
+            return keys if lossy else keys[1:]
         return []
 
     @staticmethod
@@ -216,6 +226,7 @@ class Pipeline:
         t0 = time.monotonic()
         sent = woken = 0
         self.behind = False
+        self.folding.begin()
         now = self.clock.now()
         groups = await self.store.claim_due(now, lease=FLUSH_LEASE, limit=FLUSH_BATCH)
         claims: deque[tuple[float, asyncio.Task[list[Group]]]] = deque()
@@ -265,6 +276,9 @@ class Pipeline:
                 if not task.cancelled() and task.exception() is None:
                     with contextlib.suppress(Exception):  # the first failure is the one raised
                         await self._settle(plans, at, task)
+        # the storms' figures: once per storm and flush, whatever its size (and again at
+        # the next flush if the store failed now)
+        await self.folding.apply(self.store, self.clock.now(), self.rules.rule(STORM_RULE))
         if sent > woken:
             self.on_enqueue()
         return sent
@@ -291,7 +305,6 @@ class Pipeline:
         changed meanwhile is loaded, decided and committed again."""
         sent = 0
         done = await sending
-        deltas: dict[str, storm.Delta] = {}
         for _ in range(10):
             retry = []
             for i, (plan, ok) in enumerate(zip(plans, done, strict=True), 1):
@@ -300,11 +313,7 @@ class Pipeline:
                     if plan.call is not None:
                         self._start_call(plan.commit.group.key, plan.call)
                     if plan.storm is not None:
-                        key = storm.storm_key(plan.storm.routing_key)
-                        if key in deltas:
-                            deltas[key].merge(plan.storm)
-                        else:
-                            deltas[key] = plan.storm
+                        self.folding.note(plan.storm)
                     self._account(plan, now)
                 else:
                     retry.append(plan.commit.group.key)
@@ -315,8 +324,6 @@ class Pipeline:
             groups = await self.store.load_many(retry)
             plans = await self._decide(groups, now)
             done = await self._send(plans)
-        if deltas:  # the storms' figures: once per storm and batch, whatever its size
-            await storm.apply(self.store, deltas, now, self.rules.rule(STORM_RULE))
         return sent
 
     def _plan(self, g: Group, now: float, muted: dict[str, str],
@@ -476,7 +483,8 @@ class Pipeline:
             self.tally.add("page|storm", 1, now)
         if c.events or held in ("folded", "flapping") and held != plan.held_before:
             logs.info(log, "group flushed", {
-                "dedup_key": g.key, "rule": g.rule, "key": g.key_name, "actions": f.actions,
+                "dedup_key": g.key, "group": render.group_name(g), "rule": g.rule,
+                "key": g.key_name, "actions": f.actions,
                 "why": page.why or None, "held": held or None, "firing": len(g.firing()),
                 "alerts": len(g.alerts)})
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from proxy import render
 from proxy.errors import InputError
 from proxy.http import ADMIN, read_form
 from proxy.model import Group
@@ -60,9 +61,10 @@ def group_state(g: Group) -> tuple[str, str]:
     pd = (g.state.get("pd") or {}).get("status")
     if held == "remediation":
         return "held for remediation", "held"
-    if held in ("folded", "flapping", "threshold", "muted"):
+    if held in ("folded", "flapping", "threshold", "muted", "settling"):
         return {"folded": "folded into a storm", "flapping": "flapping", "threshold":
-                "below its threshold", "muted": "muted (inhibited or maintenance)"}[held], "held"
+                "below its threshold", "muted": "muted (inhibited or maintenance)",
+                "settling": "resolved, waiting to be stable (flap: hold)"}[held], "held"
     if pd == "acknowledged":
         return "acknowledged in PagerDuty", "acknowledged"
     if pd == "resolved":
@@ -157,7 +159,8 @@ class Console:
             state, css = group_state(g)
             alerts = sorted(g.alerts.values(), key=lambda a: not a.firing)
             rows.append({"key": g.key, "state": state, "css": css, "rule": g.rule,
-                         "labels": {k: v for k, v in g.group_labels.items() if v},
+                         "labels": {"event": render.group_name(g)} if "fingerprint" in g.group_labels
+                         else {k: v for k, v in g.group_labels.items() if v},
                          "n_alerts": len(g.alerts), "age": _age(now - g.opened_at),
                          "alerts": [{"status": a.status, "summary": a.alert.summary,
                                      "labels": a.labels} for a in alerts[:20]],

@@ -39,6 +39,9 @@ def parse(body: Any) -> list[Alert]:
             if labels is None:
                 errors.append(f"'{where}.labels' is missing")
             labels = str_map(labels, f"{where}.labels", errors)
+        if a.get("labels") == {}:
+            errors.append(f"'{where}.labels' is empty (an alert needs at least one label, such "
+                          "as alertname, to be grouped and routed)")
         annotations = a.get("annotations") or {}
         if type(annotations) is not dict or not all(type(v) is str for v in annotations.values()):
             annotations = str_map(annotations, f"{where}.annotations", errors)

@@ -120,6 +120,52 @@ async def test_flapping_alert_pages_once_and_resolves_once(tmp_path, fake_pd, pr
     assert fake_pd.accepted()[0].body["payload"]["custom_details"]["flapping"] is True
 
 
+FLAP_SCENARIO = CASCADE_RULES.replace("[alertname, service]", "[alertname, instance]").replace(
+    "  group_wait: 1s\n  group_interval: 2s\n", "  group_wait: 300ms\n  group_interval: 400ms\n") + """
+rules:
+  - name: every-alert
+    match: {alertname: Probe}
+    flap: {changes: 4, within: 60s, hold: 3s}
+"""
+
+
+async def test_flapping_across_a_groups_lifetimes_one_trigger_one_resolve_per_alert(
+        tmp_path, fake_pd, proxy_process):
+    """The outside scenario (issue 30) with its timings scaled by 1/10: 20 alerts fire and
+    resolve 5 times each over ~14 s (gaps of 0.5-2.5 s; 5-25 s there), flap: hold 3 s
+    (30 s there). Each resolve outlasted resolve_wait (0.4 s), the group closed, and the
+    next firing opened a fresh one: 200 events, what Alertmanager alone sends. Now a page
+    resolves only once its alerts have been stable for `hold`: one trigger and one resolve
+    per alert."""
+    import random
+
+    base = await serve(tmp_path, fake_pd, proxy_process, FLAP_SCENARIO)
+    url = base + "/v1/alertmanager"
+    rng = random.Random(30)
+    plan = []  # (time, instance, status)
+    for i in range(20):
+        t = rng.uniform(0, 1.0)
+        for cycle in range(5):
+            plan.append((t, f"probe{i}", "firing"))
+            t += rng.uniform(0.5, 2.5)
+            plan.append((t, f"probe{i}", "resolved"))
+            t += rng.uniform(0.5, 2.5) if cycle < 4 else 0
+    plan.sort()
+    t0 = time.monotonic()
+    for at, inst, status in plan:
+        await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+        assert await post(url, am("Probe", status, instance=inst)) == 200
+    await wait_for(lambda: sum(1 for r in fake_pd.accepted() if r.action == "resolve") >= 20, timeout=30)
+    await asyncio.sleep(4)
+    events = fake_pd.accepted()
+    assert 36 <= len(events) <= 44, len(events)
+    per_alert = {}
+    for r in events:
+        per_alert.setdefault(r.dedup_key, []).append(r.action)
+    assert len(per_alert) == 20
+    assert sum(1 for actions in per_alert.values() if actions == ["trigger", "resolve"]) >= 18, per_alert
+
+
 async def test_min_alerts_and_stale(tmp_path, fake_pd, proxy_process):
     base = await serve(tmp_path, fake_pd, proxy_process, NOISE_RULES)
     url = base + "/v1/alertmanager"

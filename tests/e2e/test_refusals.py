@@ -117,7 +117,7 @@ async def test_what_pagerduty_would_refuse_is_made_valid(tmp_path, fake_pd, prox
              r.body["payload"] for r in fake_pd.accepted()}
     assert "timestamp" not in pages["BadTime"]
     assert pages["BlankSource"]["source"] == "b"  # the next candidate: its instance
-    assert pages["BlankSummary"]["summary"] == "BlankSummary"  # its alertname
+    assert pages["BlankSummary"]["summary"] == "[FIRING:1] BlankSummary c"  # Alertmanager's subject
     assert pages["-"]["summary"].strip() and pages["-"]["source"].strip()
     [sent] = fake_pd.accepted("/v2/change/enqueue")
     assert sent.body["links"] == [{"href": "https://ci.example.com/42", "text": "build"}]
