@@ -90,7 +90,7 @@ async def test_alertmanager_webhook_and_pagerduty_receivers(tmp_path: Path, fake
               KEY2: [t for t in triggers if t["routing_key"] == KEY2]}
     assert len(by_key[KEY]) == 2 and len(by_key[KEY2]) == 2
     disk = next(t for t in by_key[KEY] if "DiskFull" in t["payload"]["summary"])
-    assert disk["payload"]["summary"].startswith("[FIRING:3] alertname=DiskFull")
+    assert disk["payload"]["summary"].startswith("[FIRING:3] DiskFull")  # Alertmanager's subject
     assert disk["payload"]["severity"] == "critical"
     assert disk["payload"]["custom_details"]["num_firing"] == 3
     assert {"href": "https://runbooks.example.com/DiskFull", "text": "Runbook"} in disk["links"]
