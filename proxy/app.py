@@ -20,7 +20,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from proxy import __version__, ingest
 from proxy.auth import Auth
 from proxy.clock import Clock, SystemClock
-from proxy.console import Console
+from proxy.console import Console, View
 from proxy.errors import InputError, NotJSON, StoreError, Unauthorized
 from proxy.http import (
     ADMIN,
@@ -39,6 +39,7 @@ from proxy.model import Alert, OutEvent
 from proxy.pipeline import Pipeline
 from proxy.rules.live import LiveRules
 from proxy.sender import RETRY_REASONS, Outcome, Sender
+from proxy.shutdown import Budget
 from proxy.stats import SUPPRESS_REASONS, Tally, parse_since, summarize
 from proxy.store import Store, Window
 
@@ -58,7 +59,7 @@ class Settings:
     flush_poll: float = 0.05
     send_timeout: float = 10.0
     retry_base: float = 1.0
-    shutdown_timeout: float = 10.0  # SIGTERM to exit, whatever the backlog
+    shutdown: Budget = field(default_factory=Budget)  # SIGTERM to exit (proxy/shutdown.py)
     pagerduty_secrets: list[str] = field(default_factory=list)  # webhooks v3 signing secrets
     body_timeout: float = 10.0  # seconds a request's headers, then its body, may take to arrive
     max_groups: int = 1_000_000  # open groups at most (an alert opening one more: 503)
@@ -172,9 +173,9 @@ class Proxy:
     async def stop(self, _app: web.Application | None = None) -> None:
         """Stop flushing and sending within the shutdown timeout, whatever the backlog and
         whether PagerDuty answers: what is in flight then is given back to the outbox."""
-        budget = self.settings.shutdown_timeout
-        deadline = time.monotonic() + budget
-        closing = deadline - min(1.0, budget / 4)  # the last part: counts, clients, the store
+        budget = self.settings.shutdown
+        deadline = time.monotonic() + budget.work
+        closing = deadline - budget.closing  # the last part: counts, clients, the store
 
         def left(until: float = deadline) -> float:
             return max(0.1, until - time.monotonic())
@@ -380,7 +381,9 @@ class Proxy:
             web.get("/api/v1/stats", self.h_stats),
             web.post("/api/v1/deadletter/retry", self.h_dead_retry),
             web.get("/metrics", metrics),
-            *Console(self).routes(),
+            *Console(View(store=self.store, clock=self.clock, live=self.live,
+                          window=self.settings.window, body_timeout=self.settings.body_timeout,
+                          stats=self.stats, kick=self.sender.kick)).routes(),
         ])
         app.on_startup.append(self.start)
         app.on_cleanup.append(self.stop)

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from proxy.errors import ConfigError, UsageError
+from proxy.shutdown import Budget
 
 __all__ = ["main"]
 
@@ -357,13 +358,7 @@ def _serve(args: Any) -> int:
         check_file(store_url)  # a file that cannot be opened never will be: exit now
     rules = args.rules or (_env("rules", "rules/") or "rules/").split(",")
     auth = args.auth if args.auth is not None else (_env("auth", "") or "").split()
-    # SIGTERM to exit within --shutdown-timeout. At `cutoff` (the timeout less `margin`, for
-    # leaving the process) whatever is still under way is left. Before it, the requests in
-    # progress get `grace`, then the outbox and the store the rest, less another `margin`
-    # for the steps between.
-    margin = min(1.0, args.shutdown_timeout / 10)
-    cutoff = args.shutdown_timeout - margin
-    grace = min(2.0, args.shutdown_timeout / 4)
+    budget = Budget(args.shutdown_timeout)  # SIGTERM to exit (proxy/shutdown.py)
     secrets = args.pagerduty_webhook_secret
     if secrets is None:
         secrets = (_env("pagerduty_webhook_secret", "") or "").split()
@@ -371,7 +366,7 @@ def _serve(args: Any) -> int:
                         pagerduty_secrets=[expand_env(x, "--pagerduty-webhook-secret") for x in secrets],
                         auth=parse_auth(auth), send_timeout=args.send_timeout,
                         window=window_for(args.rate_limit), body_timeout=args.body_timeout,
-                        max_groups=args.max_groups, shutdown_timeout=cutoff - grace - margin,
+                        max_groups=args.max_groups, shutdown=budget,
                         metrics_open=args.metrics_open,
                         hosts=[h for h, _ in filter(None, (args.listen, args.listen_tls))] + (
                             args.external_host or (_env("external_host", "") or "").split()))
@@ -391,12 +386,12 @@ def _serve(args: Any) -> int:
     async def run() -> None:
         proxy = Proxy(settings, from_url(store_url, prefix=args.store_prefix))
         runner = web.AppRunner(proxy.app(), access_log=None, handle_signals=False,
-                               shutdown_timeout=grace)
+                               shutdown_timeout=budget.grace)
         await runner.setup()
         urls = []
         for (host, port), tls in listeners:
             site = web.TCPSite(runner, host, port, ssl_context=tls.ctx if tls else None, backlog=1024,
-                               shutdown_timeout=grace)
+                               shutdown_timeout=budget.grace)
             try:
                 await site.start()
             except OSError as e:
@@ -428,7 +423,7 @@ def _serve(args: Any) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         try:
-            await asyncio.wait_for(runner.cleanup(), timeout=max(0.1, cutoff - (time.monotonic() - t0)))
+            await asyncio.wait_for(runner.cleanup(), timeout=max(0.1, budget.cutoff - (time.monotonic() - t0)))
         except TimeoutError:
             # What is still under way is cut off here, as systemd or Kubernetes would a moment
             # later; the durable stores hold everything, and their leases end.

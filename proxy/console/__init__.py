@@ -16,6 +16,8 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +30,24 @@ from proxy.http import ADMIN, read_form
 from proxy.model import Group
 
 if TYPE_CHECKING:
-    from proxy.app import Proxy
+    from proxy.clock import Clock
+    from proxy.rules.live import LiveRules
+    from proxy.store import Store, Window
 
-__all__ = ["Console"]
+__all__ = ["Console", "View"]
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What the console reads and may do: the proxy gives it this, never itself."""
+
+    store: Store
+    clock: Clock
+    live: LiveRules
+    window: Window
+    body_timeout: float
+    stats: Callable[[str], Awaitable[dict[str, Any]]]  # the noise figures of the last `since`
+    kick: Callable[[], None]  # the sender looks at the outbox now (dead letters re-sent)
 
 PAGE = 100
 _ENV = Environment(loader=PackageLoader("proxy.console", "templates"),
@@ -116,8 +133,8 @@ def _chart(hours: list[dict[str, Any]], width: int = 960, height: int = 160) -> 
 
 
 class Console:
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
+    def __init__(self, view: View) -> None:
+        self.view = view
         self._token = hmac.new(secrets.token_bytes(32), b"console", hashlib.sha256).hexdigest()
 
     def routes(self) -> list[web.RouteDef]:
@@ -129,7 +146,7 @@ class Console:
 
     def _page(self, name: str, path: str, title: str, **ctx: Any) -> web.Response:
         html = _ENV.get_template(name).render(page=path, title=title, secs=_secs,
-                                              store=self.proxy.store.url.split("@")[-1].split("?")[0],
+                                              store=self.view.store.url.split("@")[-1].split("?")[0],
                                               **ctx)
         return web.Response(text=html, content_type="text/html",
                             headers={"Content-Security-Policy": "default-src 'none'; style-src "
@@ -138,8 +155,8 @@ class Console:
 
     async def overview(self, request: web.Request) -> web.Response:
         since = request.query.get("since", "24h")
-        s = await self.proxy.stats(since)
-        stats = await self.proxy.store.stats(self.proxy.clock.now(), self.proxy.settings.window)
+        s = await self.view.stats(since)
+        stats = await self.view.store.stats(self.view.clock.now(), self.view.window)
         return self._page("overview.html", "/", "Overview", s=s, since=since,
                           groups_open=stats.groups_open, chart=_chart(s["hours"]))
 
@@ -149,13 +166,13 @@ class Console:
             page_no = max(1, int(request.query.get("page", "1")))
         except ValueError:
             raise InputError(["'page' must be a number"]) from None
-        heads = [g for g in await self.proxy.store.heads() if _matches(g, _terms(q))]
+        heads = [g for g in await self.view.store.heads() if _matches(g, _terms(q))]
         heads.sort(key=lambda g: -g.opened_at)
         total = len(heads)
         shown = heads[(page_no - 1) * PAGE:page_no * PAGE]
-        now = self.proxy.clock.now()
+        now = self.view.clock.now()
         rows = []
-        for g in await self.proxy.store.load_many([g.key for g in shown]):
+        for g in await self.view.store.load_many([g.key for g in shown]):
             state, css = group_state(g)
             alerts = sorted(g.alerts.values(), key=lambda a: not a.firing)
             rows.append({"key": g.key, "state": state, "css": css, "rule": g.rule,
@@ -174,9 +191,9 @@ class Console:
                           shown_to=min(total, page_no * PAGE))
 
     async def outbox(self, request: web.Request, message: str = "") -> web.Response:
-        p = self.proxy
+        p = self.view
         now = p.clock.now()
-        window = p.settings.window
+        window = p.window
         stats = await p.store.stats(now, window)
         keys = [{"name": name, "depth": k.depth, "oldest": _age(now - k.oldest_enqueued_at) if k.depth else "–",
                  "sent": k.sent_in_window, "used_pct": min(100, round(100 * k.sent_in_window / window.limit))}
@@ -188,7 +205,7 @@ class Console:
     async def retry(self, request: web.Request) -> web.Response:
         """Re-send dead letters: a form POST from this console only (its token; the admin
         guard refused a cross-site request already)."""
-        form = await read_form(request, self.proxy.settings.body_timeout)
+        form = await read_form(request, self.view.body_timeout)
         if not hmac.compare_digest(form.get("csrf", ""), self._token):
             raise InputError(["cross-site request refused (re-send dead letters from the console)"], 403)
         seq = form.get("seq")
@@ -196,12 +213,12 @@ class Console:
             seqs = [int(str(seq))] if seq else None
         except ValueError:
             raise InputError(["'seq' must be a number"]) from None
-        n = await self.proxy.store.requeue_dead(seqs)
-        self.proxy.sender.kick()
+        n = await self.view.store.requeue_dead(seqs)
+        self.view.kick()
         return await self.outbox(request, message=f"{n} event(s) queued to be sent again.")
 
     async def rules(self, request: web.Request) -> web.Response:
-        live = self.proxy.live
+        live = self.view.live
         rs = live.current
         rows = []
         for depth, r in [*rs.walk(), (0, rs.defaults)]:

@@ -22,7 +22,6 @@ from typing import Any
 from proxy.errors import StoreFull
 from proxy.model import URGENT, Group, GroupAlert, OutEvent
 from proxy.store.base import (
-    CHANGES_KEPT,
     COUNT_HOURS,
     TOMBSTONE_TTL,
     Commit,
@@ -34,6 +33,7 @@ from proxy.store.base import (
     Window,
     capped,
 )
+from proxy.store.codec import join_status, split_status
 
 __all__ = ["MemoryStore"]
 
@@ -46,18 +46,6 @@ def _untracked(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_untracked(v) for v in value)
     return value
-
-
-def split_status(raw: str) -> tuple[str, tuple[float, ...]]:
-    """`firing|t1|t2` -> ("firing", (t1, t2)): an alert's status and its change times."""
-    if "|" not in raw:  # most alerts never changed
-        return raw, ()
-    status, *changes = raw.split("|")
-    return status, tuple(map(float, changes))
-
-
-def join_status(status: str, changes: Sequence[float]) -> str:
-    return "|".join([status, *(repr(t) for t in changes[-CHANGES_KEPT:])])
 
 
 @dataclass(slots=True)

@@ -36,7 +36,7 @@ from proxy.store.base import (
     Take,
     Window,
 )
-from proxy.store.memory import split_status
+from proxy.store.codec import split_status
 from proxy.store.redis_url import connect
 
 __all__ = ["RedisStore"]

@@ -63,7 +63,7 @@ from proxy.store.base import (
     Window,
     capped,
 )
-from proxy.store.memory import join_status, split_status
+from proxy.store.codec import join_status, split_status
 
 __all__ = ["SqliteStore"]
 

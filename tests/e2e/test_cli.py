@@ -10,8 +10,8 @@ import sys
 import aiohttp
 
 from tests.conftest import FAST_RULES, ROOT, wait_for, write_rules
+from tests.support.invalid_rules import EXPECTED
 from tests.support.net import free_port, wait_port
-from tests.unit.test_schema import EXPECTED
 
 INVALID = ROOT / "tests" / "fixtures" / "invalid_rules"
 

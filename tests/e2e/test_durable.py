@@ -11,36 +11,10 @@ import aiohttp
 import pytest
 
 from tests.conftest import KEY, wait_for
-from tests.e2e.test_redis_mode import start  # the same proxy, any --store
 from tests.support.net import free_port, wait_port
+from tests.support.proxies import all_resolved, paged, start, until_accepted
 from tests.support.redis_server import RedisSentinel
-from tests.support.storm import fingerprints_in_triggers, outage, post_batches
-
-
-async def until_accepted(url: str, alerts: list[dict[str, object]], status: str,
-                         answers: list[int] | None = None) -> set[str]:
-    """Post like Alertmanager does: retry every batch until it is answered 2xx."""
-    done: set[str] = set()
-    for _ in range(200):
-        todo = [a for a in alerts if a["fingerprint"] not in done]
-        if not todo:
-            return done
-        for fps, st in await post_batches(url, todo, status, batch=20):
-            if answers is not None:
-                answers.append(st)
-            if st == 200:
-                done.update(fps)
-        await asyncio.sleep(0.2)
-    raise AssertionError("alerts were never accepted")
-
-
-def all_resolved(pd) -> bool:
-    seq = pd.by_dedup()
-    return bool(seq) and all(actions[-1] == "resolve" for actions in seq.values())
-
-
-def paged(pd) -> set[str]:
-    return fingerprints_in_triggers([r.body for r in pd.accepted() if r.action == "trigger"])
+from tests.support.storm import outage
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])

@@ -8,44 +8,10 @@ import time
 
 import aiohttp
 
-from tests.conftest import KEY, wait_for, write_rules
+from tests.conftest import KEY, wait_for
 from tests.support.net import free_port, wait_port
+from tests.support.proxies import all_resolved, start, until_accepted
 from tests.support.storm import fingerprints_in_triggers, outage, post_batches
-
-RULES = """
-defaults:
-  routing_key: ${PD_ROUTING_KEY}
-  group_by: [alertname, service]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-  on_growth: update
-"""
-
-
-def start(proxy_process, tmp_path, store: str, name: str, port: int, upstream: str):
-    rules = write_rules(tmp_path / "rules", RULES)
-    return proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--store", store,
-                         "--upstream", upstream, "--send-timeout", "2", name=name)
-
-
-async def until_accepted(url: str, alerts: list[dict[str, object]], status: str) -> set[str]:
-    """Post like Alertmanager does: retry every batch until it is answered 2xx."""
-    done: set[str] = set()
-    for _ in range(100):
-        todo = [a for a in alerts if a["fingerprint"] not in done]
-        if not todo:
-            return done
-        for fps, st in await post_batches(url, todo, status, batch=20):
-            if st == 200:
-                done.update(fps)
-        await asyncio.sleep(0.2)
-    raise AssertionError("alerts were never accepted")
-
-
-def all_resolved(pd) -> bool:
-    seq = pd.by_dedup()
-    return bool(seq) and all(actions[-1] == "resolve" for actions in seq.values())
 
 
 async def test_two_replicas_share_windows_outbox_and_budget(tmp_path, fake_pd, proxy_process, own_redis):

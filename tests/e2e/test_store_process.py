@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 from tests.conftest import wait_for
-from tests.e2e.test_durable import all_resolved, paged, until_accepted
-from tests.e2e.test_redis_mode import start
 from tests.support.net import free_port, wait_port
 from tests.support.procs import alive, children
+from tests.support.proxies import all_resolved, paged, start, until_accepted
 from tests.support.storm import outage, post_batches
 
 

@@ -15,7 +15,7 @@ from proxy.rules import RuleSet, load_rules
 from proxy.store.memory import MemoryStore
 from proxy.storm import storm_key
 from tests.conftest import KEY, write_rules
-from tests.unit.test_pipeline import step
+from tests.support.pipeline import step
 
 BASE = """
 defaults:

@@ -15,6 +15,7 @@ from proxy.pipeline import FLUSH_LEASE, Pipeline
 from proxy.rules import RuleSet, load_rules
 from proxy.store.memory import MemoryStore
 from tests.conftest import KEY, write_rules
+from tests.support.pipeline import step
 
 RULES = """
 defaults:
@@ -55,19 +56,6 @@ def alert(name: str, inst: str, status: str = "firing") -> dict[str, object]:
 
 async def send(p: Pipeline, *alerts: dict[str, object]) -> None:
     await p.accept(alertmanager.parse({"alerts": list(alerts)}))
-
-
-async def step(p: Pipeline, seconds: float) -> list[tuple[str, dict[str, object]]]:
-    """Advance the clock and flush; returns the (action, body) enqueued since last time."""
-    clock = p.clock
-    assert isinstance(clock, ManualClock)
-    clock.advance(seconds)
-    await p.flush_due()
-    out = []
-    for ev in await p.store.pending():
-        out.append((ev.action, orjson.loads(ev.body)))
-        await p.store.done(ev, 0, clock.now())
-    return out
 
 
 async def test_group_wait_collects_then_one_trigger(proxy):
