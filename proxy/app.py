@@ -185,7 +185,7 @@ class Proxy:
         # A flush cut short lets the commits it has under way finish (bounded all the same).
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=left(closing))
-        calls = list(self.pipeline._calls)
+        calls = list(self.pipeline.remediations.calls)
         if calls:  # a remediation call cut short is "unknown" at the end of its wait
             await asyncio.wait(calls, timeout=left(closing) / 2)
             for t in calls:

@@ -8,28 +8,21 @@ what a due group sends, `apply` moves it to its next state. In order:
     no source refreshed it for stale_after     resolve (if it paged), forget   why: stale
     nothing firing, flapping or held           stay open until stable for hold
     nothing firing, never paged, flapped       one trigger, marked flapping     why: first
+    nothing firing, never paged                forget: a transient never pages
     nothing firing, paged, a flap: rule,       stay open until stable for hold  (settling)
       a change within hold
-    nothing firing, a remediation was called   forget: remediated, nobody paged
-    nothing firing, never paged                forget: a transient never pages
-    nothing firing, resolved in PagerDuty      forget: a person resolved it already
     nothing firing                             one resolve, forget
     everything firing is muted                 look again after group_interval
     never paged, below min_alerts / for        wait (threshold)
-    never paged, remediation under way         wait until its `wait` ends (remediation)
     never paged                                trigger                          why: first
-    resolved in PagerDuty, a new alert or      trigger (a new incident)         why: first
-      one firing again since
-    resolved in PagerDuty                      nothing for the same alerts
-    paged, repeat_interval passed              trigger (not while acknowledged) why: repeat
+    paged, repeat_interval passed              trigger                          why: repeat
     paged, grown, on_growth: update            trigger after group_interval     why: grown
     otherwise                                  nothing
 
-Storm folding and the remediation call itself (pipeline) act on the result; the group's
-`state` carries what they and this module need across flushes: `paged` (the
-fingerprints the last trigger carried), `flap_until`, `held` (why it is not paging now),
-`why`, `pd` (PagerDuty's view: status, when, by whom, the alerts firing when a person
-resolved it), `remediation` (the call's progress and outcome).
+The stages after it (proxy/stages.py) may hold what it decided: a remediation call
+(remediate.py), a storm (storm.py), PagerDuty's own state of the incident (incidents.py).
+Storm folding and the remediation call itself act on the result; the group's `state`
+(proxy/state.py) carries what they and this module need across flushes.
 """
 
 from __future__ import annotations
@@ -40,7 +33,7 @@ from dataclasses import dataclass, field
 from proxy.model import Flush, Group
 from proxy.rules.schema import Rule
 
-__all__ = ["Page", "apply", "decide", "flapping", "page_details"]
+__all__ = ["Page", "apply", "decide", "flapping", "page_details", "recheck"]
 
 
 @dataclass(slots=True)
@@ -72,73 +65,57 @@ def decide(g: Group, rule: Rule, now: float, muted: Collection[str] = ()) -> tup
     firing = [fp for fp, a in g.alerts.items() if a.firing]
     active = [fp for fp in firing if fp not in muted]
     flap = flapping(g, rule, now)
-    hold_until = float(g.state.get("flap_until", 0.0))
+    hold_until = g.state.flap_until
     if flap and rule.flap:
         hold_until = max(hold_until, _last_change(g) + rule.flap.hold)
     page = Page(flapping=flap)
     if rule.stale_after and firing and now - g.last_seen >= rule.stale_after:
         page.why = "stale"
         return Flush(["resolve"] if g.triggered else [], True, 0.0), page
-    pd = g.state.get("pd") or {}
-    remedy = g.state.get("remediation")
     if not firing:
-        if hold_until > now:
-            page.held = "flapping"
-            if not g.triggered:
-                page.why = "first"
-                return Flush(["trigger"], False, hold_until), page
-            return Flush([], False, hold_until), page
-        if not g.triggered:
-            page.held = "remediated" if remedy else "transient"
-            return Flush([], True, 0.0), page
-        if rule.flap and (stable_at := _last_change(g) + rule.flap.hold) > now:
-            # a flap: rule resolves a page once its alerts have been stable for `hold`: one
-            # that fires again before then never closed its page (one trigger, one resolve)
-            page.held = "settling"
-            return Flush([], False, stable_at), page
-        if pd.get("status") == "resolved":
-            page.held = "resolved_in_pagerduty"
-            return Flush([], True, 0.0), page
-        return Flush(["resolve"], True, 0.0), page
+        return _quiet(g, rule, now, hold_until, page)
     if not active:
         page.held = "muted"
         return Flush([], False, now + rule.group_interval), page
-    recheck = _recheck(g, rule, now)
+    again = recheck(g, rule, now)
     if not g.triggered:
         if not _threshold_met(g, rule, now, len(active)):
             page.held = "threshold"
             at = g.opened_at + rule.for_ if rule.for_ else now + rule.repeat_interval
-            return Flush([], False, min(at, recheck)), page
-        if remedy and remedy.get("outcome", "ok") == "ok" and now < float(remedy["until"]):
-            page.held = "remediation"
-            return Flush([], False, min(float(remedy["until"]), recheck)), page
+            return Flush([], False, min(at, again)), page
         page.why = "first"
-        return Flush(["trigger"], False, min(now + rule.repeat_interval, recheck)), page
-    if pd.get("status") == "resolved":
-        since = float(pd.get("at", 0.0))
-        silenced = set(pd.get("firing", ()))
-        fresh = [fp for fp in active if fp not in silenced
-                 or any(t >= since for t in g.alerts[fp].changes)]
-        if fresh:
-            page.why = "first"
-            return Flush(["trigger"], False, min(now + rule.repeat_interval, recheck)), page
-        page.held = "resolved_in_pagerduty"
-        return Flush([], False, recheck if recheck < float("inf") else now + rule.repeat_interval), page
+        return Flush(["trigger"], False, min(now + rule.repeat_interval, again)), page
     if now >= g.last_trigger_at + rule.repeat_interval:
-        if pd.get("status") == "acknowledged":
-            page.held = "acknowledged"
-            return Flush([], False, min(now + rule.repeat_interval, recheck)), page
         page.why = "repeat"
-        return Flush(["trigger"], False, min(now + rule.repeat_interval, recheck)), page
+        return Flush(["trigger"], False, min(now + rule.repeat_interval, again)), page
     if g.grown and rule.on_growth == "update" and not (hold_until > now):
         at = g.last_trigger_at + rule.group_interval
         if now >= at:
             page.why = "grown"
-            return Flush(["trigger"], False, min(now + rule.repeat_interval, recheck)), page
-        return Flush([], False, min(at, recheck)), page
+            return Flush(["trigger"], False, min(now + rule.repeat_interval, again)), page
+        return Flush([], False, min(at, again)), page
     if hold_until > now:
         page.held = "flapping"
-    return Flush([], False, min(g.last_trigger_at + rule.repeat_interval, recheck)), page
+    return Flush([], False, min(g.last_trigger_at + rule.repeat_interval, again)), page
+
+
+def _quiet(g: Group, rule: Rule, now: float, hold_until: float, page: Page) -> tuple[Flush, Page]:
+    """Nothing fires in the group any more."""
+    if hold_until > now:
+        page.held = "flapping"
+        if not g.triggered:
+            page.why = "first"
+            return Flush(["trigger"], False, hold_until), page
+        return Flush([], False, hold_until), page
+    if not g.triggered:
+        page.held = "transient"
+        return Flush([], True, 0.0), page
+    if rule.flap and (stable_at := _last_change(g) + rule.flap.hold) > now:
+        # a flap: rule resolves a page once its alerts have been stable for `hold`: one
+        # that fires again before then never closed its page (one trigger, one resolve)
+        page.held = "settling"
+        return Flush([], False, stable_at), page
+    return Flush(["resolve"], True, 0.0), page
 
 
 def _threshold_met(g: Group, rule: Rule, now: float, n_active: int) -> bool:
@@ -149,7 +126,7 @@ def _threshold_met(g: Group, rule: Rule, now: float, n_active: int) -> bool:
                 or (rule.for_ and now - g.opened_at >= rule.for_))
 
 
-def _recheck(g: Group, rule: Rule, now: float) -> float:
+def recheck(g: Group, rule: Rule, now: float) -> float:
     """When the group must be looked at again at the latest: when it would go stale."""
     if rule.stale_after:
         return max(now, g.last_seen + rule.stale_after)
@@ -162,28 +139,25 @@ def apply(g: Group, f: Flush, page: Page, now: float, rule: Rule) -> None:
     g.due = f.next_due
     st = g.state
     if page.flapping and rule.flap:
-        st["flap_until"] = max(float(st.get("flap_until", 0.0)), _last_change(g) + rule.flap.hold)
-    elif float(st.get("flap_until", 0.0)) <= now:
-        st.pop("flap_until", None)
-    if page.held:
-        st["held"] = page.held
-    else:
-        st.pop("held", None)
+        st.flap_until = max(st.flap_until, _last_change(g) + rule.flap.hold)
+    elif st.flap_until <= now:
+        st.flap_until = 0.0
+    st.held = page.held
     if "trigger" in f.actions:
-        if (st.get("pd") or {}).get("status") == "resolved":
-            st.pop("pd")  # a new incident in PagerDuty
+        if st.pd is not None and st.pd.status == "resolved":
+            st.pd = None  # a new incident in PagerDuty
         g.triggered = True
         g.grown = False
         g.last_trigger_at = now
-        st["why"] = page.why
-        st["paged"] = sorted(fp for fp, a in g.alerts.items() if a.firing)
-        st.setdefault("first_page_at", now)
+        st.why = page.why
+        st.paged = tuple(sorted(fp for fp, a in g.alerts.items() if a.firing))
+        st.first_page_at = st.first_page_at or now
 
 
 def page_details(g: Group, page: Page, muted: Collection[str], limit: int = 20) -> dict[str, object]:
     """Why this trigger, and what changed since the last one (custom_details)."""
     out: dict[str, object] = {"why": page.why}
-    paged = g.state.get("paged")
+    paged = g.state.paged
     if paged or g.triggered:  # (a group's first page has nothing to compare with)
         firing = {fp for fp, a in g.alerts.items() if a.firing and fp not in muted}
         before = set(paged or ())
@@ -195,15 +169,6 @@ def page_details(g: Group, page: Page, muted: Collection[str], limit: int = 20) 
         out["added"] = [g.alerts[fp].labels for fp in added[:limit]]
         out["removed"] = [g.alerts[fp].labels for fp in removed[:limit] if fp in g.alerts]
         out["num_added"], out["num_removed"] = len(added), len(removed)
-    if page.flapping or g.state.get("flap_until"):
+    if page.flapping or g.state.flap_until:
         out["flapping"] = True
-    remedy = g.state.get("remediation")
-    if remedy and not g.triggered:
-        shown = {k: v for k, v in remedy.items() if k not in ("until", "by")}
-        if shown.get("outcome", "ok") == "ok" and "answer" not in shown:
-            shown["outcome"] = "unknown"  # no answer recorded: the proxy restarted during the call
-            shown["answer"] = "no answer was recorded (the proxy restarted during the call)"
-        elif shown.get("outcome") == "ok":
-            shown["outcome"] = "not fixed"  # it answered 2xx, but the alerts still fire
-        out["remediation"] = shown
     return out

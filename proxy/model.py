@@ -3,7 +3,8 @@ every store imports it, it imports nothing of theirs.
 
     Alert        one alert from any source, normalized
     GroupAlert   an alert as a group holds it: the alert, its placed severity, its changes
-    Group        one window (rule, routing key, group_by values) and its state
+    GroupMeta    what names a group: its rule, routing key (and its name), group_by values
+    Group        one window (rule, routing key, group_by values) and its state (state.py)
     Flush        what flushing a group decided
     OutEvent     one call to PagerDuty waiting in the outbox
 """
@@ -15,8 +16,10 @@ from typing import Any, Literal
 
 import orjson
 
-__all__ = ["SEVERITIES", "URGENT", "Action", "Alert", "Flush", "Group", "GroupAlert", "OutEvent", "Status",
-           "priority"]
+from proxy.state import GroupState
+
+__all__ = ["SEVERITIES", "URGENT", "Action", "Alert", "Flush", "Group", "GroupAlert", "GroupMeta",
+           "OutEvent", "Status", "priority"]
 
 Status = Literal["firing", "resolved"]
 Action = Literal["trigger", "acknowledge", "resolve", "change"]
@@ -103,6 +106,16 @@ class GroupAlert:
         return {**self.alert.to_dict(), "placed_severity": self.severity}
 
 
+@dataclass(frozen=True, slots=True)
+class GroupMeta:
+    """What names a group, as `record` takes it with each alert: set when it opens."""
+
+    rule: str
+    routing_key: str
+    key_name: str
+    group_labels: dict[str, str]
+
+
 @dataclass(slots=True)
 class Group:
     """One window as the store keeps it."""
@@ -125,7 +138,7 @@ class Group:
     version: int = 0  # bumped by every change: a commit of an older version is refused
     last_seen: float = 0.0  # when a source last sent any of its alerts
     urgent: bool = False  # holds a critical alert: flushed before the others
-    state: dict[str, Any] = field(default_factory=dict)  # the pipeline's own; opaque to stores
+    state: GroupState = field(default_factory=GroupState)  # the pipeline's own; a blob to stores
     n_alerts: int = 0  # how many alerts it holds (set by the store; `alerts` may be left empty)
 
     def firing(self) -> list[GroupAlert]:
@@ -134,7 +147,8 @@ class Group:
     def to_dict(self) -> dict[str, Any]:
         """As the status API shows it: the routing key is left out (a secret)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("alerts", "key",
-                                                                                  "routing_key")}
+                                                                                  "routing_key", "state")}
+        d["state"] = self.state.to_dict()
         d["dedup_key"] = self.key
         d["alerts"] = [a.to_dict() for a in self.alerts.values()]
         d["n_alerts"] = len(self.alerts) or self.n_alerts

@@ -1,9 +1,12 @@
-"""The stage order, in one place. No HTTP here: app.py parses requests and calls in.
+"""The proxy's path, from what senders post to what PagerDuty gets. No HTTP here: app.py
+parses requests and calls in.
 
-    accept(alerts)  rules.place (match, route, drop) -> store.record (windows, atomically)
-    flush_due()     store.claim_due -> mute (inhibit, maintenance) -> correlate.decide
-                    -> render -> store.commit (group state + outbox, atomically)
-    (sender.py)     outbox -> budget -> PagerDuty
+    accept(alerts)   rules.place (match, route, drop) -> store.record (windows, atomically)
+    flush_due()      flush.Flusher: claim due groups -> stages.Stages, in order: mute,
+                     decide, remediate, fold, incident, render, advance -> store.commit
+                     (group state + outbox, atomically) -> follow
+    (sender.py)      outbox -> budget -> PagerDuty
+    incident(event)  PagerDuty's webhooks, back into the groups (incidents.py)
 
 An Events v2 event enters through `accept_event`: a trigger is an alert like any other;
 an acknowledge or resolve follows up on the groups that hold its dedup_key.
@@ -12,41 +15,31 @@ an acknowledge or resolve follows up on the groups that hold its dedup_key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from proxy import correlate, logs, render, storm
+from proxy import render
 from proxy.clock import Clock
-from proxy.errors import StoreError
+from proxy.flush import FLUSH_BUDGET, Flusher
+from proxy.incidents import Incidents
 from proxy.ingest import events_v2
 from proxy.ingest.fields import is_time
-from proxy.ingest.pagerduty import INCIDENT_EVENTS, IncidentEvent
+from proxy.ingest.pagerduty import IncidentEvent
 from proxy.metrics import Metrics
-from proxy.model import Action, Alert, Flush, Group, GroupAlert, OutEvent
-from proxy.remediate import Call, Caller, HttpCaller
+from proxy.model import Action, Alert, GroupAlert, OutEvent
+from proxy.remediate import Caller, HttpCaller
+from proxy.remediation import Remediations
 from proxy.rules import RuleSet
-from proxy.rules.engine import STORM_RULE, own_identity_key
-from proxy.rules.schema import Rule
+from proxy.rules.engine import own_identity_key
+from proxy.stages import Stages
 from proxy.stats import Tally
-from proxy.store import Commit, Entry, Resolved, Store
+from proxy.store import Entry, Resolved, Store
 
 __all__ = ["Pipeline"]
 
 log = logging.getLogger("alert_proxy")
-FLUSH_LEASE = 10.0  # seconds a claimed group stays with the replica that claimed it
-FLUSH_BATCH = 100  # groups claimed, decided and committed per store round trip
-FLUSH_AHEAD = 2  # claims under way while a batch is decided
-# Seconds of one flush call. Each call starts with one claim alone and ends by waiting for
-# its last commits, so the store idles at both ends of it; a longer call does that less
-# often (bench/RESULTS.md, seventh pass). The event loop is not held any longer for it (a
-# flush yields every 20 groups), and the sender is woken by the first batch that
-# enqueued, not at the end.
-FLUSH_BUDGET = 0.25
 # Entries recorded per store call: a request of more alerts (one body of 8,000 items) is
 # recorded in parts, so that memory:// never holds the event loop for all of it at once.
 # A part that fails is answered 503 like a whole request; what parts before it recorded is
@@ -63,11 +56,12 @@ class Pipeline:
         self.tally = tally or Tally()  # the noise figures (stats.py)
         self.max_groups = max_groups
         self.on_enqueue = on_enqueue  # the sender's wake-up call
-        self.caller: Caller = caller or HttpCaller()
-        self.folding = storm.Folding()
-        self._calls: set[asyncio.Task[None]] = set()  # remediation calls under way
-        self._flushes: dict[str, Any] = {}  # label -> its counter (labels() costs per call)
-        self.behind = False  # see flush_due
+        self.remediations = Remediations(store, clock, metrics, caller or HttpCaller(),
+                                         lambda: self.on_enqueue())
+        self.incidents = Incidents(store, metrics, self.tally)
+        self.stages = Stages(lambda: self.rules, store, clock, metrics, self.tally,
+                             self.remediations, self.incidents)
+        self.flusher = Flusher(store, clock, self.stages, lambda: self.on_enqueue())
 
     # -- in --------------------------------------------------------------------------
     async def accept(self, alerts: Sequence[Alert]) -> None:
@@ -186,321 +180,19 @@ class Pipeline:
         self.on_enqueue()
 
     # -- the windows -------------------------------------------------------------------
-    async def muted(self, groups: Sequence[Group], now: float) -> dict[str, dict[str, str]]:
-        """For each group, its firing alerts that must not page now, with the reason
-        (maintenance, inhibited); one store call for the inhibition marks of the batch."""
-        rules = self.rules
-        out: dict[str, dict[str, str]] = {}
-        if not rules.maintenance and not rules.inhibit:
-            return out
-        wanted: dict[tuple[str, str], list[str]] = {}
-        for g in groups:
-            for fp, a in g.alerts.items():
-                if not a.firing:
-                    continue
-                if rules.in_maintenance(a.labels, now, g.rule):
-                    out.setdefault(g.key, {})[fp] = "maintenance"
-                elif marks := rules.target_marks(a.labels):
-                    wanted[(g.key, fp)] = marks
-        if wanted:
-            sources = await self.store.marked(sorted({m for ms in wanted.values() for m in ms}))
-            for (key, fp), ms in wanted.items():
-                if any(sources.get(m, set()) - {fp} for m in ms):
-                    out.setdefault(key, {})[fp] = "inhibited"
-        return out
-
     async def flush_due(self, budget_s: float = FLUSH_BUDGET) -> int:
-        """Flush the groups that are due, in batches (urgent lane first), for about
-        `budget_s`; returns how many events were enqueued. `behind` then says whether
-        groups may still be due (the budget ended a full batch): the flush loop goes on at
-        once instead of waiting for its next poll.
+        """Flush the groups that are due (flush.py; the stages: stages.py); returns how many
+        events were enqueued. `behind` then says whether groups may still be due."""
+        return await self.flusher.run(budget_s)
 
-        Batches overlap, so that the store (Redis, or SQLite's thread) always has the next
-        request at hand: while Python decides batch k, the store commits batch k-1 and
-        claims batches k+1 and k+2; batch k's commit is sent as soon as it is decided,
-        before Python looks at what batch k-1's commit answered. Commits are sent in
-        order, and a batch once claimed is decided and committed before this returns.
-        The event loop is never held for a whole batch: deciding and the work after a
-        commit yield every 20 groups, and each store call is an await. The sender is woken
-        once the first batch that enqueued is settled, and again at the end."""
-        t0 = time.monotonic()
-        sent = woken = 0
-        self.behind = False
-        self.folding.begin()
-        now = self.clock.now()
-        groups = await self.store.claim_due(now, lease=FLUSH_LEASE, limit=FLUSH_BATCH)
-        claims: deque[tuple[float, asyncio.Task[list[Group]]]] = deque()
-        commits: deque[tuple[list[_Plan], float, asyncio.Task[list[bool]]]] = deque()
-        try:
-            while groups or claims:
-                if not groups:  # an empty claim: the next one was sent already, and it may
-                    # hold groups that came due since (they would wait out their lease)
-                    now, claiming = claims.popleft()
-                    groups = await claiming
-                    continue
-                if len(groups) == FLUSH_BATCH and not self.behind:
-                    while len(claims) < FLUSH_AHEAD:
-                        if time.monotonic() - t0 > budget_s:
-                            self.behind = True
-                            break
-                        later = self.clock.now()
-                        claims.append((later, asyncio.create_task(
-                            self.store.claim_due(later, lease=FLUSH_LEASE, limit=FLUSH_BATCH))))
-                    await asyncio.sleep(0)  # the claims are sent before Python decides
-                plans = await self._decide(groups, now)
-                commits.append((plans, now, asyncio.create_task(self._send(plans))))
-                await asyncio.sleep(0)  # the commit is on its way
-                while len(commits) > 1:
-                    sent += await self._settle(*commits.popleft())
-                if sent and not woken:
-                    self.on_enqueue()
-                    woken = sent
-                groups = []
-                if claims:
-                    now, claiming = claims.popleft()
-                    groups = await claiming
-            while commits:
-                sent += await self._settle(*commits.popleft())
-        finally:  # a failure or a cancel: the commits under way end, the claims are dropped
-            # (their groups are flushed again when their lease ends)
-            for _, claiming in claims:
-                claiming.cancel()
-            pending = [*(t for _, _, t in commits), *(t for _, t in claims)]
-            if pending:
-                await asyncio.wait(pending)
-                for task in pending:
-                    if not task.cancelled():
-                        task.exception()  # seen here (the first failure is the one raised)
-            for plans, at, task in commits:  # committed after the one that failed: what
-                # follows them (calls, storm records, metrics, logs) still happens
-                if not task.cancelled() and task.exception() is None:
-                    with contextlib.suppress(Exception):  # the first failure is the one raised
-                        await self._settle(plans, at, task)
-        # the storms' figures: once per storm and flush, whatever its size (and again at
-        # the next flush if the store failed now)
-        await self.folding.apply(self.store, self.clock.now(), self.rules.rule(STORM_RULE))
-        if sent > woken:
-            self.on_enqueue()
-        return sent
+    @property
+    def behind(self) -> bool:
+        return self.flusher.behind
 
-    async def _decide(self, groups: list[Group], now: float) -> list[_Plan]:
-        """Plan a batch; it yields every few groups, so that the claims under way send
-        their second step (the load) while Python decides."""
-        muted = await self.muted(groups, now)
-        views = await self.folding.views(self.store, groups) if self.rules.defaults.storm else {}
-        plans = []
-        for i, g in enumerate(groups, 1):
-            plans.append(self._plan(g, now, muted.get(g.key, {}), views))
-            if i % 20 == 0:
-                await asyncio.sleep(0)
-        return plans
-
-    async def _send(self, plans: list[_Plan]) -> list[bool]:
-        """Commit a batch's plans: which went in (a group that changed meanwhile did not)."""
-        durable = any(p.call is not None for p in plans)  # a remediation claimed: once, even after a power loss
-        return await self.store.commit([p.commit for p in plans], durable=durable)
-
-    async def _settle(self, plans: list[_Plan], now: float, sending: asyncio.Task[list[bool]]) -> int:
-        """After a batch's commit: what follows each plan that went in; a group that
-        changed meanwhile is loaded, decided and committed again."""
-        sent = 0
-        done = await sending
-        for _ in range(10):
-            retry = []
-            for i, (plan, ok) in enumerate(zip(plans, done, strict=True), 1):
-                if ok:
-                    sent += len(plan.commit.events)
-                    if plan.call is not None:
-                        self._start_call(plan.commit.group.key, plan.call)
-                    if plan.storm is not None:
-                        self.folding.note(plan.storm)
-                    self._account(plan, now)
-                else:
-                    retry.append(plan.commit.group.key)
-                if i % 20 == 0:
-                    await asyncio.sleep(0)
-            if not retry:
-                break
-            groups = await self.store.load_many(retry)
-            plans = await self._decide(groups, now)
-            done = await self._send(plans)
-        return sent
-
-    def _plan(self, g: Group, now: float, muted: dict[str, str],
-              views: dict[str, storm.Figures | None]) -> _Plan:
-        """One group: what it sends now, and its next state."""
-        rules = self.rules
-        rule = rules.rule(g.rule)
-        held_before = g.state.get("held", "")
-        cfg = rules.defaults.storm
-        if g.rule == STORM_RULE:
-            f, page = storm.decide(g, rule, cfg.within if cfg else 0.0, now)
-        else:
-            f, page = correlate.decide(g, rule, now, muted)
-        plan = _Plan(Commit(g, f.delete, []), f, page, held_before, dict(muted))
-        if rule.remediate and page.why == "first" and "remediation" not in g.state:
-            self._remediate_first(plan, rule, now)
-        summary = None
-        if g.rule == STORM_RULE:
-            extra = storm.details(g)
-            summary = storm.summary(g)
-            if "trigger" in f.actions:
-                storm.paged(g)
-        else:
-            plan.held_now, plan.storm = self.folding.member(g, f, page, rule, cfg, views, now)
-            extra = correlate.page_details(g, page, muted)
-        if g.state.get("unfolded"):
-            extra["after_storm"] = True
-        plan.commit.events = [
-            render.trigger_event(g, rule, now, muted, extra, summary) if action == "trigger"
-            else render.followup_event(g.routing_key, g.key, "resolve", now, g.key_name)
-            for action in f.actions]
-        correlate.apply(g, f, page, now, rule)
-        return plan
-
-    def _suppressed(self, reason: str, n: int, now: float) -> None:
-        self.metrics.suppressed.labels(reason).inc(n)
-        self.tally.add("suppressed|" + reason, n, now)
-
-    # -- remediation before paging -----------------------------------------------------------
-    def _remediate_first(self, plan: _Plan, rule: Rule, now: float) -> None:
-        """The group would page for the first time: claim its remediation call instead
-        (the commit is version-checked, so one replica only makes it) and hold the page
-        for the rule's `wait`."""
-        r = rule.remediate
-        assert r is not None
-        g = plan.commit.group
-        ctx = render.template_context(g, list(g.alerts.values()))
-        plan.call = Call(url=r.url.render(ctx), method=r.method,
-                         headers={k: t.render(ctx) for k, t in r.headers.items()},
-                         body=r.body.render(ctx) if r.body else None, timeout=r.timeout,
-                         secrets=r.secrets)
-        plan.flush.actions = []
-        plan.flush.next_due = now + r.wait
-        plan.page.why, plan.page.held = "", "remediation"
-        g.state["remediation"] = {"called_at": now, "until": now + r.wait}
-
-    async def _call(self, key: str, call: Call) -> None:
-        """Make the call; record its outcome on the group (a failure pages at once)."""
-        outcome = await self.caller(call)
-        self.metrics.remediations.labels(outcome.outcome).inc()
-        log.info("remediation called", extra={"fields": {"dedup_key": key, **outcome.to_dict()}})
-        for _ in range(10):
-            g = await self.store.load(key)
-            if g is None or "remediation" not in g.state:
-                return  # resolved (remediated) or gone meanwhile
-            g.state["remediation"].update(outcome.to_dict())
-            if outcome.outcome != "ok":
-                g.due = self.clock.now()
-            if (await self.store.commit([Commit(g, False, [])]))[0]:
-                if outcome.outcome != "ok":
-                    self.on_enqueue()
-                return
+    async def incident(self, ev: IncidentEvent) -> str:
+        """A PagerDuty incident event (webhooks v3) onto its group; the verdict."""
+        return await self.incidents.apply(ev)
 
     async def settle(self) -> None:
         """Wait for the remediation calls under way (rule tests, shutdown)."""
-        while self._calls:
-            await asyncio.gather(*list(self._calls), return_exceptions=True)
-
-    # -- PagerDuty's side ------------------------------------------------------------------
-    async def incident(self, ev: IncidentEvent) -> str:
-        """A PagerDuty incident event (webhooks v3) for one of our dedup_keys updates its
-        group: acknowledged (no repeat while acknowledged), unacknowledged, resolved by a
-        person (the alerts firing then do not page again; a new one or a re-fire does),
-        reopened. Returns the verdict, a metric label: applied, duplicate, stale (older
-        than what the group knows), foreign (a key we did not send, or closed), ignored."""
-        if ev.event_type not in INCIDENT_EVENTS:
-            return "ignored"
-        if not ev.incident_key:
-            return "foreign"
-        for _ in range(10):
-            g = await self.store.load(ev.incident_key)
-            if g is None:
-                return "foreign"
-            pd = dict(g.state.get("pd") or {})
-            if pd.get("event") == ev.id:
-                return "duplicate"
-            if ev.occurred_at < float(pd.get("at", 0.0)):
-                return "stale"
-            status = {"incident.acknowledged": "acknowledged", "incident.resolved": "resolved"}.get(
-                ev.event_type, "triggered")
-            pd.update(status=status, at=ev.occurred_at, event=ev.id, incident=ev.incident_id,
-                      by=ev.agent)
-            pd.pop("firing", None)
-            first_page = float(g.state.get("first_page_at", 0.0))
-            if status == "acknowledged" and "acknowledged_at" not in pd:
-                pd["acknowledged_at"] = ev.occurred_at
-                if first_page:
-                    took = max(0.0, ev.occurred_at - first_page)
-                    self.metrics.time_to_ack.observe(took)
-                    self.tally.merge({"tta_sum": took, "tta_n": 1}, ev.occurred_at)
-            if status == "resolved":
-                pd["firing"] = sorted(fp for fp, a in g.alerts.items() if a.firing)
-                if first_page and "resolved_at" not in pd:
-                    took = max(0.0, ev.occurred_at - first_page)
-                    self.metrics.time_to_resolve.observe(took)
-                    self.tally.merge({"ttr_sum": took, "ttr_n": 1}, ev.occurred_at)
-                pd["resolved_at"] = ev.occurred_at
-            g.state["pd"] = pd
-            if (await self.store.commit([Commit(g, False, [])]))[0]:
-                log.info("PagerDuty incident event applied", extra={"fields": {
-                    "dedup_key": g.key, "event_type": ev.event_type, "incident": ev.incident_id,
-                    "by": ev.agent}})
-                return "applied"
-        raise StoreError("the group kept changing while a PagerDuty event was applied")
-
-    def _start_call(self, key: str, call: Call) -> None:
-        """Once a plan that claimed a remediation is committed: make the call."""
-        task = asyncio.create_task(self._call(key, call))
-        self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
-
-    def _account(self, plan: _Plan, now: float) -> None:
-        """Once a plan is committed: its metrics, counts and log line."""
-        c, f, page = plan.commit, plan.flush, plan.page
-        g = c.group
-        label = "/".join(f.actions) or ("transient" if f.delete else "none")
-        counter = self._flushes.get(label)
-        if counter is None:
-            counter = self._flushes[label] = self.metrics.flushes.labels(label)
-        counter.inc()
-        held = plan.held_now or page.held
-        if held and held != plan.held_before and held in SUPPRESSED:
-            n = len(page.flapping) if held == "flapping" else len(g.alerts)
-            self._suppressed(held, n, now)
-        if held == "muted" and plan.held_before != "muted":
-            for reason in plan.muted.values():
-                self._suppressed(reason, 1, now)
-        if "trigger" in f.actions and g.rule != STORM_RULE:
-            service = g.group_labels.get("service") or next(
-                (a.labels.get("service", "") for a in g.alerts.values() if a.firing), "") or "-"
-            counts = {"page|" + (page.why or "first"): 1.0, "page_rule|" + g.rule: 1.0,
-                      "page_service|" + service: 1.0}
-            if page.why == "first" and g.state.get("first_page_at") == now:
-                counts.update(ttp_sum=now - g.opened_at, ttp_n=1.0)
-            self.tally.merge(counts, now)
-        elif "trigger" in f.actions:
-            self.tally.add("page|storm", 1, now)
-        if c.events or held in ("folded", "flapping") and held != plan.held_before:
-            logs.info(log, "group flushed", {
-                "dedup_key": g.key, "group": render.group_name(g), "rule": g.rule,
-                "key": g.key_name, "actions": f.actions,
-                "why": page.why or None, "held": held or None, "firing": len(g.firing()),
-                "alerts": len(g.alerts)})
-
-
-SUPPRESSED = ("transient", "flapping", "folded", "remediated")
-
-
-@dataclass(slots=True)
-class _Plan:
-    """A group's flush before it is committed, and what follows once it is."""
-
-    commit: Commit
-    flush: Flush
-    page: correlate.Page
-    held_before: str
-    muted: dict[str, str]
-    held_now: str = ""
-    storm: storm.Delta | None = None  # its change of its storm's figures (a fold, an unfold)
-    call: Call | None = None  # the remediation this flush claimed
+        await self.remediations.settle()

@@ -3,7 +3,7 @@
 (no group folded for `within`). Critical groups are never folded.
 
 The storm incident is a group of its own (rule STORM_RULE, dedup_key `storm_key(rk)`)
-that holds one alert, the storm itself, and keeps its figures in its state (`Figures`):
+that holds one alert, the storm itself, and keeps its figures in its state (StormFigures):
 the folded groups still firing and their alerts, how many folded since it began, when the
 last one did, and the largest ones. Folding a group, or a folded group resolving, is a
 `Delta` of those figures; the pipeline adds up a flushed batch's deltas and applies them
@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.correlate import Page
-from proxy.model import Alert, Flush, Group, GroupAlert
+from proxy.model import Alert, Flush, Group, GroupAlert, GroupMeta
 from proxy.rules.engine import STORM_RULE, group_dedup_key
 from proxy.rules.schema import Rule, Storm
+from proxy.state import Folded, StormFigures
 from proxy.store import Commit, Entry, Store
 
-__all__ = ["TOP", "Delta", "Figures", "Folding", "apply", "decide", "details", "storm_key", "summary"]
+__all__ = ["TOP", "Delta", "Folding", "active", "add", "apply", "decide", "details", "paged", "storm_key",
+           "summary"]
 
 TOP = 10  # the largest folded groups a storm incident lists
 ORPHAN_AFTER = 30.0  # seconds a storm group may wait for its first figures (a crash in between)
@@ -41,8 +43,8 @@ def storm_key(routing_key: str) -> str:
     return group_dedup_key(STORM_RULE, routing_key, {})
 
 
-def _top(members: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(members, key=lambda m: -int(m.get("alerts", 0)))[:TOP]
+def _top(members: Iterable[Folded]) -> list[Folded]:
+    return sorted(members, key=lambda m: -m.alerts)[:TOP]
 
 
 @dataclass(slots=True)
@@ -55,7 +57,7 @@ class Delta:
     alerts: int = 0
     folds: int = 0
     last: float = 0.0
-    top: list[dict[str, Any]] = field(default_factory=list)  # groups that folded (the TOP largest)
+    top: list[Folded] = field(default_factory=list)  # groups that folded (the TOP largest)
     gone: set[str] = field(default_factory=set)  # dedup_keys of groups no longer folded
 
     def merge(self, other: Delta) -> None:
@@ -64,43 +66,21 @@ class Delta:
         self.folds += other.folds
         self.last = max(self.last, other.last)
         self.gone |= other.gone
-        self.top = _top([m for m in self.top if m["dedup_key"] not in other.gone] + other.top)
+        self.top = _top([m for m in self.top if m.dedup_key not in other.gone] + other.top)
 
 
-@dataclass(slots=True)
-class Figures:
-    """A storm incident's figures, kept in its group's state under "storm"."""
+def add(fig: StormFigures, d: Delta) -> None:
+    """A storm's figures with a delta added."""
+    fig.groups = max(0, fig.groups + d.groups)
+    fig.alerts = max(0, fig.alerts + d.alerts)
+    fig.folds += d.folds
+    fig.last = max(fig.last, d.last)
+    fig.top = _top([m for m in fig.top if m.dedup_key not in d.gone] + d.top)
 
-    groups: int = 0  # folded groups still firing
-    alerts: int = 0  # their alerts, as counted when each folded
-    folds: int = 0  # groups folded since the storm began (only grows)
-    last: float = 0.0  # when the last group folded
-    paged: int = 0  # `folds` when the incident was last triggered
-    top: list[dict[str, Any]] = field(default_factory=list)
 
-    @classmethod
-    def of(cls, state: Mapping[str, Any]) -> Figures | None:
-        raw = state.get("storm")
-        if not isinstance(raw, Mapping):
-            return None
-        return cls(int(raw.get("groups", 0)), int(raw.get("alerts", 0)), int(raw.get("folds", 0)),
-                   float(raw.get("last", 0.0)), int(raw.get("paged", 0)),
-                   [dict(m) for m in raw.get("top", ())])
-
-    def to_state(self) -> dict[str, Any]:
-        return {"groups": self.groups, "alerts": self.alerts, "folds": self.folds,
-                "last": self.last, "paged": self.paged, "top": self.top}
-
-    def add(self, d: Delta) -> None:
-        self.groups = max(0, self.groups + d.groups)
-        self.alerts = max(0, self.alerts + d.alerts)
-        self.folds += d.folds
-        self.last = max(self.last, d.last)
-        self.top = _top([m for m in self.top if m["dedup_key"] not in d.gone] + d.top)
-
-    def active(self, now: float, within: float) -> bool:
-        """Groups still fold into it: some are folded, and the last folded within `within`."""
-        return self.groups > 0 and now < self.last + within
+def active(fig: StormFigures, now: float, within: float) -> bool:
+    """Groups still fold into it: some are folded, and the last folded within `within`."""
+    return fig.groups > 0 and now < fig.last + within
 
 
 class Folding:
@@ -110,7 +90,7 @@ class Folding:
 
     def __init__(self) -> None:
         self._opens: dict[str, deque[float]] = {}  # routing key -> recent group openings
-        self._views: dict[str, Figures | None] = {}  # this flush's storms, with its own folds
+        self._views: dict[str, StormFigures | None] = {}  # this flush's storms, with its own folds
         self._deltas: dict[str, Delta] = {}  # storm key -> the folds committed, not yet applied
 
     def begin(self) -> None:
@@ -141,7 +121,7 @@ class Folding:
             q.popleft()
         return len(q)
 
-    async def views(self, store: Store, groups: Iterable[Group]) -> dict[str, Figures | None]:
+    async def views(self, store: Store, groups: Iterable[Group]) -> dict[str, StormFigures | None]:
         """The storms of the batch's routing keys: read once per flush (one read for those
         not seen yet), with this flush's own folds added as they are decided."""
         keys = {storm_key(g.routing_key): g.routing_key for g in groups
@@ -149,15 +129,15 @@ class Folding:
         if keys:
             found = {g.key: g for g in await store.load_many(list(keys))}
             for k, rk in keys.items():
-                self._views[rk] = Figures.of(found[k].state) if k in found else None
+                self._views[rk] = found[k].state.storm if k in found else None
         return self._views
 
     def member(self, g: Group, f: Flush, page: Page, rule: Rule, storm: Storm | None,
-               views: dict[str, Figures | None], now: float) -> tuple[str, Delta | None]:
+               views: dict[str, StormFigures | None], now: float) -> tuple[str, Delta | None]:
         """A group about to page for the first time (or folded before): page it, or fold it
         into its key's storm incident (`f` and `page` are changed to hold it). Returns
         whether it is held as folded now, and its change of the storm's figures."""
-        folded = g.state.get("folded")
+        folded = g.state.folded
         if f.delete:  # resolved: if it was folded, it leaves the storm having sent nothing
             return ("folded", self._unfold(g)) if folded else ("", None)
         if folded and (storm is None or g.urgent):  # the setting went, or a critical alert came
@@ -165,12 +145,12 @@ class Folding:
         if storm is None or g.urgent or "trigger" not in f.actions:
             return "", None
         view = views.get(g.routing_key)
-        storm_on = view is not None and view.active(now, storm.within)
-        active = storm_on if folded else (self._opened(g.routing_key, now, storm.within) > storm.groups
-                                          or storm_on)
-        if not active:
+        storm_on = view is not None and active(view, now, storm.within)
+        on = storm_on if folded else (self._opened(g.routing_key, now, storm.within) > storm.groups
+                                      or storm_on)
+        if not on:
             if folded:
-                g.state["unfolded"] = True  # it pages on its own: the storm is over
+                g.state.unfolded = True  # it pages on its own: the storm is over
                 return "", self._unfold(g)
             return "", None
         calm_at = (view.last if storm_on and view is not None else now) + storm.within
@@ -180,21 +160,20 @@ class Folding:
         if folded:
             return "folded", None
         n = sum(1 for a in g.alerts.values() if a.firing)
-        g.state.update(folded=storm_key(g.routing_key), folded_at=now, folded_alerts=n)
+        g.state.folded, g.state.folded_at, g.state.folded_alerts = storm_key(g.routing_key), now, n
         first = next((a for a in g.alerts.values() if a.firing), None)
-        member = {"dedup_key": g.key, "summary": (first.alert.summary if first else "") or g.rule,
-                  "labels": {"rule": g.rule, **{k: v for k, v in g.group_labels.items() if v}},
-                  "alerts": n}
-        seen = views[g.routing_key] = view or Figures()  # later groups of this batch see it
+        member = Folded(dedup_key=g.key, summary=(first.alert.summary if first else "") or g.rule,
+                        labels={"rule": g.rule, **{k: v for k, v in g.group_labels.items() if v}},
+                        alerts=n)
+        seen = views[g.routing_key] = view or StormFigures()  # later groups of this flush see it
         seen.groups, seen.folds, seen.last = seen.groups + 1, seen.folds + 1, max(seen.last, now)
         return "folded", Delta(g.routing_key, g.key_name, 1, n, 1, now, [member])
 
     @staticmethod
     def _unfold(g: Group) -> Delta:
         st = g.state
-        st.pop("folded", None)
-        n = int(st.pop("folded_alerts", 1))
-        st.pop("folded_at", None)
+        n = st.folded_alerts or 1
+        st.folded, st.folded_at, st.folded_alerts = "", 0.0, 0
         return Delta(g.routing_key, g.key_name, -1, -n, gone={g.key})
 
 
@@ -203,25 +182,25 @@ def decide(g: Group, rule: Rule, within: float, now: float) -> tuple[Flush, Page
     every group_interval while more groups fold; a repeat after repeat_interval (not while
     acknowledged); and its resolve once calm (no group folded for `within`) or once no
     folded group fires any more."""
-    fig = Figures.of(g.state)
+    fig = g.state.storm
     page = Page()
     if fig is None:
         if now - g.opened_at < ORPHAN_AFTER:  # its figures are on their way
             return Flush([], False, now + 1.0), page
-        fig = Figures()
+        fig = StormFigures()
     calm_at = fig.last + within
-    if not fig.active(now, within):
+    if not active(fig, now, within):
         return Flush(["resolve"] if g.triggered else [], True, 0.0), page
-    pd = g.state.get("pd") or {}
+    pd = g.state.pd.status if g.state.pd else ""
     fresh = fig.folds > fig.paged
-    if not g.triggered or (pd.get("status") == "resolved" and fresh):
+    if not g.triggered or (pd == "resolved" and fresh):
         page.why = "first"
         return Flush(["trigger"], False, calm_at), page
-    if pd.get("status") == "resolved":
+    if pd == "resolved":
         page.held = "resolved_in_pagerduty"
         return Flush([], False, calm_at), page
     repeat_at = g.last_trigger_at + rule.repeat_interval
-    if now >= repeat_at and pd.get("status") != "acknowledged":
+    if now >= repeat_at and pd != "acknowledged":
         page.why = "repeat"
         return Flush(["trigger"], False, min(calm_at, now + rule.repeat_interval)), page
     if fresh:
@@ -235,30 +214,30 @@ def decide(g: Group, rule: Rule, within: float, now: float) -> tuple[Flush, Page
 
 def paged(g: Group) -> None:
     """The storm incident's trigger is committed with this state: what it counted."""
-    fig = Figures.of(g.state)
-    if fig is not None:
-        fig.paged = fig.folds
-        g.state["storm"] = fig.to_state()
+    if g.state.storm is not None:
+        g.state.storm.paged = g.state.storm.folds
 
 
 def summary(g: Group) -> str:
-    fig = Figures.of(g.state) or Figures()
+    fig = g.state.storm or StormFigures()
     return f"Alert storm on {g.key_name}: {fig.groups} groups folded into this incident"
 
 
 def details(g: Group) -> dict[str, Any]:
     """Counts and the top groups of a storm incident (its trigger's custom_details)."""
-    fig = Figures.of(g.state) or Figures()
+    fig = g.state.storm or StormFigures()
     return {"storm": True, "folded_groups": fig.groups, "folded_alerts": fig.alerts,
-            "groups_folded_since_start": fig.folds, "top_groups": fig.top}
+            "groups_folded_since_start": fig.folds,
+            "top_groups": [{"dedup_key": m.dedup_key, "summary": m.summary, "labels": m.labels,
+                            "alerts": m.alerts} for m in fig.top]}
 
 
 def _entry(key: str, d: Delta, rule: Rule) -> Entry:
     """The storm's one alert, which opens its group."""
     alert = Alert(fingerprint=_STORM_FP, status="firing", labels={"storm": d.key_name},
                   source="storm", summary=f"Alert storm on {d.key_name}")
-    return Entry(group_key=key, meta={"rule": STORM_RULE, "routing_key": d.routing_key,
-                                      "key_name": d.key_name, "group_labels": {"storm": d.key_name}},
+    return Entry(group_key=key, meta=GroupMeta(STORM_RULE, d.routing_key, d.key_name,
+                                               {"storm": d.key_name}),
                  fingerprint=_STORM_FP, alert_json=GroupAlert(alert, "error").to_json(),
                  group_wait=0.0, group_interval=rule.group_interval, resolve_wait=0.0,
                  max_alerts=1)
@@ -276,9 +255,8 @@ async def apply(store: Store, deltas: Mapping[str, Delta], now: float, rule: Rul
                     break  # groups left a storm that is over
                 await store.record([_entry(key, d, rule)], [], now)
                 continue
-            fig = Figures.of(g.state) or Figures()
-            fig.add(d)
-            g.state["storm"] = fig.to_state()
+            fig = g.state.storm = g.state.storm or StormFigures()
+            add(fig, d)
             if not g.triggered:
                 g.due = min(g.due, now)
             elif fig.folds > fig.paged:

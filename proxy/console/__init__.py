@@ -74,8 +74,8 @@ def _secs(v: float | None) -> str:
 
 def group_state(g: Group) -> tuple[str, str]:
     """A group's state as the console shows it, and its style."""
-    held = g.state.get("held", "")
-    pd = (g.state.get("pd") or {}).get("status")
+    held = g.state.held
+    pd = g.state.pd.status if g.state.pd else ""
     if held == "remediation":
         return "held for remediation", "held"
     if held in ("folded", "flapping", "threshold", "muted", "settling"):

@@ -10,11 +10,10 @@ import functools
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
 
 import orjson
 
-from proxy.model import SEVERITIES, Alert
+from proxy.model import SEVERITIES, Alert, GroupMeta
 from proxy.redact import mask
 from proxy.rules.matchers import matches_all
 from proxy.rules.schema import ALL_LABELS, Rule, RuleFile
@@ -45,14 +44,9 @@ class Placement:
     group_labels: dict[str, str]
     severity: str
 
-    def group_meta(self) -> dict[str, Any]:
+    def group_meta(self) -> GroupMeta:
         """What the store keeps about the group besides its alerts."""
-        return {
-            "rule": self.rule.name,
-            "routing_key": self.routing_key,
-            "key_name": self.key_name,
-            "group_labels": self.group_labels,
-        }
+        return GroupMeta(self.rule.name, self.routing_key, self.key_name, self.group_labels)
 
 
 def group_dedup_key(rule_name: str, routing_key: str, labels: dict[str, str]) -> str:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.model import Group, OutEvent
+from proxy.model import Group, GroupMeta, OutEvent
 
 __all__ = ["CHANGES_KEPT", "COUNT_FIELDS", "COUNT_HOURS", "TOMBSTONE_TTL", "BudgetStore", "Commit", "Entry", "KeyStats",
            "OutboxStore", "Resolved", "Stats", "Store", "Take", "Window", "WindowStore"]
@@ -42,7 +42,7 @@ class Entry:
     """One firing alert placed in one group, as `record` takes it."""
 
     group_key: str
-    meta: dict[str, object]  # rule, routing_key, key_name, group_labels (kept as given)
+    meta: GroupMeta  # what names the group (kept as given when it opens)
     fingerprint: str
     alert_json: str  # GroupAlert.to_json()
     group_wait: float

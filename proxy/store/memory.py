@@ -17,10 +17,10 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from proxy.errors import StoreFull
 from proxy.model import URGENT, Group, GroupAlert, OutEvent
+from proxy.state import GroupState
 from proxy.store.base import (
     COUNT_HOURS,
     TOMBSTONE_TTL,
@@ -38,16 +38,6 @@ from proxy.store.codec import join_status, split_status
 __all__ = ["MemoryStore"]
 
 
-def _untracked(value: Any) -> Any:
-    """The state with tuples for lists: containers of only atomic values are skipped by
-    Python's cyclic GC, whose full passes would otherwise walk every open group."""
-    if isinstance(value, dict):
-        return {k: _untracked(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_untracked(v) for v in value)
-    return value
-
-
 @dataclass(slots=True)
 class _Window:
     """A group as kept here: its fields (`head`, alerts left empty), and its alerts'
@@ -56,6 +46,7 @@ class _Window:
     head: Group
     status: dict[str, str] = field(default_factory=dict)
     json: dict[str, str] = field(default_factory=dict)
+    state: str = ""  # the head's state, as the blob the pipeline wrote (GroupState JSON)
 
     def group(self) -> Group:
         alerts = {}
@@ -68,7 +59,7 @@ class _Window:
                      resolve_wait=h.resolve_wait, alerts=alerts, opened_at=h.opened_at, due=h.due,
                      triggered=h.triggered, grown=h.grown, last_trigger_at=h.last_trigger_at,
                      last_flush_at=h.last_flush_at, overflow=h.overflow, version=h.version,
-                     last_seen=h.last_seen, urgent=h.urgent, state=dict(h.state),
+                     last_seen=h.last_seen, urgent=h.urgent, state=GroupState.from_json(self.state),
                      n_alerts=len(alerts))
 
 
@@ -170,8 +161,10 @@ class MemoryStore:
         for e in entries:
             w = self._groups.get(e.group_key)
             if w is None:
-                g = Group(key=e.group_key, opened_at=now, group_interval=e.group_interval,
-                          resolve_wait=e.resolve_wait, urgent=e.urgent, **e.meta)  # type: ignore[arg-type]
+                m = e.meta
+                g = Group(key=e.group_key, rule=m.rule, routing_key=m.routing_key, key_name=m.key_name,
+                          group_labels=m.group_labels, opened_at=now, group_interval=e.group_interval,
+                          resolve_wait=e.resolve_wait, urgent=e.urgent)
                 w = self._groups[e.group_key] = _Window(g)
                 self._schedule(g, now + e.group_wait)
             elif e.urgent and not w.head.urgent:
@@ -244,7 +237,7 @@ class MemoryStore:
                 h = w.head
                 h.triggered, h.grown = g.triggered, g.grown
                 h.last_trigger_at, h.last_flush_at = g.last_trigger_at, g.last_flush_at
-                h.state = _untracked(g.state)
+                w.state = g.state.to_json()
                 h.version += 1
                 self._schedule(h, g.due)
             await self.enqueue(c.events)
@@ -258,7 +251,8 @@ class MemoryStore:
         return [w.group() for w in self._groups.values()]
 
     async def heads(self) -> list[Group]:
-        return [replace(w.head, n_alerts=len(w.status)) for w in self._groups.values()]
+        return [replace(w.head, n_alerts=len(w.status), state=GroupState.from_json(w.state))
+                for w in self._groups.values()]
 
     async def load_many(self, keys: Sequence[str]) -> list[Group]:
         return [self._groups[k].group() for k in keys if k in self._groups]

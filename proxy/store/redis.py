@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from proxy.errors import StoreError, StoreFull
 from proxy.model import Group, GroupAlert, OutEvent
+from proxy.state import GroupState
 from proxy.store import keys
 from proxy.store.base import (
     CHANGES_KEPT,
@@ -112,11 +113,11 @@ def _events(evs: Sequence[OutEvent], kl: _Keys, n: keys.Names, strs: list[bytes]
 
 
 def _head(rule: str, key_name: str, labels: Any, opened_at: float, triggered: bool,
-          state: dict[str, Any]) -> str:
+          state: GroupState) -> str:
     """A group's entry in the heads index: what the console lists and filters on."""
-    shown = {k: state[k] for k in ("held", "pd", "folded") if k in state}
     return orjson.dumps({"rule": rule, "key_name": key_name, "group_labels": labels,
-                         "opened_at": opened_at, "triggered": triggered, "state": shown}).decode()
+                         "opened_at": opened_at, "triggered": triggered,
+                         "state": state.shown()}).decode()
 
 
 def _text(raw: Any) -> str:
@@ -219,11 +220,10 @@ class RedisStore:
         es = []
         for e in entries:
             m = e.meta
-            group(e.group_key, [m["rule"], m["routing_key"], m["key_name"],
-                                orjson.dumps(m["group_labels"]).decode(), e.group_wait,
+            group(e.group_key, [m.rule, m.routing_key, m.key_name,
+                                orjson.dumps(m.group_labels).decode(), e.group_wait,
                                 e.group_interval, e.resolve_wait,
-                                _head(str(m["rule"]), str(m["key_name"]), m["group_labels"], now,
-                                      False, {})])
+                                _head(m.rule, m.key_name, m.group_labels, now, False, GroupState())])
             es.append([e.group_key, e.fingerprint, kl.idx(n.fingerprint(e.fingerprint)),
                        e.alert_json, e.max_alerts, e.urgent])
         rs = []
@@ -297,7 +297,7 @@ class RedisStore:
                   version=int(version), group_interval=float(group_interval),
                   resolve_wait=float(resolve_wait), opened_at=float(opened_at),
                   last_trigger_at=float(last_trigger_at), last_flush_at=float(last_flush_at),
-                  last_seen=float(last_seen), urgent=urgent == b"1", state=orjson.loads(state),
+                  last_seen=float(last_seen), urgent=urgent == b"1", state=GroupState.from_json(state),
                   n_alerts=int(n or 0))
         status = _pairs(statuses)
         for fp, raw in zip(alerts[::2], alerts[1::2], strict=True):
@@ -329,7 +329,7 @@ class RedisStore:
             head = _head(g.rule, g.key_name, g.group_labels, g.opened_at, g.triggered, g.state)
             cs.append([*kl.many(n.group(g.key)), g.key, g.version, c.delete, repr(g.due),
                        "1" if g.triggered else "0", "1" if g.grown else "0", repr(g.last_trigger_at),
-                       repr(g.last_flush_at), _arg(strs, orjson.dumps(g.state)),
+                       repr(g.last_flush_at), _arg(strs, g.state.to_json().encode()),
                        _arg(strs, head.encode()), fps, _events(c.events, kl, n, strs)])
         req = {"now": max(c.group.last_flush_at for c in commits), "ttl": GROUP_TTL,
                "tomb": int(TOMBSTONE_TTL), "c": cs}
@@ -356,7 +356,8 @@ class RedisStore:
             h = orjson.loads(raw)
             out.append(Group(key=_text(k), rule=h["rule"], routing_key="", key_name=h["key_name"],
                              group_labels=h["group_labels"], opened_at=h["opened_at"],
-                             triggered=h["triggered"], state=h["state"], n_alerts=int(n)))
+                             triggered=h["triggered"], state=GroupState.from_dict(h["state"]),
+                             n_alerts=int(n)))
         return out
 
     @_wrapped

@@ -51,6 +51,7 @@ import orjson
 
 from proxy.errors import ConfigError, StoreError, StoreFull, UsageError
 from proxy.model import URGENT, Group, GroupAlert, OutEvent
+from proxy.state import GroupState
 from proxy.store.base import (
     COUNT_HOURS,
     TOMBSTONE_TTL,
@@ -296,7 +297,7 @@ def _group_row(row: Sequence[Any]) -> Group:
                  group_labels=orjson.loads(labels), group_interval=gi, resolve_wait=rw,
                  opened_at=opened, due=due, triggered=bool(trig), grown=bool(grown),
                  last_trigger_at=ltr, last_flush_at=lfl, overflow=overflow, version=version,
-                 last_seen=seen, urgent=bool(urgent), state=orjson.loads(state),
+                 last_seen=seen, urgent=bool(urgent), state=GroupState.from_json(state),
                  n_alerts=n_alerts)
 
 
@@ -473,8 +474,8 @@ class _Engine:
         if new:
             c.executemany(f"INSERT INTO groups ({_GROUP_COLS}) VALUES "
                           "(?,?,?,?,?,?,?,?,?,?,0,0,0,0,0,0,?,0,'{}')",
-                          [(e.group_key, e.meta["rule"], e.meta["routing_key"], e.meta["key_name"],
-                            orjson.dumps(e.meta["group_labels"]).decode(), e.group_interval,
+                          [(e.group_key, e.meta.rule, e.meta.routing_key, e.meta.key_name,
+                            orjson.dumps(e.meta.group_labels).decode(), e.group_interval,
                             e.resolve_wait, now, now + e.group_wait, int(e.urgent), now) for e in new])
             self._count("groups", len(new))
             for e in new:
@@ -1076,7 +1077,7 @@ class SqliteStore:
             g = cm.group
             rows.append((g.key, g.version, cm.delete, g.last_flush_at + TOMBSTONE_TTL,
                          None if cm.delete else (g.due, int(g.triggered), int(g.grown), g.last_trigger_at,
-                                                 g.last_flush_at, orjson.dumps(g.state).decode(), g.key),
+                                                 g.last_flush_at, g.state.to_json(), g.key),
                          [_event_row(ev) for ev in cm.events]))
         return list(await self._do("commit", rows, durable=durable))
 

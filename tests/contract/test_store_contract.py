@@ -10,8 +10,9 @@ import pytest
 
 from proxy import correlate
 from proxy.correlate import Page
-from proxy.model import Alert, Flush, GroupAlert, OutEvent
+from proxy.model import Alert, Flush, GroupAlert, GroupMeta, OutEvent
 from proxy.rules.schema import Rule
+from proxy.state import GroupState, Incident
 from proxy.store import Commit, Entry, Resolved, Window, from_url
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -26,8 +27,7 @@ def alert_json(fp: str, group: str, status: str = "firing", severity: str = "err
 
 
 def entry(group: str, fp: str, wait: float = 30.0, urgent: bool = False, max_alerts: int = 3) -> Entry:
-    return Entry(group_key=group, meta={"rule": "r", "routing_key": KEY, "key_name": "PD",
-                                        "group_labels": {"alertname": group}},
+    return Entry(group_key=group, meta=GroupMeta("r", KEY, "PD", {"alertname": group}),
                  fingerprint=fp, alert_json=alert_json(fp, group), group_wait=wait,
                  group_interval=300.0, resolve_wait=300.0, max_alerts=max_alerts, urgent=urgent)
 
@@ -107,14 +107,14 @@ async def test_commit_checks_version_and_enqueues_atomically(store):
     g = await store.load("g1")
     assert g is not None and len(g.alerts) == 2
     g.triggered, g.last_trigger_at, g.last_flush_at, g.due = True, T0 + 31, T0 + 31, T0 + 3600
-    g.state = {"pd": {"status": "triggered"}}
+    g.state = GroupState(pd=Incident(status="triggered"))
     assert await store.commit([Commit(g, False, [ev("g1")])]) == [True]
     assert await store.commit([Commit(g, False, [])]) == [False]  # a commit bumps the version too
     [p] = await store.pending()
     assert p.dedup_key == "g1" and p.action == "trigger"
     g2 = await store.load("g1")
     assert g2 is not None and g2.triggered and g2.last_trigger_at == T0 + 31
-    assert g2.state == {"pd": {"status": "triggered"}} and g2.version > g.version
+    assert g2.state.pd == Incident(status="triggered") and g2.version > g.version
 
 
 async def test_commit_batches_groups(store):

@@ -92,7 +92,7 @@ async def test_acknowledged_group_is_not_repeated_until_unacknowledged(rules_dir
     assert await p.incident(incident(p, trig["dedup_key"], "acknowledged", 1)) == "applied"
     assert await run(p, 3 * 3600, every=60) == []  # no repeat for 3 h while acknowledged
     [g] = await p.store.groups()
-    assert g.state["pd"]["status"] == "acknowledged" and g.state["pd"]["by"] == "User 123"
+    assert g.state.pd is not None and g.state.pd.status == "acknowledged" and g.state.pd.by == "User 123"
     assert await p.incident(incident(p, trig["dedup_key"], "unacknowledged", 2)) == "applied"
     [(action, body)] = await run(p, 3600, every=60)
     assert action == "trigger" and body["payload"]["custom_details"]["why"] == "repeat"
@@ -157,7 +157,7 @@ async def test_verdicts(rules_dir):
     other = IncidentEvent("ev9", "incident.priority_updated", ack.occurred_at, "P1", key, "triggered", "")
     assert await p.incident(other) == "ignored"
     [g] = await p.store.groups()
-    assert g.state["pd"]["status"] == "acknowledged"
+    assert g.state.pd is not None and g.state.pd.status == "acknowledged"
 
 
 # -- remediation ----------------------------------------------------------------------------
@@ -170,7 +170,8 @@ async def test_remediation_that_fixes_it_pages_nobody(rules_dir):
     assert call.url == "https://rundeck.example.com/api/45/job/restart/run?host=web1"
     assert call.headers == {"X-Rundeck-Auth-Token": TOKEN} and call.body == '{"options": {"alerts": "1"}}'
     [g] = await p.store.groups()
-    assert g.state["held"] == "remediation" and g.state["remediation"]["outcome"] == "ok"
+    assert g.state.held == "remediation" and g.state.remediation is not None
+    assert g.state.remediation.outcome == "ok"
     await send(p, "WebDown", "web1", "resolved")  # fixed within wait
     assert await run(p, 600) == [] and await p.store.groups() == []
     assert p.metrics.registry.get_sample_value("alert_proxy_alerts_suppressed_total",

@@ -112,7 +112,7 @@ async def test_min_alerts_waits_for_the_third(tmp_path):
     await send(p, am("Disk", "a"), am("Disk", "b"))
     assert await run(p, 600, every=30) == []
     [g] = await p.store.groups()
-    assert g.state["held"] == "threshold"
+    assert g.state.held == "threshold"
     await send(p, am("Disk", "c"))
     [(action, body)] = await run(p, 120, every=10)  # within group_interval of the 3rd
     assert action == "trigger" and body["payload"]["custom_details"]["num_firing"] == 3
@@ -186,7 +186,7 @@ async def test_storm_folds_groups_beyond_the_threshold_and_unfolds_when_calm(tmp
     assert d["storm"] is True and d["folded_groups"] == 15 and d["folded_alerts"] == 15
     assert len(d["top_groups"]) == 10
     groups = await p.store.groups()
-    assert sum(1 for g in groups if g.state.get("held") == "folded") == 15  # all visible
+    assert sum(1 for g in groups if g.state.held == "folded") == 15  # all visible
     # half of the folded groups resolve during the storm: nothing is sent for them
     await send(p, *[am("Down", service=f"s{i}", status="resolved") for i in range(5, 12)])
     storm_events = await run(p, 100, every=10)

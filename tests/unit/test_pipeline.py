@@ -11,7 +11,8 @@ from proxy.clock import ManualClock
 from proxy.errors import StoreError
 from proxy.ingest import alertmanager
 from proxy.metrics import Metrics
-from proxy.pipeline import FLUSH_LEASE, Pipeline
+from proxy.flush import FLUSH_LEASE
+from proxy.pipeline import Pipeline
 from proxy.rules import RuleSet, load_rules
 from proxy.store.memory import MemoryStore
 from tests.conftest import KEY, write_rules

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from proxy.errors import StoreError
+from proxy.model import GroupMeta
 from proxy.store import Entry, Window
 from proxy.store.sqlite import _FRAME, SqliteStore, _frame, _Inbox
 from tests.support import procs
@@ -24,8 +25,7 @@ def children() -> set[int]:
 
 
 def entry(i: int) -> Entry:
-    return Entry(group_key=f"g{i}", meta={"rule": "r", "routing_key": "k" * 32, "key_name": "K",
-                                          "group_labels": {"i": str(i)}},
+    return Entry(group_key=f"g{i}", meta=GroupMeta("r", "k" * 32, "K", {"i": str(i)}),
                  fingerprint=f"f{i}",
                  alert_json=f'{{"fingerprint": "f{i}", "status": "firing", "labels": {{"i": "{i}"}}}}', group_wait=30.0, group_interval=60.0,
                  resolve_wait=0.0, max_alerts=10, urgent=False)
