@@ -9,9 +9,9 @@ import pytest
 
 from proxy.clock import ManualClock
 from proxy.errors import StoreError
+from proxy.flush import FLUSH_LEASE
 from proxy.ingest import alertmanager
 from proxy.metrics import Metrics
-from proxy.flush import FLUSH_LEASE
 from proxy.pipeline import Pipeline
 from proxy.rules import RuleSet, load_rules
 from proxy.store.memory import MemoryStore
