@@ -18,6 +18,7 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from proxy import __version__, ingest
+from proxy.admin import Admin
 from proxy.auth import Auth
 from proxy.clock import Clock, SystemClock
 from proxy.console import Console, View
@@ -31,16 +32,17 @@ from proxy.http import (
     json_response,
     read_body,
     read_json,
+    source,
 )
 from proxy.ingest import pagerduty, sns, webhook
 from proxy.logs import Health
 from proxy.metrics import Metrics
-from proxy.model import Alert, OutEvent
+from proxy.model import Alert
 from proxy.pipeline import Pipeline
 from proxy.rules.live import LiveRules
 from proxy.sender import RETRY_REASONS, Outcome, Sender
 from proxy.shutdown import Budget
-from proxy.stats import SUPPRESS_REASONS, Tally, parse_since, summarize
+from proxy.stats import SUPPRESS_REASONS, Tally
 from proxy.store import Store, Window
 
 __all__ = ["Proxy", "Settings"]
@@ -65,16 +67,6 @@ class Settings:
     max_groups: int = 1_000_000  # open groups at most (an alert opening one more: 503)
     hosts: list[str] = field(default_factory=list)  # --listen hosts and --external-host names
     metrics_open: bool = False  # /metrics without admin credentials even when they are set
-
-
-def _source(name: str) -> Callable[[Any], Any]:
-    """Tag a handler with the sender it serves: the metric label and the auth scope."""
-
-    def tag(fn: Any) -> Any:
-        fn.source = name
-        return fn
-
-    return tag
 
 
 class Proxy:
@@ -217,15 +209,15 @@ class Proxy:
         await self.pipeline.accept(alerts)
         return json_response({"status": "success", "alerts": len(alerts)})
 
-    @_source("alertmanager")
+    @source("alertmanager")
     async def h_alertmanager(self, request: web.Request) -> web.Response:
         return await self._alerts(request, "alertmanager", ingest.alertmanager.parse)
 
-    @_source("datadog")
+    @source("datadog")
     async def h_datadog(self, request: web.Request) -> web.Response:
         return await self._alerts(request, "datadog", ingest.datadog.parse)
 
-    @_source("events")
+    @source("events")
     async def h_enqueue(self, request: web.Request) -> web.Response:
         ev = ingest.events_v2.parse(await read_json(request, self.settings.auth, "events",
                                                     self.settings.body_timeout))
@@ -233,14 +225,14 @@ class Proxy:
         return json_response({"status": "success", "message": "Event processed",
                               "dedup_key": ev.dedup_key}, 202)
 
-    @_source("events")
+    @source("events")
     async def h_change(self, request: web.Request) -> web.Response:
         body = ingest.events_v2.parse_change(await read_json(request, self.settings.auth, "events",
                                                              self.settings.body_timeout))
         await self.pipeline.change(body, next(self._change_seq))
         return json_response({"status": "success", "message": "Change event processed"}, 202)
 
-    @_source("webhook")
+    @source("webhook")
     async def h_webhook(self, request: web.Request) -> web.Response:
         """A generic JSON sender, mapped to alerts by the `sources:` entry of its name; one
         behind Amazon SNS is verified first (and its subscription confirmed)."""
@@ -276,7 +268,7 @@ class Proxy:
         await self.pipeline.accept(alerts)
         return json_response({"status": "success", "alerts": len(alerts)})
 
-    @_source("pagerduty")
+    @source("pagerduty")
     async def h_pagerduty(self, request: web.Request) -> web.Response:
         """PagerDuty webhooks v3: verified, then applied to the group of its incident_key;
         a repeated X-Webhook-Id changes nothing (see Pipeline.incident)."""
@@ -311,52 +303,6 @@ class Proxy:
             return json_response({"status": "unavailable", "store": str(e)}, 503)
         return json_response({"status": "ready", "store": self.store.url.split("@")[-1]})
 
-    # -- admin (guarded by http.admin_middleware) ---------------------------------------------
-    @_source(ADMIN)
-    async def h_reload(self, _request: web.Request) -> web.Response:
-        errors = self.reload()
-        if errors:
-            return json_response({"status": "error", "message": "rules did not load; the previous "
-                                  "rules stay in force", "errors": errors}, 400)
-        return json_response({"status": "success", "rules": len(self.live.current.rules)})
-
-    @_source(ADMIN)
-    async def h_groups(self, _request: web.Request) -> web.Response:
-        groups = sorted(await self.store.groups(), key=lambda g: g.opened_at)
-        return json_response({"groups": [g.to_dict() for g in groups]})
-
-    @_source(ADMIN)
-    async def h_outbox(self, _request: web.Request) -> web.Response:
-        return json_response({"pending": [_shown(e) for e in await self.store.pending()],
-                              "dead": [_shown(e) for e in await self.store.dead_letters()]})
-
-    async def stats(self, since: str) -> dict[str, Any]:
-        """The noise figures of the last `since` (e.g. 24h, 7d), with what this process
-        counted but has not yet written."""
-        try:
-            seconds = parse_since(since)
-        except ValueError as e:
-            raise InputError([str(e)]) from None
-        await self.tally.flush(self.store)
-        now = self.clock.now()
-        until, first = int(now // 3600), int((now - seconds) // 3600) + 1
-        return summarize(await self.store.counts(first), first, until)
-
-    @_source(ADMIN)
-    async def h_stats(self, request: web.Request) -> web.Response:
-        return json_response(await self.stats(request.query.get("since", "24h")))
-
-    @_source(ADMIN)
-    async def h_dead_retry(self, request: web.Request) -> web.Response:
-        raw = request.query.get("seq")
-        try:
-            seqs = [int(s) for s in raw.split(",")] if raw else None
-        except ValueError:
-            raise InputError(["'seq' must be comma-separated numbers"]) from None
-        n = await self.store.requeue_dead(seqs)
-        self.sender.kick()
-        return json_response({"status": "success", "requeued": n})
-
     def app(self) -> web.Application:
         # keepalive_timeout: aiohttp closes a connection that has not sent a whole request
         # this long after it opened or after its last answer: a request whose headers do not
@@ -364,8 +310,9 @@ class Proxy:
         app = web.Application(client_max_size=MAX_BODY, handler_args={
             "auto_decompress": False, "keepalive_timeout": self.settings.body_timeout}, middlewares=[
             error_middleware(self.metrics, self.store_health), admin_middleware(self.settings.auth, Hosts(self.settings.hosts))])
-        metrics = _source(ADMIN if self.settings.auth.configured(ADMIN) and not self.settings.metrics_open
+        metrics = source(ADMIN if self.settings.auth.configured(ADMIN) and not self.settings.metrics_open
                           else "metrics")(make_aiohttp_handler(self.metrics.registry))
+        admin = Admin(self.store, self.clock, self.live, self.tally, self.reload, self.sender.kick)
         app.add_routes([
             web.post("/v1/alertmanager", self.h_alertmanager),
             web.post("/v1/datadog", self.h_datadog),
@@ -375,15 +322,11 @@ class Proxy:
             web.post("/v1/webhook/{name}", self.h_webhook),
             web.get("/healthz", self.h_healthz),
             web.get("/readyz", self.h_readyz),
-            web.post("/-/reload", self.h_reload),
-            web.get("/api/v1/groups", self.h_groups),
-            web.get("/api/v1/outbox", self.h_outbox),
-            web.get("/api/v1/stats", self.h_stats),
-            web.post("/api/v1/deadletter/retry", self.h_dead_retry),
+            *admin.routes(),
             web.get("/metrics", metrics),
             *Console(View(store=self.store, clock=self.clock, live=self.live,
                           window=self.settings.window, body_timeout=self.settings.body_timeout,
-                          stats=self.stats, kick=self.sender.kick)).routes(),
+                          stats=admin.stats, kick=self.sender.kick)).routes(),
         ])
         app.on_startup.append(self.start)
         app.on_cleanup.append(self.stop)
@@ -400,9 +343,3 @@ async def _parsed(request: web.Request, parse: Callable[..., list[Alert]], *args
     if (request.content_length or 0) > BIG_BODY:
         return await asyncio.to_thread(parse, *args)
     return parse(*args)
-
-
-def _shown(e: OutEvent) -> dict[str, Any]:
-    return {"seq": e.seq, "key": e.key_name, "dedup_key": e.dedup_key, "action": e.action,
-            "severity": e.severity, "attempts": e.attempts, "last_error": e.last_error,
-            "enqueued_at": e.enqueued_at, "not_before": e.not_before}

@@ -15,13 +15,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
-from urllib.parse import urlsplit
+from typing import Any
 
 import orjson
 
+from proxy import flags
 from proxy.errors import ConfigError, UsageError
 from proxy.shutdown import Budget
 
@@ -31,123 +30,43 @@ __all__ = ["main"]
 log = logging.getLogger("alert_proxy")
 
 
-def _env(flag: str, default: str | None = None) -> str | None:
-    return os.environ.get("ALERT_PROXY_" + flag.upper().replace("-", "_"), default)
-
-
-def _checked(kind: str, convert: Callable[[str], Any], flag: str) -> Callable[[str], Any]:
-    """An argparse type whose error names the flag and its environment variable."""
-
-    def check(text: str) -> Any:
-        try:
-            return convert(text)
-        except (ValueError, TypeError):
-            var = "ALERT_PROXY_" + flag.upper().replace("-", "_")
-            raise argparse.ArgumentTypeError(f"{text!r} is not {kind} (from --{flag} or {var})") from None
-
-    return check
-
-
-def _env_bool(flag: str) -> bool:
-    """A yes/no environment variable: 1/true/yes/on or 0/false/no/off (or unset); anything
-    else is an error naming it."""
-    var = "ALERT_PROXY_" + flag.upper().replace("-", "_")
-    raw = os.environ.get(var, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise UsageError([f"{var}={os.environ[var]!r} is not a yes/no value (1, true, yes, on or "
-                      "0, false, no, off)"])
-
-
-def _base_url(text: str) -> str:
-    """An http(s) base URL with a host (PagerDuty's, or a fake's)."""
-    u = urlsplit(text)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise ValueError(text)
-    return text
-
-
-def _hostport(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(text)
-    return host.strip("[]"), int(port)
-
-
-def _positive(convert: Callable[[str], Any], least: float = 0) -> Callable[[str], Any]:
-    def check(text: str) -> Any:
-        v = convert(text)
-        if v <= least:
-            raise ValueError(text)
-        return v
-
-    return check
-
-
-def _log_level(text: str) -> str:
-    if text.lower() not in ("debug", "info", "warning", "error"):
-        raise ValueError(text)
-    return text
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Help that shows each default."""
-
-
-def _option(p: argparse.ArgumentParser, flag: str, default: str | None, help: str,
-            kind: str = "", convert: Callable[[str], Any] | None = None, **kw: Any) -> None:
-    """--flag, defaulting to ALERT_PROXY_<FLAG> (then `default`), converted by `convert`."""
-    var = "ALERT_PROXY_" + flag.upper().replace("-", "_")
-    if convert is not None:
-        kw["type"] = _checked(kind, convert, flag)
-    p.add_argument(f"--{flag}", default=_env(flag, default), help=f"{help} ({var})", **kw)
-
-
-class _Parser(argparse.ArgumentParser):
-    """A usage error is one line naming the flag (and --help for the rest), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
 
 def _parser() -> argparse.ArgumentParser:
     from proxy import __version__
 
-    p = _Parser(prog="alert-proxy", description="Alert-correlation proxy in "
+    p = flags.Parser(prog="alert-proxy", description="Alert-correlation proxy in "
                                 "front of the PagerDuty Events API v2.")
     p.add_argument("--version", action="version", version=f"alert-proxy {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    s = sub.add_parser("serve", help="run the proxy", formatter_class=_Help)
-    _option(s, "listen", "127.0.0.1:8080", "HOST:PORT for http", "HOST:PORT", _hostport)
-    _option(s, "listen-tls", None, "HOST:PORT for https beside --listen (needs --tls-cert/--tls-key)",
-            "HOST:PORT", _hostport)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=flags.Parser)
+    s = sub.add_parser("serve", help="run the proxy", formatter_class=flags.Help)
+    flags.option(s, "listen", "127.0.0.1:8080", "HOST:PORT for http", "HOST:PORT", flags.hostport)
+    flags.option(s, "listen-tls", None, "HOST:PORT for https beside --listen (needs --tls-cert/--tls-key)",
+            "HOST:PORT", flags.hostport)
     s.add_argument("--rules", action="append", default=None,
                    help="rule file or folder, repeatable (ALERT_PROXY_RULES, comma-separated; "
                    "default rules/)")
-    _option(s, "store", None, "memory://, sqlite:///path/state.db, redis://host:port/db, "
+    flags.option(s, "store", None, "memory://, sqlite:///path/state.db, redis://host:port/db, "
             "rediss://..., redis+sentinel://h:p,h:p/service/db, redis+cluster://h:p,h:p "
             "(default: sqlite in --state-dir)")
-    _option(s, "state-dir", "data", "where the default store keeps its file (state.db), as "
+    flags.option(s, "state-dir", "data", "where the default store keeps its file (state.db), as "
             "Alertmanager's --storage.path")
-    _option(s, "store-prefix", "alert-proxy", "Redis key prefix")
-    _option(s, "upstream", "https://events.pagerduty.com",
+    flags.option(s, "store-prefix", "alert-proxy", "Redis key prefix")
+    flags.option(s, "upstream", "https://events.pagerduty.com",
             "PagerDuty base URL; events go to <upstream>/v2/enqueue",
-            "an http(s) URL with a host (e.g. https://events.pagerduty.com)", _base_url)
-    _option(s, "tls-cert", None, "PEM certificate (reloaded when the file changes)")
-    _option(s, "tls-key", None, "PEM key")
+            "an http(s) URL with a host (e.g. https://events.pagerduty.com)", flags.base_url)
+    flags.option(s, "tls-cert", None, "PEM certificate (reloaded when the file changes)")
+    flags.option(s, "tls-key", None, "PEM key")
     s.add_argument("--auth", action="append", default=None,
                    help="SOURCE=bearer:TOKEN or SOURCE=basic:USER:PASS; ${VAR} is read from the "
                    "environment; repeatable (ALERT_PROXY_AUTH, space-separated)")
-    _option(s, "rate-limit", "120", "events per routing key in any 60 s", "a whole number of at least 2",
-            _positive(int, least=1))
-    _option(s, "send-timeout", "10", "seconds to wait for PagerDuty's answer", "a number of seconds",
-            _positive(float))
-    _option(s, "body-timeout", "10", "seconds a request's body may take to arrive (408 after)",
-            "a number of seconds", _positive(float))
-    _option(s, "max-groups", "1000000", "open groups at most; an alert that would open one more is "
-            "answered 503 (its sender retries)", "a whole number", _positive(int))
+    flags.option(s, "rate-limit", "120", "events per routing key in any 60 s", "a whole number of at least 2",
+            flags.positive(int, least=1))
+    flags.option(s, "send-timeout", "10", "seconds to wait for PagerDuty's answer", "a number of seconds",
+            flags.positive(float))
+    flags.option(s, "body-timeout", "10", "seconds a request's body may take to arrive (408 after)",
+            "a number of seconds", flags.positive(float))
+    flags.option(s, "max-groups", "1000000", "open groups at most; an alert that would open one more is "
+            "answered 503 (its sender retries)", "a whole number", flags.positive(int))
     s.add_argument("--pagerduty-webhook-secret", action="append", default=None, metavar="SECRET",
                    help="a PagerDuty webhook subscription's signing secret, repeatable while one is "
                    "rotated; ${VAR} is read from the environment "
@@ -156,14 +75,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="a name users reach the proxy by (a DNS name, a reverse proxy's); admin "
                    "paths answer only to an IP address, localhost, the --listen hosts and these, "
                    "repeatable (ALERT_PROXY_EXTERNAL_HOST, space-separated)")
-    s.add_argument("--metrics-open", action="store_true", default=_env_bool("metrics_open"),
+    s.add_argument("--metrics-open", action="store_true", default=flags.env_bool("metrics_open"),
                    help="serve /metrics without the admin credentials that --auth admin=... "
                    "otherwise asks for (ALERT_PROXY_METRICS_OPEN)")
-    _option(s, "shutdown-timeout", "10", "seconds from SIGTERM to exit, whatever the backlog",
-            "a number of seconds", _positive(float))
-    s.add_argument("--dry-run", action="store_true", default=_env_bool("dry_run"),
+    flags.option(s, "shutdown-timeout", "10", "seconds from SIGTERM to exit, whatever the backlog",
+            "a number of seconds", flags.positive(float))
+    s.add_argument("--dry-run", action="store_true", default=flags.env_bool("dry_run"),
                    help="print the events that would be sent instead of sending (ALERT_PROXY_DRY_RUN)")
-    _option(s, "log-level", "info", "debug, info, warning or error", "a log level", _log_level)
+    flags.option(s, "log-level", "info", "debug, info, warning or error", "a log level", flags.log_level)
     c = sub.add_parser("check", help="validate rule files; file:line errors; exit 1 on error")
     c.add_argument("rules", nargs="+")
     c.add_argument("--placeholders", action="store_true",
@@ -174,21 +93,21 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("test", help="run rule unit tests")
     t.add_argument("files", nargs="+")
     r = sub.add_parser("report", help="the noise report: alerts in, pages out, suppressed, per "
-                       "rule and service", formatter_class=_Help)
+                       "rule and service", formatter_class=flags.Help)
     r.add_argument("--since", default="7d", help="how far back (1h to 14d)")
     r.add_argument("--json", action="store_true", help="the figures as JSON")
-    r.add_argument("--store", default=_env("store"),
+    r.add_argument("--store", default=flags.env("store"),
                    help="read this store (sqlite://, redis://...) (ALERT_PROXY_STORE)")
-    r.add_argument("--store-prefix", default=_env("store_prefix", "alert-proxy"))
+    r.add_argument("--store-prefix", default=flags.env("store_prefix", "alert-proxy"))
     r.add_argument("--url", default=None, help="or ask a running proxy (e.g. http://127.0.0.1:8080)")
-    r.add_argument("--token", default=_env("admin_token"), help="admin bearer token (ALERT_PROXY_ADMIN_TOKEN)")
+    r.add_argument("--token", default=flags.env("admin_token"), help="admin bearer token (ALERT_PROXY_ADMIN_TOKEN)")
     d = sub.add_parser("deadletter", help="list or re-send dead-lettered events of a running proxy",
-                       formatter_class=_Help)
+                       formatter_class=flags.Help)
     d.add_argument("action", choices=["list", "retry"])
-    d.add_argument("--url", default=_env("url", "http://127.0.0.1:8080"),
+    d.add_argument("--url", default=flags.env("url", "http://127.0.0.1:8080"),
                    help="the proxy's base URL (ALERT_PROXY_URL)")
     d.add_argument("--seq", default=None, help="comma-separated event numbers (retry; default all)")
-    d.add_argument("--token", default=_env("admin_token"), help="admin bearer token (ALERT_PROXY_ADMIN_TOKEN)")
+    d.add_argument("--token", default=flags.env("admin_token"), help="admin bearer token (ALERT_PROXY_ADMIN_TOKEN)")
     return p
 
 
@@ -356,12 +275,12 @@ def _serve(args: Any) -> int:
         from proxy.store.sqlite import check_file
 
         check_file(store_url)  # a file that cannot be opened never will be: exit now
-    rules = args.rules or (_env("rules", "rules/") or "rules/").split(",")
-    auth = args.auth if args.auth is not None else (_env("auth", "") or "").split()
+    rules = args.rules or (flags.env("rules", "rules/") or "rules/").split(",")
+    auth = args.auth if args.auth is not None else (flags.env("auth", "") or "").split()
     budget = Budget(args.shutdown_timeout)  # SIGTERM to exit (proxy/shutdown.py)
     secrets = args.pagerduty_webhook_secret
     if secrets is None:
-        secrets = (_env("pagerduty_webhook_secret", "") or "").split()
+        secrets = (flags.env("pagerduty_webhook_secret", "") or "").split()
     settings = Settings(rules=rules, upstream=args.upstream, dry_run=args.dry_run,
                         pagerduty_secrets=[expand_env(x, "--pagerduty-webhook-secret") for x in secrets],
                         auth=parse_auth(auth), send_timeout=args.send_timeout,
@@ -369,7 +288,7 @@ def _serve(args: Any) -> int:
                         max_groups=args.max_groups, shutdown=budget,
                         metrics_open=args.metrics_open,
                         hosts=[h for h, _ in filter(None, (args.listen, args.listen_tls))] + (
-                            args.external_host or (_env("external_host", "") or "").split()))
+                            args.external_host or (flags.env("external_host", "") or "").split()))
     cert = None
     if args.tls_cert or args.tls_key or args.listen_tls:
         if not (args.tls_cert and args.tls_key):

@@ -31,7 +31,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from proxy.model import Flush, Group
-from proxy.rules.schema import Rule
+from proxy.rules.types import Rule
 
 __all__ = ["Page", "apply", "decide", "flapping", "page_details", "recheck"]
 

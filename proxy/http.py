@@ -280,3 +280,13 @@ def admin_middleware(auth: Auth, hosts: Hosts | None = None) -> Any:
         return await handler(request)
 
     return guard
+
+
+def source(name: str) -> Callable[[Any], Any]:
+    """Tag a handler with the sender it serves: the metric label and the auth scope."""
+
+    def tag(fn: Any) -> Any:
+        fn.source = name
+        return fn
+
+    return tag

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from proxy.correlate import Page
 from proxy.model import Flush, Group, OutEvent
 from proxy.remediate import Call
-from proxy.rules.schema import Rule
+from proxy.rules.types import Rule
 from proxy.store import Commit
 from proxy.storm import Delta
 

@@ -12,7 +12,7 @@ import orjson
 from proxy.ingest.fields import is_time
 from proxy.model import SEVERITIES, Action, Group, GroupAlert, OutEvent
 from proxy.redact import mask
-from proxy.rules.schema import Rule
+from proxy.rules.types import Rule
 
 __all__ = ["MAX_BODY_BYTES", "am_subject", "change_event", "followup_event", "group_name", "trigger_event"]
 

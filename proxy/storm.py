@@ -26,7 +26,7 @@ from typing import Any
 from proxy.correlate import Page
 from proxy.model import Alert, Flush, Group, GroupAlert, GroupMeta
 from proxy.rules.engine import STORM_RULE, group_dedup_key
-from proxy.rules.schema import Rule, Storm
+from proxy.rules.types import Rule, Storm
 from proxy.state import Folded, StormFigures
 from proxy.store import Commit, Entry, Store
 

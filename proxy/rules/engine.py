@@ -16,7 +16,7 @@ import orjson
 from proxy.model import SEVERITIES, Alert, GroupMeta
 from proxy.redact import mask
 from proxy.rules.matchers import matches_all
-from proxy.rules.schema import ALL_LABELS, Rule, RuleFile
+from proxy.rules.types import ALL_LABELS, Rule, RuleFile
 
 __all__ = ["STORM_RULE", "SUPPRESS_REASONS", "Placement", "RuleSet", "group_dedup_key",
            "own_identity_key"]

@@ -67,13 +67,13 @@ class Names:
         return f"{self.p}:inhfp:{fp}"
 
     # -- outbox and budget -----------------------------------------------------------------
-    def outbox(self, routing_key: str) -> tuple[str, str, str, str]:
-        """lines, ready, wait and age of a routing key."""
-        r, p = rid(routing_key), self.p
+    def outbox(self, routing_key: str, r: str | None = None) -> tuple[str, str, str, str]:
+        """lines, ready, wait and age of a routing key (or of its id `r`)."""
+        r, p = r or rid(routing_key), self.p
         return f"{p}:ob:lines:{r}", f"{p}:ob:ready:{r}", f"{p}:ob:wait:{r}", f"{p}:ob:age:{r}"
 
-    def budget(self, routing_key: str) -> str:
-        return f"{self.p}:bud:{rid(routing_key)}"
+    def budget(self, routing_key: str, r: str | None = None) -> str:
+        return f"{self.p}:bud:{r or rid(routing_key)}"
 
     def pause(self, routing_key: str) -> str:
         return f"{self.p}:pause:{rid(routing_key)}"

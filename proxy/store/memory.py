@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from proxy.errors import StoreFull
-from proxy.model import URGENT, Group, GroupAlert, OutEvent
+from proxy.model import Group, GroupAlert, OutEvent
 from proxy.state import GroupState
 from proxy.store.base import (
     COUNT_HOURS,
@@ -33,7 +33,8 @@ from proxy.store.base import (
     Window,
     capped,
 )
-from proxy.store.codec import join_status, split_status
+from proxy.store.codec import split_status
+from proxy.store.semantics import Put, budget_wait, coalesces, put_alert
 
 __all__ = ["MemoryStore"]
 
@@ -107,35 +108,20 @@ class MemoryStore:
         heapq.heappush(self._due[0 if g.urgent else 1], (at, next(self._tie), g.key))
 
     def _put(self, w: _Window, fp: str, status: str, js: str, full: bool, max_alerts: int,
-             now: float) -> None:
-        """One alert into one window, by the scheduling rule of store.base."""
+             now: float) -> Put:
+        """One alert into one window, by the scheduling rule (store/semantics.py)."""
         g = w.head
-        g.last_seen = now
-        raw = w.status.get(fp)
-        if raw is None:
-            if status != "firing":
-                return
-            if len(w.status) >= max_alerts:
-                g.overflow += 1
-                return
+        put = put_alert(g, w.status.get(fp), status, full, max_alerts, now)
+        if put.new:
             held = self._by_fp.get(fp)
             self._by_fp[fp] = f"{held} {g.key}" if held else g.key
+        if put.json:
             w.json[fp] = js
-            w.status[fp] = status
-        else:
-            if full:
-                w.json[fp] = js
-            prev, changes = split_status(raw)
-            if prev == status:
-                return
-            w.status[fp] = join_status(status, (*changes, now))
-        g.version += 1
-        if g.last_flush_at > 0:
-            if status == "firing" and g.triggered:
-                g.grown = True
-            at = max(now, g.last_flush_at + (g.group_interval if status == "firing" else g.resolve_wait))
-            if at < g.due:
-                self._schedule(g, at)
+        if put.status is not None:
+            w.status[fp] = put.status
+        if put.due is not None:
+            self._schedule(g, put.due)
+        return put
 
     def _sweep_tombs(self, now: float) -> None:
         while self._tomb_q and self._tomb_q[0][0] <= now:
@@ -280,13 +266,13 @@ class MemoryStore:
             k = self._key(ev.routing_key)
             k.name = ev.key_name
             line = k.lines.get(ev.dedup_key, ())
-            if ev.action == "trigger" and line and line[-1] not in k.leased:
-                last = self._items[line[-1]]
-                if last.action == "trigger":
-                    last.body, last.severity = ev.body, ev.severity
-                    if len(line) == 1:
-                        self._head_ready(k, line[0], ev.dedup_key)  # its priority may change
-                    continue
+            last = self._items[line[-1]] if line else None
+            if last is not None and coalesces(ev.action, last.action, k.leased.get(last.seq, 0.0),
+                                              ev.enqueued_at):
+                last.body, last.severity = ev.body, ev.severity
+                if len(line) == 1:
+                    self._head_ready(k, line[0], ev.dedup_key)  # its priority may change
+                continue
             self._seq += 1
             ev.seq = self._seq  # the store keeps this event object from now on
             self._items[ev.seq] = ev
@@ -309,12 +295,7 @@ class MemoryStore:
         horizon = now - window.seconds
         for s in [s for s, t in k.stamps.items() if t <= horizon]:
             del k.stamps[s]
-        allowed = window.limit if prio == URGENT else window.limit - window.reserve
-        n = len(k.stamps)
-        if n < allowed:
-            return 0.0
-        times = sorted(k.stamps.values())
-        return max(0.001, times[n - allowed] + window.seconds - now)
+        return budget_wait(len(k.stamps), lambda i: sorted(k.stamps.values())[i], prio, now, window)
 
     async def take(self, routing_key: str, now: float, lease: float, window: Window) -> Take:
         k = self._keys.get(routing_key)
@@ -346,7 +327,14 @@ class MemoryStore:
             self._stamp += 1
             k.stamps[self._stamp] = now
             return Take(replace(ev), 0.0, self._stamp)
-        return Take(None, max(0.001, k.waiting[0][0] - now) if k.waiting else math.inf)
+        while k.waiting:  # how long until the first head that really waits (stale entries go)
+            t, seq, dk = k.waiting[0]
+            ev = self._items.get(seq)
+            if ev is not None and self._is_head(k, seq, dk) and \
+                    k.leased.get(seq, ev.not_before if seq not in k.leased else -1.0) == t:
+                return Take(None, max(0.001, t - now))
+            heapq.heappop(k.waiting)
+        return Take(None, math.inf)
 
     def _settle(self, k: _Key, stamp: int, now: float) -> None:
         if stamp in k.stamps:
@@ -381,9 +369,10 @@ class MemoryStore:
                     now: float) -> None:
         item = self._items.get(ev.seq)
         k = self._keys.get(ev.routing_key)
+        if k is not None:  # the send happened, whatever became of its event since
+            self._settle(k, stamp, now)
         if item is None or k is None:
             return
-        self._settle(k, stamp, now)
         k.leased.pop(ev.seq, None)
         item.not_before, item.last_error = not_before, error
         item.attempts += 1 if count else 0
@@ -392,9 +381,10 @@ class MemoryStore:
 
     async def release(self, ev: OutEvent, stamp: int, now: float) -> None:
         k = self._keys.get(ev.routing_key)
+        if k is not None:  # it was not sent, whatever became of its event since
+            k.stamps.pop(stamp, None)
         if k is None or ev.seq not in self._items:
             return
-        k.stamps.pop(stamp, None)
         k.leased.pop(ev.seq, None)
         if self._is_head(k, ev.seq, ev.dedup_key):
             self._head_ready(k, ev.seq, ev.dedup_key)
@@ -419,7 +409,8 @@ class MemoryStore:
 
     async def requeue_dead(self, seqs: Sequence[int] | None) -> int:
         chosen = [s for s in self._dead if seqs is None or s in seqs]
-        await self.enqueue([replace(self._dead.pop(s), not_before=0.0, attempts=0) for s in chosen])
+        await self.enqueue([replace(self._dead.pop(s), not_before=0.0, attempts=0, last_error="")
+                            for s in chosen])
         return len(chosen)
 
     # -- budget --------------------------------------------------------------------
@@ -434,10 +425,11 @@ class MemoryStore:
     async def stats(self, now: float, window: Window) -> Stats:
         keys: dict[str, KeyStats] = {}
         for rk, k in self._keys.items():
-            if not k.depth and not k.stamps:
+            sent = await self.sent_in_window(rk, now, window)
+            if not k.depth and not sent:
                 continue
             oldest = k.age[0][0] if k.depth and k.age else now
-            keys[k.name] = KeyStats(k.depth, oldest, await self.sent_in_window(rk, now, window))
+            keys[k.name] = KeyStats(k.depth, oldest, sent)
         return Stats(groups_open=len(self._groups), dead=len(self._dead), keys=keys,
                      oldest_due=self._oldest_due())
 

@@ -466,25 +466,24 @@ class RedisStore:
             pipe.zcard(n.due_urgent)
             pipe.zcard(n.due_other)
             pipe.hlen(n.ob_dead)
-            pipe.hgetall(n.ob_keys)
             pipe.hgetall(n.ob_names)
             pipe.zrange(n.due_urgent, 0, 0, withscores=True)
             pipe.zrange(n.due_other, 0, 0, withscores=True)
-            urgent, other, dead, rks, names, due_u, due_n = await pipe.execute()
-        rids = sorted(rks)
+            urgent, other, dead, names, due_u, due_n = await pipe.execute()
+        rids = sorted(names)  # every key that had events (its name stays once they are sent)
         async with self._r.pipeline(transaction=False) as pipe:
             for r in rids:
-                rk = _text(rks[r])
-                age = n.outbox(rk)[3]
+                age = n.outbox("", _text(r))[3]
                 pipe.zcard(age)
                 pipe.zrange(age, 0, 0, withscores=True)
-                pipe.zcount(n.budget(rk), f"({now - window.seconds}", "+inf")
+                pipe.zcount(n.budget("", _text(r)), f"({now - window.seconds}", "+inf")
             raw = await pipe.execute()
         out: dict[str, KeyStats] = {}
         for i, r in enumerate(rids):
             depth, oldest, sent = raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]
-            name = _text(names.get(r, b"?"))
-            out[name] = KeyStats(int(depth), float(oldest[0][1]) if oldest else now, int(sent))
+            if not depth and not sent:
+                continue
+            out[_text(names[r])] = KeyStats(int(depth), float(oldest[0][1]) if oldest else now, int(sent))
         dues = [float(z[0][1]) for z in (due_u, due_n) if z]
         return Stats(groups_open=int(urgent) + int(other), dead=int(dead), keys=out,
                      oldest_due=min(dues) if dues else None)

@@ -11,7 +11,7 @@ import pytest
 from proxy import correlate
 from proxy.correlate import Page
 from proxy.model import Alert, Flush, GroupAlert, GroupMeta, OutEvent
-from proxy.rules.schema import Rule
+from proxy.rules.types import Rule
 from proxy.state import GroupState, Incident
 from proxy.store import Commit, Entry, Resolved, Window, from_url
 
@@ -72,6 +72,19 @@ async def test_record_opens_group_due_after_group_wait(store):
     assert g.rule == "r" and g.routing_key == KEY and g.group_labels == {"alertname": "g1"}
     assert g.opened_at == T0 and not g.triggered and g.last_seen == T0
     assert g.alerts["a"].labels == {"alertname": "g1", "i": "a"} and g.alerts["a"].severity == "error"
+
+
+async def test_a_commit_that_did_not_go_in_keeps_the_lease(store):
+    """The flusher whose commit failed (the group changed) loads and plans it again: the
+    group stays its own until the lease ends (SQLite let another claim take it; found by
+    tests/contract/test_differential.py)."""
+    await store.record([entry("g1", "a")], [], T0)
+    [g] = await store.claim_due(T0 + 30, 30, 10)
+    await store.record([entry("g1", "b")], [], T0 + 31)  # the version moves
+    g.last_flush_at, g.due = T0 + 32, T0 + 3600
+    assert await store.commit([Commit(g, False, [])]) == [False]
+    assert await store.claim_due(T0 + 33, 30, 10) == []
+    assert [g.key for g in await store.claim_due(T0 + 61, 30, 10)] == ["g1"]
 
 
 async def test_lease_runs_out_and_group_is_claimed_again(store):
@@ -495,6 +508,10 @@ async def test_sqlite_file_from_before_autoincrement_is_carried_over(tmp_path):
     conn.executescript("""
         ALTER TABLE outbox RENAME TO o; CREATE TABLE outbox AS SELECT * FROM o; DROP TABLE o;
         DELETE FROM sqlite_sequence;
+        ALTER TABLE stamps RENAME TO s;
+        CREATE TABLE stamps (id INTEGER PRIMARY KEY, rk TEXT NOT NULL, at REAL NOT NULL);
+        DROP TABLE s;
+        INSERT INTO stamps (id, rk, at) VALUES (3, '0123456789abcdef0123456789abcdef', 1700000000);
         INSERT INTO dead (seq, rk, dk, action, severity, body, key_name, attempts, enqueued_at,
                           last_error) VALUES (7, 'rk', 'old-dead', 'trigger', 'error', x'7b7d', 'PD', 1, 0, 'x');
     """)
@@ -508,4 +525,20 @@ async def test_sqlite_file_from_before_autoincrement_is_carried_over(tmp_path):
     await _dead_once(store, T0)
     await _dead_once(store, T0)
     assert sorted(e.dedup_key for e in await store.dead_letters()) == ["kept", "new", "old-dead"]
+    assert await store.sent_in_window(KEY, T0, WIN) == 3  # the old stamp is kept
     await store.close()
+    conn = sqlite3.connect(path)
+    assert "AUTOINCREMENT" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'stamps'").fetchone()[0]
+    conn.close()
+
+
+async def test_a_late_answer_settles_its_own_stamp_not_a_newer_one(store):
+    """A send whose answer comes after its stamp left the window: releasing it must not undo
+    the stamp of a later send (SQLite gave a deleted stamp's number again; found by
+    tests/contract/test_differential.py)."""
+    await store.enqueue([ev("a"), ev("b")])
+    first = await store.take(KEY, T0, 300, WIN)
+    later = await store.take(KEY, T0 + 61, 300, WIN)  # the first stamp has left the window
+    assert first.event is not None and later.event is not None
+    await store.release(first.event, first.stamp, T0 + 62)
+    assert await store.sent_in_window(KEY, T0 + 62, WIN) == 1

@@ -6,7 +6,7 @@ import orjson
 
 from proxy import render
 from proxy.model import Alert, Group, GroupAlert
-from proxy.rules.schema import Rule
+from proxy.rules.types import Rule
 from tests.conftest import KEY
 
 

@@ -1,22 +1,25 @@
 """The SQLite store's own process, seen from the store's interface: a file it cannot open,
 a process killed with calls under way, calls under way at close(), and how it reads its
-jobs off the pipe."""
+jobs off the pipe (tests/unit/test_sqlite_engine.py drives the engine itself)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import queue
 import signal
 import threading
 import time
+from multiprocessing.connection import Connection
 
 import pytest
 
 from proxy.errors import StoreError
 from proxy.model import GroupMeta
-from proxy.store import Entry, Window
-from proxy.store.sqlite import _FRAME, SqliteStore, _frame, _Inbox
+from proxy.store import Entry, Stats, Window
+from proxy.store.sqlite import SqliteStore
+from proxy.store.sqlite.engine import Engine
+from proxy.store.sqlite.transport import frame, serve
 from tests.support import procs
 
 
@@ -95,46 +98,33 @@ def test_a_store_used_from_a_second_event_loop_starts_a_process_there(tmp_path):
     assert children() - before == set()
 
 
-def test_the_process_reads_its_jobs_whole_however_the_pipe_cuts_them():
-    """The child reads its jobs on the thread that runs them (no reader thread): frames
-    that come in pieces, or many in one read, are each one job; it waits only when no
-    whole frame is left; the end of the stream, or a frame that is not a job's, ends it."""
-    r, w = os.pipe()
-    inbox = _Inbox(r)
-    jobs = [("stats", (float(i), Window()), i % 2 == 0) for i in range(5)]
-    data = b"".join(_frame(job) for job in jobs)
-    with pytest.raises(queue.Empty):
-        inbox.get_nowait()
-    os.write(w, data[:3])  # not even a whole length
-    with pytest.raises(queue.Empty):
-        inbox.get_nowait()
-    os.write(w, data[3:len(_frame(jobs[0])) + 5])  # one frame and the start of the next
-    assert inbox.get_nowait() == jobs[0]
-    with pytest.raises(queue.Empty):
-        inbox.get_nowait()
+def test_the_process_reads_its_jobs_whole_however_the_pipe_cuts_them(tmp_path):
+    """The store's process reads typed jobs off its pipe: frames that come in pieces, or
+    many in one write, are each one job, answered in order; the end
+    of the stream, or a frame that is not a job, ends it."""
+    engine = Engine.open(tmp_path / "state.db", "NORMAL")
+    jobs_r, jobs_w = os.pipe()
+    answers_r, answers_w = os.pipe()
+    jobs = [(Engine.stats, (float(i), Window()), i % 2 == 0) for i in range(5)]
+    data = b"".join(frame(job) for job in jobs) + frame(("not", "a job"))
 
-    def rest() -> None:
-        time.sleep(0.2)
-        os.write(w, data[len(_frame(jobs[0])) + 5:])
+    def write() -> None:
+        os.write(jobs_w, data[:3])  # not even a whole length
+        time.sleep(0.1)
+        os.write(jobs_w, data[3:len(frame(jobs[0])) + 5])  # one frame and the start of the next
+        time.sleep(0.1)
+        os.write(jobs_w, data[len(frame(jobs[0])) + 5:])
 
-    writer = threading.Thread(target=rest)
+    writer = threading.Thread(target=write)
     writer.start()
-    t0 = time.monotonic()
-    assert inbox.get() == jobs[1]  # waited for the rest of the frame
-    assert time.monotonic() - t0 >= 0.15
+    serve(engine, Connection(jobs_r, writable=False), Connection(answers_w, readable=False))
     writer.join()
-    assert [inbox.get_nowait() for _ in range(3)] == jobs[2:]
-    os.write(w, _FRAME.pack(4) + b"\x00\x01\x02\x03")  # not a pickle
-    assert inbox.get_nowait() is None
-    assert inbox.get() is None
-    os.close(w)
-    os.close(r)
-
-    r, w = os.pipe()
-    inbox = _Inbox(r)
-    os.write(w, _frame(jobs[0]) + _frame(jobs[1])[:7])
-    os.close(w)  # the proxy is gone midway through a frame
-    assert inbox.get() == jobs[0]
-    assert inbox.get() is None
-    assert inbox.get_nowait() is None
-    os.close(r)
+    back = Connection(answers_r, writable=False)
+    batches = []
+    with contextlib.suppress(EOFError):  # (its end closed once serve returned)
+        while True:
+            batches.append(back.recv())
+    assert [a for b in batches for a in b] == [(True, Stats(0, 0, {}, None), [])] * 5
+    engine.close()
+    os.close(jobs_w)
+    back.close()

@@ -111,7 +111,7 @@ local function ob_enqueue_many(F, E, now)
     if ev.action == 'trigger' and line then
       local last = string.match(line, '(%d+)$')
       local item = cjson.decode(redis.call('HGET', F.items, last))
-      if item.action == 'trigger' and (item.lease or 0) <= now then
+      if item.action == 'trigger' and (item.lease or 0) <= ev.enqueued_at then  -- semantics.coalesces
         item.body, item.severity, item.prio = ev.body, ev.severity, ev.prio
         redis.call('HSET', F.items, last, ob_item(item, e.lit))
         if ob_head(line) == last and redis.call('ZSCORE', e.O.ready, last) then
@@ -197,8 +197,7 @@ local function ob_pop(F, O, rid, dk, seq, now)
     ob_schedule(F, O, rest[1], now)
   end
   if redis.call('ZCARD', O.age) == 0 then
-    redis.call('HDEL', F.keys, rid)
-    redis.call('HDEL', F.names, rid)
+    redis.call('HDEL', F.keys, rid)  -- (its name stays: the stats show its budget used)
   end
   return raw
 end

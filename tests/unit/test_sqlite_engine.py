@@ -1,0 +1,70 @@
+"""The SQLite engine driven in-process, as the store's process drives it: typed operations
+in batches, each batch one transaction, each operation a savepoint of its own."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from proxy.errors import StoreFull
+from proxy.model import GroupMeta, OutEvent
+from proxy.store import Window
+from proxy.store.sqlite.engine import Engine, revive
+from proxy.store.sqlite.schema import groups_of
+
+KEY = "0123456789abcdef0123456789abcdef"
+T0 = 1_700_000_000.0
+
+
+def row(key: str, fp: str) -> tuple[object, ...]:
+    return (key, GroupMeta("r", KEY, "PD", {"k": key}), fp,
+            f'{{"fingerprint": "{fp}", "status": "firing", "labels": {{"fp": "{fp}"}}}}',
+            30.0, 300.0, 60.0, 10, False)
+
+
+def event(dk: str) -> OutEvent:
+    return OutEvent(KEY, dk, "trigger", "error", b"{}", key_name="PD", enqueued_at=T0)  # type: ignore[arg-type]
+
+
+def test_a_batch_is_one_transaction_and_a_failing_operation_is_undone_alone(tmp_path):
+    engine = Engine.open(tmp_path / "state.db", "FULL")
+    answers = engine.run([
+        (Engine.record, ([row("g1", "a")], [], T0, [], 10), True),
+        (Engine.record, ([row("g2", "b"), row("g3", "c")], [], T0, [], 1), True),  # over the cap
+        (Engine.enqueue, ([event("d1")],), False),
+    ])
+    assert [ok for ok, _, _ in answers] == [True, False, True]
+    assert isinstance(revive(*answers[1][1]), StoreFull)
+    assert answers[0][2] == [("groups", "", 1)]  # the count changes that went in
+    assert engine.counts.groups == 1 and engine.counts.depth == {KEY: 1}
+    engine.close()
+
+    again = Engine.open(tmp_path / "state.db", "FULL")  # committed: on the disk
+    assert again.counts.groups == 1 and again.counts.depth == {KEY: 1}
+    assert [g.key for g in groups_of(again.groups())] == ["g1"]
+    assert [e.dedup_key for e in again.pending(10)] == ["d1"]
+    again.close()
+
+
+def test_claims_are_leases_held_by_the_engine(tmp_path):
+    engine = Engine.open(tmp_path / "state.db", "NORMAL")
+    engine.run([(Engine.record, ([row("g1", "a"), row("g2", "b")], [], T0, [], 10), True)])
+    (ok, rows, _), = engine.run([(Engine.claim_due, (T0 + 30, 10.0, 1), False)])
+    assert ok and [g.key for g in groups_of(rows)] == ["g1"]
+    (_, rows, _), = engine.run([(Engine.claim_due, (T0 + 31, 10.0, 5), False)])
+    assert [g.key for g in groups_of(rows)] == ["g2"]  # g1 is leased
+    (_, rows, _), = engine.run([(Engine.claim_due, (T0 + 41, 10.0, 5), False)])
+    assert sorted(g.key for g in groups_of(rows)) == ["g1", "g2"]  # the leases ran out
+    engine.close()
+
+
+def test_a_broken_file_fails_the_batch_not_the_engine(tmp_path):
+    engine = Engine.open(tmp_path / "state.db", "NORMAL")
+    engine.c.execute("DROP TABLE pauses")
+    (ok, err, _), = engine.run([(Engine.pause, (KEY, T0), True)])
+    assert not ok and err[0] == "StoreError" and "pauses" in err[1]
+    (ok, _, _), = engine.run([(Engine.take, (KEY, T0, 10.0, Window()), True)])
+    assert not ok  # take reads the pauses too
+    (ok, n, _), = engine.run([(Engine.sent_in_window, (KEY, T0, Window()), True)])
+    assert ok and n == 0
+    assert isinstance(engine.c, sqlite3.Connection)
+    engine.close()
