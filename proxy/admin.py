@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
 from proxy.clock import Clock
 from proxy.errors import InputError
 from proxy.http import ADMIN, json_response, source
+from proxy.jsontypes import JsonObject
 from proxy.model import OutEvent
 from proxy.rules.live import LiveRules
 from proxy.stats import Tally, parse_since, summarize
@@ -57,7 +57,7 @@ class Admin:
         return json_response({"pending": [_shown(e) for e in await self.store.pending()],
                               "dead": [_shown(e) for e in await self.store.dead_letters()]})
 
-    async def stats(self, since: str) -> dict[str, Any]:
+    async def stats(self, since: str) -> JsonObject:
         """The noise figures of the last `since` (e.g. 24h, 7d), with what this process
         counted but has not yet written."""
         try:
@@ -85,7 +85,7 @@ class Admin:
         return json_response({"status": "success", "requeued": n})
 
 
-def _shown(e: OutEvent) -> dict[str, Any]:
+def _shown(e: OutEvent) -> JsonObject:
     return {"seq": e.seq, "key": e.key_name, "dedup_key": e.dedup_key, "action": e.action,
             "severity": e.severity, "attempts": e.attempts, "last_error": e.last_error,
             "enqueued_at": e.enqueued_at, "not_before": e.not_before}

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from proxy.auth import Auth
 from proxy.errors import InputError, NotJSON, StoreError, StoreFull, TooLarge, Unauthorized
+from proxy.jsontypes import JsonObject
 from proxy.logs import Health
 from proxy.metrics import Metrics
 
@@ -138,7 +139,7 @@ async def read_json(request: web.Request, auth: Auth, source: str, timeout: floa
         raise NotJSON() from None
 
 
-def _pagerduty_body(e: InputError) -> dict[str, Any]:
+def _pagerduty_body(e: InputError) -> JsonObject:
     """PagerDuty's own answer bodies for a refused event (FACTS.md)."""
     if isinstance(e, NotJSON):
         return {"status": "Unrecognized object", "message": "Event object format is unrecognized",

@@ -32,6 +32,7 @@ import orjson
 from proxy.durations import parse_duration
 from proxy.errors import ConfigError
 from proxy.gotemplates import Untranslatable, translate
+from proxy.jsontypes import JsonObject
 from proxy.model import SEVERITIES
 from proxy.rules.matchers import matchers_from_mapping, parse_matchers
 
@@ -75,7 +76,7 @@ def _list(items: list[str]) -> str:
 
 
 class _Importer:
-    def __init__(self, doc: dict[str, Any]) -> None:
+    def __init__(self, doc: JsonObject) -> None:
         self.doc = doc
         self.notes: list[str] = []
         self.keys: dict[str, str] = {}  # receiver -> its ${...} routing key reference
@@ -180,7 +181,7 @@ class _Importer:
         return out
 
     # -- the route tree ---------------------------------------------------------------
-    def route(self, raw: dict[str, Any], parent: _Route | None, where: str) -> _Route:
+    def route(self, raw: JsonObject, parent: _Route | None, where: str) -> _Route:
         for key in raw:
             if key not in _ROUTE_KEYS:
                 self.notes.append(f"{where}: {key}" + _WHY.get(key, ""))
@@ -294,7 +295,7 @@ class _Importer:
         return out
 
 
-def _matchers(raw: dict[str, Any], prefix: str, where: str) -> list[str]:
+def _matchers(raw: JsonObject, prefix: str, where: str) -> list[str]:
     """`match`, `match_re` and `matchers` (with `source_`/`target_` for inhibit rules) as
     matcher strings, validated as the rules will read them."""
     found: list[str] = []

@@ -19,6 +19,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from proxy.jsontypes import JsonObject
+
 __all__ = ["Health", "JsonFormatter", "LineHandler", "info", "setup_logging"]
 
 
@@ -41,7 +43,7 @@ class JsonFormatter(logging.Formatter):
                          fields if isinstance(fields, dict) else None,
                          self.formatException(record.exc_info) if record.exc_info else None)
 
-    def line(self, created: float, level: str, name: str, msg: str, fields: dict[str, Any] | None,
+    def line(self, created: float, level: str, name: str, msg: str, fields: JsonObject | None,
              exc: str | None = None) -> str:
         out = {"ts": self._ts(created), "level": level, "logger": name, "msg": msg}
         if fields:
@@ -72,7 +74,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # noqa: BLE001 - as logging's own handlers: reported, never raised
             self.handleError(record)
 
-    def info(self, fmt: JsonFormatter, name: str, msg: str, fields: dict[str, Any]) -> None:
+    def info(self, fmt: JsonFormatter, name: str, msg: str, fields: JsonObject) -> None:
         """An info line as `emit` writes it with `fmt` (its formatter), from its parts (see
         `info()`)."""
         with self.lock:  # type: ignore[union-attr]  # (createLock made it)
@@ -136,7 +138,7 @@ class Health:
 _direct: tuple[logging.Logger, LineHandler] | None = None  # setup_logging's
 
 
-def info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
+def info(logger: logging.Logger, msg: str, fields: JsonObject) -> None:
     """`logger.info(msg, extra={"fields": fields})` for lines written per group. While the
     logger is the one setup_logging made (or a child of it without handlers of its own),
     as it made it (its one handler, with a JsonFormatter, no filters, no level on the

@@ -12,10 +12,11 @@ every store imports it, it imports nothing of theirs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 
+from proxy.jsontypes import JsonObject
 from proxy.state import GroupState
 
 __all__ = ["SEVERITIES", "URGENT", "Action", "Alert", "Flush", "Group", "GroupAlert", "GroupMeta",
@@ -42,7 +43,7 @@ class Alert:
     severity: str | None = None
     starts_at: str = ""
     ends_at: str = ""
-    custom_details: dict[str, Any] = field(default_factory=dict)
+    custom_details: JsonObject = field(default_factory=dict)
     links: list[dict[str, str]] = field(default_factory=list)
     images: list[dict[str, str]] = field(default_factory=list)
     dedup_key: str | None = None  # Events v2: the sender's own dedup_key
@@ -50,10 +51,10 @@ class Alert:
     client: str | None = None  # Events v2: the sender's own client and client_url
     client_url: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """What a group keeps of the alert (never the routing key: it is a secret); empty
         fields are left out (`from_dict` fills them in)."""
-        d: dict[str, Any] = {"fingerprint": self.fingerprint, "status": self.status,
+        d: JsonObject = {"fingerprint": self.fingerprint, "status": self.status,
                              "labels": self.labels, "source": self.source}
         for name in ("annotations", "summary", "severity", "starts_at", "ends_at", "custom_details",
                      "links", "images", "dedup_key", "client", "client_url"):
@@ -63,7 +64,7 @@ class Alert:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Alert:
+    def from_dict(cls, d: JsonObject) -> Alert:
         """From `to_dict`'s output (the fields it left out take their defaults)."""
         d.pop("placed_severity", None)
         d.setdefault("source", "")
@@ -101,7 +102,7 @@ class GroupAlert:
         severity = d.get("placed_severity") or "error"
         return cls(Alert.from_dict(d), severity, changes)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """As the status API shows it."""
         return {**self.alert.to_dict(), "placed_severity": self.severity}
 
@@ -144,7 +145,7 @@ class Group:
     def firing(self) -> list[GroupAlert]:
         return [a for a in self.alerts.values() if a.firing]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """As the status API shows it: the routing key is left out (a secret)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("alerts", "key",
                                                                                   "routing_key", "state")}

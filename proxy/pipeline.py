@@ -18,7 +18,6 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from proxy import render
 from proxy.clock import Clock
@@ -27,6 +26,7 @@ from proxy.incidents import Incidents
 from proxy.ingest import events_v2
 from proxy.ingest.fields import is_time
 from proxy.ingest.pagerduty import IncidentEvent
+from proxy.jsontypes import JsonObject
 from proxy.metrics import Metrics
 from proxy.model import Action, Alert, GroupAlert, OutEvent
 from proxy.remediate import Caller, HttpCaller
@@ -171,7 +171,7 @@ class Pipeline:
         self.metrics.alerts_received.labels("events_v2").inc()
         await self.enqueue(events)
 
-    async def change(self, body: dict[str, Any], seq_hint: int) -> None:
+    async def change(self, body: JsonObject, seq_hint: int) -> None:
         """A change event: straight to the outbox, no grouping."""
         await self.enqueue([render.change_event(body, self.clock.now(), seq_hint)])
 

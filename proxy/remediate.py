@@ -15,11 +15,11 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from proxy.jsontypes import JsonObject
 from proxy.redact import mask
 
 __all__ = ["Call", "Caller", "HttpCaller", "Outcome"]
@@ -44,7 +44,7 @@ class Outcome:
     seconds: float = 0.0
     answer: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {"outcome": self.outcome, "http_status": self.http_status,
                 "seconds": round(self.seconds, 3), "answer": self.answer}
 

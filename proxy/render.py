@@ -5,11 +5,11 @@ acknowledgements and change events. Pure: a group and its rule in, bytes out."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
 
 import orjson
 
 from proxy.ingest.fields import is_time
+from proxy.jsontypes import JsonObject
 from proxy.model import SEVERITIES, Action, Group, GroupAlert, OutEvent
 from proxy.redact import mask
 from proxy.rules.types import Rule
@@ -33,16 +33,16 @@ def _common(dicts: list[dict[str, str]]) -> dict[str, str]:
     return out
 
 
-def template_context(g: Group, alerts: list[GroupAlert], full: bool = True) -> dict[str, Any]:
+def template_context(g: Group, alerts: list[GroupAlert], full: bool = True) -> JsonObject:
     """What a rule's templates see: `labels`/`annotations` are those every firing alert
     shares, `alert` the first firing one. Without `full` (a rule with no templates) only
     what the body itself needs: the shared labels and the counts."""
     return _context(g, alerts, [a for a in alerts if a.alert.status == "firing"], full)
 
 
-def _context(g: Group, alerts: list[GroupAlert], firing: list[GroupAlert], full: bool) -> dict[str, Any]:
+def _context(g: Group, alerts: list[GroupAlert], firing: list[GroupAlert], full: bool) -> JsonObject:
     basis = firing or alerts
-    ctx: dict[str, Any] = {
+    ctx: JsonObject = {
         "labels": basis[0].alert.labels if len(basis) == 1 else _common([a.alert.labels for a in basis]),
         "group_labels": g.group_labels,
         "num_firing": len(firing),
@@ -111,7 +111,7 @@ def am_subject(g: Group, alerts: list[GroupAlert], firing: list[GroupAlert]) -> 
     return text
 
 
-def _summary(g: Group, rule: Rule, ctx: dict[str, Any], alerts: list[GroupAlert],
+def _summary(g: Group, rule: Rule, ctx: JsonObject, alerts: list[GroupAlert],
              firing: list[GroupAlert]) -> str:
     """The rule's summary; a lone alert's own; else Alertmanager's default subject. Blank
     ones are passed over (PagerDuty refuses a blank summary) down to the group's name."""
@@ -125,8 +125,8 @@ def _summary(g: Group, rule: Rule, ctx: dict[str, Any], alerts: list[GroupAlert]
     return (text.strip() or group_name(g))[:_SUMMARY_MAX]
 
 
-def _alert_detail(a: GroupAlert) -> dict[str, Any]:
-    d: dict[str, Any] = {"status": a.status, "labels": a.labels, "summary": a.alert.summary}
+def _alert_detail(a: GroupAlert) -> JsonObject:
+    d: JsonObject = {"status": a.status, "labels": a.labels, "summary": a.alert.summary}
     if a.alert.annotations:
         d["annotations"] = a.alert.annotations
     if a.alert.starts_at:
@@ -134,11 +134,11 @@ def _alert_detail(a: GroupAlert) -> dict[str, Any]:
     return d
 
 
-def _payload(g: Group, rule: Rule, ctx: dict[str, Any], alerts: list[GroupAlert],
-             firing: list[GroupAlert], details: dict[str, Any]) -> dict[str, Any]:
+def _payload(g: Group, rule: Rule, ctx: JsonObject, alerts: list[GroupAlert],
+             firing: list[GroupAlert], details: JsonObject) -> JsonObject:
     lone = firing[0] if len(firing) == 1 else None
     labels = ctx["labels"]
-    payload: dict[str, Any] = {
+    payload: JsonObject = {
         "summary": _summary(g, rule, ctx, alerts, firing),
         "source": _first_text((lone or firing[0]).labels.get("source"), labels.get("instance"),
                               labels.get("host"), labels.get("job")) or "alert-proxy",
@@ -156,7 +156,7 @@ def _payload(g: Group, rule: Rule, ctx: dict[str, Any], alerts: list[GroupAlert]
     return payload
 
 
-def _links_and_images(rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert]) -> dict[str, Any]:
+def _links_and_images(rule: Rule, ctx: JsonObject, firing: list[GroupAlert]) -> JsonObject:
     """The rule's links and images first, then the alerts' own; only what PagerDuty takes
     (http(s) links, https images), at most MAX_LINKS of each."""
     if not (rule.links or rule.images or any(a.alert.links or a.alert.images for a in firing)):
@@ -166,7 +166,7 @@ def _links_and_images(rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert])
     for a in firing:
         links += [lk for lk in a.alert.links if lk not in links]
         images += [im for im in a.alert.images if im not in images]
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     good_links = [lk for lk in links if lk.get("href", "").startswith(("http://", "https://"))]
     if good_links:
         out["links"] = good_links[:MAX_LINKS]
@@ -176,7 +176,7 @@ def _links_and_images(rule: Rule, ctx: dict[str, Any], firing: list[GroupAlert])
     return out
 
 
-def _client(rule: Rule, ctx: dict[str, Any], lone: GroupAlert | None) -> dict[str, str]:
+def _client(rule: Rule, ctx: JsonObject, lone: GroupAlert | None) -> dict[str, str]:
     """The rule's client and client_url, else a lone Events v2 sender's own, else ours."""
     client = rule.client.render(ctx).strip() if rule.client else ""
     if client:
@@ -193,9 +193,9 @@ def _client(rule: Rule, ctx: dict[str, Any], lone: GroupAlert | None) -> dict[st
     return out
 
 
-def _details(g: Group, rule: Rule, ctx: dict[str, Any], lone: GroupAlert | None,
-             extra: dict[str, Any] | None) -> dict[str, Any]:
-    details: dict[str, Any] = {
+def _details(g: Group, rule: Rule, ctx: JsonObject, lone: GroupAlert | None,
+             extra: JsonObject | None) -> JsonObject:
+    details: JsonObject = {
         "num_firing": ctx["num_firing"],
         "num_resolved": ctx["num_resolved"],
         "group": {k: v for k, v in g.group_labels.items() if v},
@@ -216,7 +216,7 @@ def _exact(raw: bytes) -> bytes:
     return memoryview(raw).tobytes()
 
 
-def _capped(body: dict[str, Any], details: dict[str, Any], alerts: list[GroupAlert],
+def _capped(body: JsonObject, details: JsonObject, alerts: list[GroupAlert],
             overflow: int) -> bytes:
     """The body with as many alerts in its details as fit PagerDuty's size limit, firing
     ones first (`alerts` is in that order); `truncated_alerts` counts the rest (and those
@@ -235,7 +235,7 @@ def _capped(body: dict[str, Any], details: dict[str, Any], alerts: list[GroupAle
 
 
 def trigger_event(g: Group, rule: Rule, now: float, muted: Collection[str] = (),
-                  extra: dict[str, Any] | None = None, summary: str | None = None) -> OutEvent:
+                  extra: JsonObject | None = None, summary: str | None = None) -> OutEvent:
     """The trigger for group `g`; muted alerts are left out, `extra` joins custom_details,
     `summary` replaces the rule's (a storm incident's own)."""
     alerts = [a for fp, a in g.alerts.items() if fp not in muted] if muted else list(g.alerts.values())
@@ -247,7 +247,7 @@ def trigger_event(g: Group, rule: Rule, now: float, muted: Collection[str] = (),
     payload = _payload(g, rule, ctx, alerts, firing, details)
     if summary is not None:
         payload["summary"] = summary[:_SUMMARY_MAX]
-    body: dict[str, Any] = {"routing_key": g.routing_key, "event_action": "trigger",
+    body: JsonObject = {"routing_key": g.routing_key, "event_action": "trigger",
                             "dedup_key": g.key, "payload": payload,
                             **_client(rule, ctx, lone), **_links_and_images(rule, ctx, firing)}
     if 0 < len(firing_now) < len(alerts):  # firing ones first
@@ -266,7 +266,7 @@ def followup_event(routing_key: str, dedup_key: str, action: Action, now: float,
                     enqueued_at=now)
 
 
-def change_event(body: dict[str, Any], now: float, seq_hint: int) -> OutEvent:
+def change_event(body: JsonObject, now: float, seq_hint: int) -> OutEvent:
     """A change event, forwarded as the sender wrote it (validated by ingest.events_v2)."""
     rk = body["routing_key"]
     return OutEvent(routing_key=rk, dedup_key=f"change:{now}:{seq_hint}", action="change",

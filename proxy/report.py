@@ -10,17 +10,17 @@ import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 
 from proxy.errors import ConfigError
+from proxy.jsontypes import JsonObject
 from proxy.stats import parse_since, summarize
 
 __all__ = ["format_report", "from_api", "from_store"]
 
 
-async def _read(url: str, prefix: str, since_s: float) -> dict[str, Any]:
+async def _read(url: str, prefix: str, since_s: float) -> JsonObject:
     from proxy.store import from_url
 
     store = from_url(url, prefix=prefix)
@@ -32,7 +32,7 @@ async def _read(url: str, prefix: str, since_s: float) -> dict[str, Any]:
         await store.close()
 
 
-def from_store(url: str, prefix: str, since: str) -> dict[str, Any]:
+def from_store(url: str, prefix: str, since: str) -> JsonObject:
     try:
         seconds = parse_since(since)
     except ValueError as e:
@@ -43,12 +43,12 @@ def from_store(url: str, prefix: str, since: str) -> dict[str, Any]:
     return asyncio.run(_read(url, prefix, seconds))
 
 
-def from_api(base: str, since: str, token: str | None) -> dict[str, Any]:
+def from_api(base: str, since: str, token: str | None) -> JsonObject:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     req = urllib.request.Request(f"{base.rstrip('/')}/api/v1/stats?since={since}", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            data: dict[str, Any] = orjson.loads(resp.read())
+            data: JsonObject = orjson.loads(resp.read())
             return data
     except urllib.error.HTTPError as e:
         raise ConfigError([f"--url {base}: HTTP {e.code}: {e.read()[:300].decode(errors='replace')}"]) from None
@@ -70,7 +70,7 @@ def _secs(v: float | None) -> str:
     return f"{v / 3600:.1f} h"
 
 
-def _table(rows: list[dict[str, Any]], name: str, limit: int = 15) -> list[str]:
+def _table(rows: list[JsonObject], name: str, limit: int = 15) -> list[str]:
     if not rows:
         return ["  (none)"]
     width = max(len(name), *(len(str(r[name])) for r in rows[:limit]))
@@ -82,7 +82,7 @@ def _table(rows: list[dict[str, Any]], name: str, limit: int = 15) -> list[str]:
     return out
 
 
-def format_report(s: dict[str, Any]) -> str:
+def format_report(s: JsonObject) -> str:
     lines = [f"alert-proxy noise report, {_when(s['since'])} to {_when(s['until'])} UTC", "",
              f"alerts in      {s['alerts_in']:>10,}   " + ", ".join(
                  f"{k} {v:,}" for k, v in s["by_source"].items()),

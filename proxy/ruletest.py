@@ -43,6 +43,7 @@ from proxy.clock import ManualClock
 from proxy.durations import parse_duration
 from proxy.errors import ConfigError, InputError
 from proxy.ingest import alertmanager, datadog, events_v2, webhook
+from proxy.jsontypes import JsonObject
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline
 from proxy.remediate import Call, Caller, Outcome
@@ -138,7 +139,7 @@ def _fake_endpoint(spec: Any, where: str) -> tuple[Caller, list[Call]]:
     return answer, calls
 
 
-async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) -> list[tuple[float, dict[str, Any]]]:
+async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) -> list[tuple[float, JsonObject]]:
     clock = ManualClock(start=1_800_000_000.0)
     t0 = clock.now()
     caller, _ = _fake_endpoint(test.get("remediation"), where)
@@ -164,7 +165,7 @@ async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) 
         raise ConfigError([f"{where}: {e}"]) from None
     if interval <= 0:
         raise ConfigError([f"{where}: interval must be longer than 0s"])
-    out: list[tuple[float, dict[str, Any]]] = []
+    out: list[tuple[float, JsonObject]] = []
     t = 0.0
     while t <= until + 1e-9:
         clock.t = t0 + t

@@ -22,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from proxy import correlate, logs, render, storm
 from proxy.clock import Clock
 from proxy.incidents import Incidents
+from proxy.jsontypes import JsonObject
 from proxy.metrics import Metrics
 from proxy.model import Group
 from proxy.plan import Plan
@@ -50,8 +50,8 @@ class Stages:
         self.store, self.clock, self.metrics, self.tally = store, clock, metrics, tally
         self.remediations, self.incidents = remediations, incidents
         self.folding = storm.Folding()
-        self._views: dict[str, Any] = {}  # this batch's storms (storm.Folding.views)
-        self._flushes: dict[str, Any] = {}  # label -> its counter (labels() costs per call)
+        self._views: JsonObject = {}  # this batch's storms (storm.Folding.views)
+        self._flushes: JsonObject = {}  # label -> its counter (labels() costs per call)
 
     def order(self) -> tuple[Stage, ...]:
         """The stages of one group's plan, in order."""

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Any
 
+from proxy.jsontypes import JsonObject
 from proxy.store.base import CountStore
 
 __all__ = ["SUPPRESS_REASONS", "Tally", "parse_since", "summarize"]
@@ -87,7 +87,7 @@ def _by(counts: dict[str, float], metric: str) -> dict[str, float]:
     return {f[len(prefix):]: v for f, v in counts.items() if f.startswith(prefix)}
 
 
-def summarize(hourly: dict[int, dict[str, float]], since_hour: int, until_hour: int) -> dict[str, Any]:
+def summarize(hourly: dict[int, dict[str, float]], since_hour: int, until_hour: int) -> JsonObject:
     """The figures of hours [since_hour, until_hour]: totals, per hour, per rule, service,
     alertname and routing key, suppression by reason, times to page/ack/resolve."""
     total: defaultdict[str, float] = defaultdict(float)
@@ -101,7 +101,7 @@ def summarize(hourly: dict[int, dict[str, float]], since_hour: int, until_hour: 
     alerts_in = sum(_by(total, "in").values())
     pages = sum(_by(total, "page").values())
 
-    def table(metric_in: str, metric_page: str, name: str) -> list[dict[str, Any]]:
+    def table(metric_in: str, metric_page: str, name: str) -> list[JsonObject]:
         ins, outs = _by(total, metric_in), _by(total, metric_page)
         rows = [{name: k, "in": int(ins.get(k, 0)), "pages": int(outs.get(k, 0)),
                  "ratio": _ratio(ins.get(k, 0), outs.get(k, 0))} for k in set(ins) | set(outs)]

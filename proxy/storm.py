@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from proxy.correlate import Page
+from proxy.jsontypes import JsonObject
 from proxy.model import Alert, Flush, Group, GroupAlert, GroupMeta
 from proxy.rules.engine import STORM_RULE, group_dedup_key
 from proxy.rules.types import Rule, Storm
@@ -223,7 +223,7 @@ def summary(g: Group) -> str:
     return f"Alert storm on {g.key_name}: {fig.groups} groups folded into this incident"
 
 
-def details(g: Group) -> dict[str, Any]:
+def details(g: Group) -> JsonObject:
     """Counts and the top groups of a storm incident (its trigger's custom_details)."""
     fig = g.state.storm or StormFigures()
     return {"storm": True, "folded_groups": fig.groups, "folded_alerts": fig.alerts,

@@ -27,6 +27,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from proxy import render
 from proxy.errors import InputError
 from proxy.http import ADMIN, read_form
+from proxy.jsontypes import JsonObject
 from proxy.model import Group
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class View:
     live: LiveRules
     window: Window
     body_timeout: float
-    stats: Callable[[str], Awaitable[dict[str, Any]]]  # the noise figures of the last `since`
+    stats: Callable[[str], Awaitable[JsonObject]]  # the noise figures of the last `since`
     kick: Callable[[], None]  # the sender looks at the outbox now (dead letters re-sent)
 
 PAGE = 100
@@ -115,7 +116,7 @@ def _terms(q: str) -> list[tuple[str, str]]:
     return out
 
 
-def _chart(hours: list[dict[str, Any]], width: int = 960, height: int = 160) -> dict[str, Any]:
+def _chart(hours: list[JsonObject], width: int = 960, height: int = 160) -> JsonObject:
     n = max(1, len(hours))
     step = width / n
     bw = max(1.0, step * 0.4)

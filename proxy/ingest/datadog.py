@@ -17,6 +17,7 @@ from typing import Any
 
 from proxy.errors import InputError
 from proxy.ingest.fields import fingerprint_of
+from proxy.jsontypes import JsonObject
 from proxy.model import Alert, Status
 
 __all__ = ["TRANSITIONS", "parse"]
@@ -43,7 +44,7 @@ _LABELS = (("alert_id", "monitor_id"), ("hostname", "host"), ("scope", "scope"),
            ("priority", "priority"), ("alert_type", "alert_type"), ("aggreg_key", "aggreg_key"))
 
 
-def _text(body: dict[str, Any], key: str, errors: list[str]) -> str:
+def _text(body: JsonObject, key: str, errors: list[str]) -> str:
     v = body.get(key)
     if v is None:
         return ""
@@ -131,7 +132,7 @@ def parse(body: Any) -> list[Alert]:
         or name.strip()
     )
     link, snapshot = t["link"], t["snapshot"]
-    details: dict[str, Any] = {"body": t["body"]} if t["body"] else {}
+    details: JsonObject = {"body": t["body"]} if t["body"] else {}
     if isinstance(org, dict) and org.get("id"):
         details["org_id"] = str(org["id"])
     return [

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from proxy.jsontypes import JsonObject
+
 __all__ = ["fingerprint_of", "is_time", "link_list", "opt_str", "str_map"]
 
 
@@ -29,7 +31,7 @@ def str_map(value: Any, where: str, errors: list[str]) -> dict[str, str]:
     return out
 
 
-def opt_str(obj: dict[str, Any], key: str, where: str, errors: list[str]) -> str:
+def opt_str(obj: JsonObject, key: str, where: str, errors: list[str]) -> str:
     v = obj.get(key)
     if v is None:
         return ""

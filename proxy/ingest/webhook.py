@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.errors import InputError
 from proxy.ingest.fields import fingerprint_of
+from proxy.jsontypes import JsonObject
 from proxy.model import Alert, Status
 
 if TYPE_CHECKING:  # compiled by rules/sources.py; ingest does not load the rules package
@@ -126,7 +127,7 @@ def _pairs(value: Any, where: str, errors: list[str]) -> dict[str, str]:
 class _Item:
     """Renders one item's templates, collecting errors that name the mapping key."""
 
-    def __init__(self, ctx: dict[str, Any], where: str, errors: list[str]) -> None:
+    def __init__(self, ctx: JsonObject, where: str, errors: list[str]) -> None:
         self.ctx, self.where, self.errors = ctx, where, errors
 
     def render(self, key: str, t: Template | None) -> str:
@@ -155,7 +156,7 @@ def _items(m: Mapping, body: Any, errors: list[str]) -> list[tuple[str, Any]]:
     return [(f"{path}[{i}]", item) for i, item in enumerate(found)]
 
 
-def parse(m: Mapping, body: Any, sns: dict[str, Any] | None = None) -> list[Alert]:
+def parse(m: Mapping, body: Any, sns: JsonObject | None = None) -> list[Alert]:
     """The alerts `m` finds in `body`; InputError listing every problem."""
     if not isinstance(body, (dict, list)):
         raise InputError([f"body must be a JSON object (webhook source '{m.name}')"])
@@ -181,7 +182,7 @@ def parse(m: Mapping, body: Any, sns: dict[str, Any] | None = None) -> list[Aler
     return alerts
 
 
-def _alert(m: Mapping, r: _Item, item: dict[str, Any], where: str, errors: list[str]) -> Alert | None:
+def _alert(m: Mapping, r: _Item, item: JsonObject, where: str, errors: list[str]) -> Alert | None:
     before = len(errors)
     status = r.render("status", m.status).lower()
     if status not in ("firing", "resolved") and len(errors) == before:

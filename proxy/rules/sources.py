@@ -23,6 +23,7 @@ from typing import Any
 
 from proxy.durations import parse_duration
 from proxy.ingest.webhook import Mapping, SnsSettings
+from proxy.jsontypes import JsonObject
 from proxy.rules.templates import SOURCE_NAMES, Template, compile_template
 from proxy.rules.yamlfile import Ctx, LDict, load_yaml
 
@@ -151,7 +152,7 @@ def _entry(ctx: Ctx, raw: Any, i: int, entry: Any, seen: dict[str, str]) -> Mapp
     for key in entry:
         if key not in _KEYS:
             ctx.err(entry, key, f"{where}unknown key {key!r} (known: {', '.join(_KEYS)})")
-    given: dict[str, Any] = {}
+    given: JsonObject = {}
     builtin = entry.get("builtin")
     if builtin is not None:
         if builtin not in BUILTINS:
@@ -171,7 +172,7 @@ def _entry(ctx: Ctx, raw: Any, i: int, entry: Any, seen: dict[str, str]) -> Mapp
     if builtin == "cloudwatch-sns" and "sns" not in entry:
         ctx.err(entry, None, f"{where}sns: {{topics: [...]}} is required: the TopicArns to take")
         return None
-    values: dict[str, Any] = {}
+    values: JsonObject = {}
     for key, value in given.items():
         try:
             values[key] = _CHECKS[key](value)

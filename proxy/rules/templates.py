@@ -25,6 +25,8 @@ import orjson
 from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from proxy.jsontypes import JsonObject
+
 __all__ = ["ALERT_NAMES", "ENRICH_NAMES", "ESCAPES", "RENDER_ERRORS", "SOURCE_NAMES", "JsonBody",
            "Template", "compile_template"]
 
@@ -75,7 +77,7 @@ class Template:
         env = _ESCAPED[escape] if escape else _ENV
         self._tpl = env.from_string(source) if ("{{" in source or "{%" in source) else None
 
-    def render(self, context: dict[str, Any]) -> str:
+    def render(self, context: JsonObject) -> str:
         if self._tpl is None:
             return self.source
         try:
@@ -86,7 +88,7 @@ class Template:
             log.warning("template error", extra={"fields": {"template": self.source, "error": str(e)}})
             return f"{self.source} (template error: {e})"
 
-    def render_strict(self, context: dict[str, Any]) -> str:
+    def render_strict(self, context: JsonObject) -> str:
         """Render, or ValueError: for input mapped by a template, where an error is the
         sender's to hear about (a 400), not a text to page with."""
         if self._tpl is None:
@@ -106,7 +108,7 @@ class JsonBody:
     def __init__(self, shape: Any) -> None:
         self.shape = shape  # dicts, lists, Templates and plain JSON values
 
-    def render(self, context: dict[str, Any]) -> str:
+    def render(self, context: JsonObject) -> str:
         def fill(node: Any) -> Any:
             if isinstance(node, Template):
                 return node.render(context)

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from proxy.errors import ConfigError
+from proxy.jsontypes import JsonObject
 
 __all__ = ["Ctx", "LDict", "LList", "load_yaml"]
 
@@ -27,7 +28,7 @@ _LineLoader.add_implicit_resolver("tag:yaml.org,2002:bool",
                                   re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-class LDict(dict[str, Any]):
+class LDict(JsonObject):
     line: int = 0
     lines: dict[str, int]
     raw: dict[str, str]  # the text of each plain scalar value, as written

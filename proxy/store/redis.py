@@ -10,20 +10,17 @@ StoreError, which the HTTP layer answers with 503."""
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Coroutine, Sequence
-from importlib import resources
-from typing import Any, ParamSpec, TypeVar
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 
 from proxy.errors import StoreError, StoreFull
-from proxy.model import Group, GroupAlert, OutEvent
+from proxy.model import Group, OutEvent
 from proxy.state import GroupState
 from proxy.store import keys
+from proxy.store import redis_calls as rc
 from proxy.store.base import (
     CHANGES_KEPT,
     COUNT_FIELDS,
@@ -37,138 +34,9 @@ from proxy.store.base import (
     Take,
     Window,
 )
-from proxy.store.codec import split_status
 from proxy.store.redis_url import connect
 
 __all__ = ["RedisStore"]
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-GROUP_TTL = 7 * 86400  # a group nobody touched for a week is forgotten
-_LIBS = {"add_counts": "", "record": "lib_windows+lib_outbox", "claim_due": "", "commit": "lib_outbox",
-         "enqueue": "lib_outbox", "take": "", "done": "lib_outbox", "dead": "lib_outbox",
-         "retry": "lib_outbox", "release": "lib_outbox", "requeue": "lib_outbox", "pause": "", "load": ""}
-
-
-def _lua(name: str) -> str:
-    pkg = resources.files("proxy.store") / "lua"
-    libs = [(pkg / f"{lib}.lua").read_text() for lib in filter(None, _LIBS[name].split("+"))]
-    return "\n".join([*libs, (pkg / f"{name}.lua").read_text()])
-
-
-_FIELDS = ("rule", "routing_key", "key_name", "group_labels", "triggered", "grown", "overflow",
-           "version", "group_interval", "resolve_wait", "opened_at", "last_trigger_at",
-           "last_flush_at", "last_seen", "urgent", "state", "n")  # what load.lua reads of a group
-
-
-def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
-    """A flat HGETALL reply from a script as a dict."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _wrapped(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Redis and socket errors become StoreError (the cause is chained)."""
-
-    @functools.wraps(fn)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except (RedisError, OSError) as e:
-            raise StoreError(f"redis: {type(e).__name__}: {e}") from e
-
-    return call
-
-
-def _event_fields(ev: OutEvent) -> dict[str, Any]:
-    """An outbox item's fields but its seq, lease and body (lib_outbox.lua)."""
-    return {"rid": keys.rid(ev.routing_key), "rk": ev.routing_key, "dk": ev.dedup_key,
-            "action": ev.action, "severity": ev.severity, "prio": ev.priority,
-            "key_name": ev.key_name, "enqueued_at": ev.enqueued_at, "attempts": ev.attempts,
-            "not_before": ev.not_before, "last_error": ev.last_error}
-
-
-def _event_json(ev: OutEvent) -> dict[str, Any]:
-    """An event as a table for a script (record.lua's lost resolves)."""
-    return {**_event_fields(ev), "body": ev.body.decode()}
-
-
-def _arg(strs: list[bytes], value: bytes) -> int:
-    """`value` as a script's ARGV (after the request, ARGV[1]); returns its index."""
-    strs.append(value)
-    return len(strs) + 1
-
-
-def _events(evs: Sequence[OutEvent], kl: _Keys, n: keys.Names, strs: list[bytes]) -> list[Any]:
-    """Events for commit.lua and enqueue.lua (lib_outbox.lua: ob_events). The item is made
-    here but its seq, and its body goes as a JSON string: the script never encodes them."""
-    out = []
-    for e in evs:
-        f = _event_fields(e)
-        small = orjson.dumps({**f, "lease": 0})
-        out.append([*kl.outbox(n, e.routing_key), f["rid"], e.routing_key, e.dedup_key, e.action,
-                    e.severity, e.priority, e.key_name, e.enqueued_at, e.not_before,
-                    _arg(strs, small), _arg(strs, orjson.dumps(e.body.decode()))])
-    return out
-
-
-def _head(rule: str, key_name: str, labels: Any, opened_at: float, triggered: bool,
-          state: GroupState) -> str:
-    """A group's entry in the heads index: what the console lists and filters on."""
-    return orjson.dumps({"rule": rule, "key_name": key_name, "group_labels": labels,
-                         "opened_at": opened_at, "triggered": triggered,
-                         "state": state.shown()}).decode()
-
-
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-def _event(raw: bytes | str) -> OutEvent:
-    d = orjson.loads(raw)
-    return OutEvent(routing_key=d["rk"], dedup_key=d["dk"], action=d["action"],
-                    severity=d["severity"], body=d["body"].encode(), key_name=d["key_name"],
-                    seq=int(d["seq"]), attempts=int(d["attempts"]),
-                    not_before=float(d["not_before"]), enqueued_at=float(d["enqueued_at"]),
-                    last_error=d["last_error"] or "")
-
-
-class _Keys:
-    """The KEYS of one script call: fixed ones first, then each declared once; ARGV names
-    them by their 1-based index."""
-
-    def __init__(self, fixed: Sequence[str]) -> None:
-        self.keys: list[str] = []
-        self._at: dict[str, int] = {}
-        self._outbox: dict[str, list[int]] = {}
-        for k in fixed:
-            self.idx(k)
-
-    def idx(self, name: str) -> int:
-        i = self._at.get(name)
-        if i is None:
-            self.keys.append(name)
-            i = self._at[name] = len(self.keys)
-        return i
-
-    def many(self, names: Sequence[str]) -> list[int]:
-        return [self.idx(n) for n in names]
-
-    def outbox(self, n: keys.Names, routing_key: str) -> list[int]:
-        """The indexes of a routing key's outbox keys (looked up once per call)."""
-        found = self._outbox.get(routing_key)
-        if found is None:
-            found = self._outbox[routing_key] = self.many(n.outbox(routing_key))
-        return found
-
-
-def _wait_option(url: str) -> tuple[str, int, int]:
-    """`?wait_replicas=N[&wait_timeout_ms=T]`: (the URL without them, N, T)."""
-    u = urlsplit(url)
-    q = parse_qs(u.query)
-    n = int(q.pop("wait_replicas", ["0"])[0])
-    t = int(q.pop("wait_timeout_ms", ["1000"])[0])
-    return urlunsplit(u._replace(query=urlencode(q, doseq=True))), n, t
 
 
 class RedisStore:
@@ -180,9 +48,9 @@ class RedisStore:
     def __init__(self, url: str, prefix: str = "alert-proxy") -> None:
         self.url = url
         self.n = keys.Names(prefix)
-        plain, self._replicas, self._wait_ms = _wait_option(url)
+        plain, self._replicas, self._wait_ms = rc.wait_option(url)
         self._r = connect(plain)
-        self._s = {name: self._r.register_script(_lua(name)) for name in _LIBS}
+        self._s = {name: self._r.register_script(rc.lua(name)) for name in rc.LIBS}
 
     async def _run(self, name: str, keys_: Sequence[str], *args: Any, durable: bool = False) -> Any:
         if not (durable and self._replicas):
@@ -201,13 +69,13 @@ class RedisStore:
         return [n.ob_items, n.ob_seq, n.ob_keys, n.ob_names]
 
     # -- windows -------------------------------------------------------------------
-    @_wrapped
+    @rc.wrapped
     async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
                      marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> int:
         if not entries and not resolved and not marks:
             return 0
         n = self.n
-        kl = _Keys([n.due_urgent, n.due_other, *self._outbox_fixed(), n.heads, n.sizes])
+        kl = rc.Keys([n.due_urgent, n.due_other, *self._outbox_fixed(), n.heads, n.sizes])
         groups: dict[str, list[Any]] = {}
 
         def group(k: str, meta: list[Any] | None = None) -> None:
@@ -223,7 +91,7 @@ class RedisStore:
             group(e.group_key, [m.rule, m.routing_key, m.key_name,
                                 orjson.dumps(m.group_labels).decode(), e.group_wait,
                                 e.group_interval, e.resolve_wait,
-                                _head(m.rule, m.key_name, m.group_labels, now, False, GroupState())])
+                                rc.head(m.rule, m.key_name, m.group_labels, now, False, GroupState())])
             es.append([e.group_key, e.fingerprint, kl.idx(n.fingerprint(e.fingerprint)),
                        e.alert_json, e.max_alerts, e.urgent])
         rs = []
@@ -231,7 +99,7 @@ class RedisStore:
             cands = []
             for ck, ev in r.candidates:
                 group(ck)
-                cands.append([ck, _event_json(ev), kl.outbox(n, ev.routing_key)])
+                cands.append([ck, rc.event_json(ev), kl.outbox(n, ev.routing_key)])
             rs.append([r.fingerprint, kl.idx(n.fingerprint(r.fingerprint)),
                        kl.idx(n.marks_of(r.fingerprint)), r.alert_json, r.full, cands])
         ms = []
@@ -239,7 +107,7 @@ class RedisStore:
             mk[mark] = kl.idx(n.mark(mark))
             ms.append([mk[mark], kl.idx(n.marks_of(fp)), mark, fp])
         for _ in range(5):
-            req = {"now": now, "ttl": GROUP_TTL, "tomb": int(TOMBSTONE_TTL), "kept": CHANGES_KEPT,
+            req = {"now": now, "ttl": rc.GROUP_TTL, "tomb": int(TOMBSTONE_TTL), "kept": CHANGES_KEPT,
                    "max": min(max_groups, 1 << 50), "g": groups, "e": es, "r": rs, "m": ms, "mk": mk}
             out = await self._run("record", kl.keys, orjson.dumps(req), durable=True)
             if not isinstance(out, bytes | str):
@@ -254,18 +122,18 @@ class RedisStore:
                 mk[m] = kl.idx(n.mark(m))
         raise StoreError("redis: record: the groups of a resolved alert kept changing")
 
-    @_wrapped
+    @rc.wrapped
     async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
         async with self._r.pipeline(transaction=False) as pipe:
             for m in marks:
                 pipe.smembers(self.n.mark(m))
             raw = await pipe.execute()
-        return {m: {_text(fp) for fp in fps} for m, fps in zip(marks, raw, strict=True)}
+        return {m: {rc.text(fp) for fp in fps} for m, fps in zip(marks, raw, strict=True)}
 
-    @_wrapped
+    @rc.wrapped
     async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
         n = self.n
-        ks = [_text(k) for k in await self._run("claim_due", [n.due_urgent, n.due_other], now,
+        ks = [rc.text(k) for k in await self._run("claim_due", [n.due_urgent, n.due_other], now,
                                                   lease, limit)]
         groups = await self._load(ks)
         gone = set(ks) - {g.key for g in groups}
@@ -284,28 +152,10 @@ class RedisStore:
         if not group_keys:
             return []
         keys = [k for gk in group_keys for k in self.n.group(gk)[:3]]
-        raw = await self._run("load", keys, *_FIELDS)
-        return [self._group(k, *found) for k, found in zip(group_keys, raw, strict=True) if found]
+        raw = await self._run("load", keys, *rc.FIELDS)
+        return [rc.group(k, *found) for k, found in zip(group_keys, raw, strict=True) if found]
 
-    @staticmethod
-    def _group(key: str, f: list[bytes], alerts: list[bytes], statuses: list[bytes]) -> Group:
-        (rule, routing_key, key_name, labels, triggered, grown, overflow, version, group_interval,
-         resolve_wait, opened_at, last_trigger_at, last_flush_at, last_seen, urgent, state, n) = f
-        g = Group(key=key, rule=rule.decode(), routing_key=routing_key.decode(),
-                  key_name=key_name.decode(), group_labels=orjson.loads(labels),
-                  triggered=triggered == b"1", grown=grown == b"1", overflow=int(overflow),
-                  version=int(version), group_interval=float(group_interval),
-                  resolve_wait=float(resolve_wait), opened_at=float(opened_at),
-                  last_trigger_at=float(last_trigger_at), last_flush_at=float(last_flush_at),
-                  last_seen=float(last_seen), urgent=urgent == b"1", state=GroupState.from_json(state),
-                  n_alerts=int(n or 0))
-        status = _pairs(statuses)
-        for fp, raw in zip(alerts[::2], alerts[1::2], strict=True):
-            st, changes = split_status(status.get(fp, b"firing").decode())
-            g.alerts[fp.decode()] = GroupAlert.from_json(raw, st, changes)
-        return g
-
-    @_wrapped
+    @rc.wrapped
     async def load(self, key: str) -> Group | None:
         [*found] = await self._load([key])
         if not found:
@@ -315,34 +165,34 @@ class RedisStore:
         g.due = float(score) if score is not None else 0.0
         return g
 
-    @_wrapped
+    @rc.wrapped
     async def commit(self, commits: Sequence[Commit], durable: bool = True) -> list[bool]:
         if not commits:
             return []
         n = self.n
-        kl = _Keys([n.due_urgent, n.due_other, *self._outbox_fixed(), n.heads, n.sizes])
+        kl = rc.Keys([n.due_urgent, n.due_other, *self._outbox_fixed(), n.heads, n.sizes])
         cs = []
         strs: list[bytes] = []
         for c in commits:
             g = c.group
             fps = [kl.idx(n.fingerprint(fp)) for fp in g.alerts] if c.delete else []
-            head = _head(g.rule, g.key_name, g.group_labels, g.opened_at, g.triggered, g.state)
+            head = rc.head(g.rule, g.key_name, g.group_labels, g.opened_at, g.triggered, g.state)
             cs.append([*kl.many(n.group(g.key)), g.key, g.version, c.delete, repr(g.due),
                        "1" if g.triggered else "0", "1" if g.grown else "0", repr(g.last_trigger_at),
-                       repr(g.last_flush_at), _arg(strs, g.state.to_json().encode()),
-                       _arg(strs, head.encode()), fps, _events(c.events, kl, n, strs)])
-        req = {"now": max(c.group.last_flush_at for c in commits), "ttl": GROUP_TTL,
+                       repr(g.last_flush_at), rc.arg(strs, g.state.to_json().encode()),
+                       rc.arg(strs, head.encode()), fps, rc.events(c.events, kl, n, strs)])
+        req = {"now": max(c.group.last_flush_at for c in commits), "ttl": rc.GROUP_TTL,
                "tomb": int(TOMBSTONE_TTL), "c": cs}
         out = await self._run("commit", kl.keys, orjson.dumps(req), *strs)
         return [bool(x) for x in out]
 
-    @_wrapped
+    @rc.wrapped
     async def groups(self) -> list[Group]:
         n = self.n
-        ks = [_text(k) for z in (n.due_urgent, n.due_other) for k in await self._r.zrange(z, 0, -1)]
+        ks = [rc.text(k) for z in (n.due_urgent, n.due_other) for k in await self._r.zrange(z, 0, -1)]
         return await self._load(ks)
 
-    @_wrapped
+    @rc.wrapped
     async def heads(self) -> list[Group]:
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.n.heads)
@@ -354,37 +204,37 @@ class RedisStore:
             if n is None:
                 continue
             h = orjson.loads(raw)
-            out.append(Group(key=_text(k), rule=h["rule"], routing_key="", key_name=h["key_name"],
+            out.append(Group(key=rc.text(k), rule=h["rule"], routing_key="", key_name=h["key_name"],
                              group_labels=h["group_labels"], opened_at=h["opened_at"],
                              triggered=h["triggered"], state=GroupState.from_dict(h["state"]),
                              n_alerts=int(n)))
         return out
 
-    @_wrapped
+    @rc.wrapped
     async def load_many(self, keys: Sequence[str]) -> list[Group]:
         return await self._load(list(keys))
 
-    @_wrapped
+    @rc.wrapped
     async def groups_of(self, fingerprint: str) -> list[Group]:
-        ks = [_text(k) for k in await self._r.smembers(self.n.fingerprint(fingerprint))]
+        ks = [rc.text(k) for k in await self._r.smembers(self.n.fingerprint(fingerprint))]
         return await self._load(sorted(ks))
 
     # -- outbox --------------------------------------------------------------------
-    @_wrapped
+    @rc.wrapped
     async def enqueue(self, events: Sequence[OutEvent]) -> None:
         if not events:
             return
-        kl = _Keys(self._outbox_fixed())
+        kl = rc.Keys(self._outbox_fixed())
         strs: list[bytes] = []
-        es = _events(events, kl, self.n, strs)
+        es = rc.events(events, kl, self.n, strs)
         now = max(e.enqueued_at for e in events)
         await self._run("enqueue", kl.keys, orjson.dumps({"now": now, "e": es}), *strs, durable=True)
 
-    @_wrapped
+    @rc.wrapped
     async def outbox_keys(self) -> list[str]:
-        return [_text(v) for v in await self._r.hvals(self.n.ob_keys)]
+        return [rc.text(v) for v in await self._r.hvals(self.n.ob_keys)]
 
-    @_wrapped
+    @rc.wrapped
     async def take(self, routing_key: str, now: float, lease: float, window: Window) -> Take:
         n = self.n
         _, ready, wait, age = n.outbox(routing_key)
@@ -392,18 +242,18 @@ class RedisStore:
             "take", [n.ob_items, ready, wait, age, n.budget(routing_key), n.bud_seq,
                      n.pause(routing_key)], now, lease, window.limit, window.seconds, window.reserve)
         if raw is None:
-            return Take(None, math.inf if _text(w) == "inf" else float(w))
-        return Take(_event(raw), 0.0, int(stamp[0]))
+            return Take(None, math.inf if rc.text(w) == "inf" else float(w))
+        return Take(rc.event(raw), 0.0, int(stamp[0]))
 
     def _pop_keys(self, ev: OutEvent) -> list[str]:
         return [*self._outbox_fixed(), *self.n.outbox(ev.routing_key), self.n.budget(ev.routing_key)]
 
-    @_wrapped
+    @rc.wrapped
     async def done(self, ev: OutEvent, stamp: int, now: float) -> None:
         await self._run("done", self._pop_keys(ev), keys.rid(ev.routing_key), ev.dedup_key,
                         ev.seq, stamp, now)
 
-    @_wrapped
+    @rc.wrapped
     async def dead(self, ev: OutEvent, stamp: int, error: str, now: float) -> None:
         await self._run("dead", [*self._pop_keys(ev), self.n.ob_dead], keys.rid(ev.routing_key),
                         ev.dedup_key, ev.seq, stamp, now, error)
@@ -412,17 +262,17 @@ class RedisStore:
         _, ready, wait, _ = self.n.outbox(ev.routing_key)
         return [self.n.ob_items, ready, wait, self.n.budget(ev.routing_key)]
 
-    @_wrapped
+    @rc.wrapped
     async def retry(self, ev: OutEvent, stamp: int, not_before: float, error: str, count: bool,
                     now: float) -> None:
         await self._run("retry", self._head_keys(ev), ev.seq, stamp, now, not_before, error,
                         1 if count else 0)
 
-    @_wrapped
+    @rc.wrapped
     async def release(self, ev: OutEvent, stamp: int, now: float) -> None:
         await self._run("release", self._head_keys(ev), ev.seq, stamp, now)
 
-    @_wrapped
+    @rc.wrapped
     async def pending(self, limit: int = 1000) -> list[OutEvent]:
         rks = await self.outbox_keys()
         async with self._r.pipeline(transaction=False) as pipe:
@@ -431,35 +281,35 @@ class RedisStore:
             seqs = sorted({int(s) for found in await pipe.execute() for s in found})[:limit]
         if not seqs:
             return []
-        return [_event(r) for r in await self._r.hmget(self.n.ob_items, seqs) if r is not None]
+        return [rc.event(r) for r in await self._r.hmget(self.n.ob_items, seqs) if r is not None]
 
-    @_wrapped
+    @rc.wrapped
     async def dead_letters(self, limit: int = 1000) -> list[OutEvent]:
         out: list[OutEvent] = []
         async for _, raw in self._r.hscan_iter(self.n.ob_dead, count=500):
-            out.append(_event(raw))
+            out.append(rc.event(raw))
         return sorted(out, key=lambda e: e.seq)[:limit]
 
-    @_wrapped
+    @rc.wrapped
     async def requeue_dead(self, seqs: Sequence[int] | None) -> int:
         chosen = [e for e in await self.dead_letters(limit=1 << 30) if seqs is None or e.seq in seqs]
         if not chosen:
             return 0
-        kl = _Keys([*self._outbox_fixed(), self.n.ob_dead])
+        kl = rc.Keys([*self._outbox_fixed(), self.n.ob_dead])
         es = [[e.seq, kl.outbox(self.n, e.routing_key)] for e in chosen]
         now = max(e.enqueued_at for e in chosen)
         return int(await self._run("requeue", kl.keys, orjson.dumps({"now": now, "e": es})))
 
     # -- budget --------------------------------------------------------------------
-    @_wrapped
+    @rc.wrapped
     async def pause(self, routing_key: str, until: float) -> None:
         await self._run("pause", [self.n.pause(routing_key)], repr(until), 3600 * 24)
 
-    @_wrapped
+    @rc.wrapped
     async def sent_in_window(self, routing_key: str, now: float, window: Window) -> int:
         return int(await self._r.zcount(self.n.budget(routing_key), f"({now - window.seconds}", "+inf"))
 
-    @_wrapped
+    @rc.wrapped
     async def stats(self, now: float, window: Window) -> Stats:
         n = self.n
         async with self._r.pipeline(transaction=False) as pipe:
@@ -473,51 +323,51 @@ class RedisStore:
         rids = sorted(names)  # every key that had events (its name stays once they are sent)
         async with self._r.pipeline(transaction=False) as pipe:
             for r in rids:
-                age = n.outbox("", _text(r))[3]
+                age = n.outbox("", rc.text(r))[3]
                 pipe.zcard(age)
                 pipe.zrange(age, 0, 0, withscores=True)
-                pipe.zcount(n.budget("", _text(r)), f"({now - window.seconds}", "+inf")
+                pipe.zcount(n.budget("", rc.text(r)), f"({now - window.seconds}", "+inf")
             raw = await pipe.execute()
         out: dict[str, KeyStats] = {}
         for i, r in enumerate(rids):
             depth, oldest, sent = raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]
             if not depth and not sent:
                 continue
-            out[_text(names[r])] = KeyStats(int(depth), float(oldest[0][1]) if oldest else now, int(sent))
+            out[rc.text(names[r])] = KeyStats(int(depth), float(oldest[0][1]) if oldest else now, int(sent))
         dues = [float(z[0][1]) for z in (due_u, due_n) if z]
         return Stats(groups_open=int(urgent) + int(other), dead=int(dead), keys=out,
                      oldest_due=min(dues) if dues else None)
 
-    @_wrapped
+    @rc.wrapped
     async def add_counts(self, hour: int, counts: dict[str, float]) -> None:
         if counts:
             await self._run("add_counts", [self.n.count(hour), self.n.count(hour - COUNT_HOURS)],
                             orjson.dumps(counts), COUNT_FIELDS, (COUNT_HOURS + 1) * 3600)
 
-    @_wrapped
+    @rc.wrapped
     async def counts(self, since_hour: int) -> dict[int, dict[str, float]]:
         hours = list(range(since_hour, since_hour + COUNT_HOURS + 1))
         async with self._r.pipeline(transaction=False) as pipe:
             for h in hours:
                 pipe.hgetall(self.n.count(h))
             raw = await pipe.execute()
-        return {h: {_text(k): float(v) for k, v in d.items()} for h, d in zip(hours, raw, strict=True) if d}
+        return {h: {rc.text(k): float(v) for k, v in d.items()} for h, d in zip(hours, raw, strict=True) if d}
 
-    @_wrapped
+    @rc.wrapped
     async def first_time(self, key: str, now: float, ttl: float) -> bool:
         return bool(await self._r.set(self.n.seen(key), "1", nx=True, ex=max(1, int(ttl))))
 
-    @_wrapped
+    @rc.wrapped
     async def ping(self) -> None:
         await self._r.ping()
 
-    @_wrapped
+    @rc.wrapped
     async def footprint(self) -> dict[str, int]:
         kinds = {"g": "groups", "fp": "fingerprints", "tomb": "tombstones", "inh": "marks",
                  "bud": "budgets", "seen": "seen", "count": "count_hours"}
         out: dict[str, int] = {"lines": 0}
         async for raw in self._r.scan_iter(match=self.n.all(), count=1000):
-            kind, _, rest = _text(raw)[len(self.n.p) + 1:].partition(":")
+            kind, _, rest = rc.text(raw)[len(self.n.p) + 1:].partition(":")
             if kind == "ob":
                 out["lines"] += rest.startswith("lines:")
             elif kind in kinds and (kind, rest) != ("bud", "seq"):
