@@ -322,6 +322,8 @@ class Proxy:
             web.post("/v1/webhook/{name}", self.h_webhook),
             web.get("/healthz", self.h_healthz),
             web.get("/readyz", self.h_readyz),
+            web.get("/-/healthy", self.h_healthz),  # Alertmanager's probe paths, for its users' probes
+            web.get("/-/ready", self.h_readyz),
             *admin.routes(),
             web.get("/metrics", metrics),
             *Console(View(store=self.store, clock=self.clock, live=self.live,

@@ -300,7 +300,7 @@ def _serve(args: Any) -> int:
     if args.listen_tls:
         listeners.append((args.listen_tls, cert))
 
-    # No uvloop: measured in bench/RESULTS.md, it adds no throughput here and its
+    # No uvloop: measured in bench/HISTORY.md, it adds no throughput here and its
     # p99 on 64-alert webhooks was 5x the default loop's.
     async def run() -> None:
         proxy = Proxy(settings, from_url(store_url, prefix=args.store_prefix))
@@ -325,7 +325,7 @@ def _serve(args: Any) -> int:
         # CPython's defaults (700, 10, 10) a full pass over them ran 27 times while 100,000
         # groups opened and flushed, ~100 ms each (the loop stalled, flushing ran at 17k
         # groups/s); with these, young passes stay under ~11 ms and full ones are rare
-        # (bench/RESULTS.md, "Scale").
+        # (bench/HISTORY.md, "Scale").
         gc.set_threshold(5000, 10, 100)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

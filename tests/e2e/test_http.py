@@ -195,6 +195,9 @@ async def test_health_ready_metrics(make_proxy, fake_pd):
     assert (await client.get("/healthz")).status == 200
     r = await client.get("/readyz")
     assert r.status == 200 and (await r.json())["status"] == "ready"
+    for path in ("/-/healthy", "/-/ready"):  # Alertmanager's probe paths, GET and HEAD
+        assert (await client.get(path)).status == 200
+        assert (await client.head(path)).status == 200
     await client.post("/v1/alertmanager", data=(FIXTURES / "webhook_firing.body").read_bytes(),
                       headers={"Content-Type": "application/json"})
     text = await (await client.get("/metrics")).text()
