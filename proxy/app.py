@@ -19,6 +19,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from proxy import __version__, ingest
 from proxy.admin import Admin
+from proxy.amapi import AlertmanagerApi
 from proxy.auth import Auth
 from proxy.clock import Clock, SystemClock
 from proxy.console import Console, View
@@ -95,6 +96,7 @@ class Proxy:
                                  on_enqueue=self.sender.kick, tally=self.tally,
                                  max_groups=settings.max_groups)
         self.sns = sns.SnsVerifier()
+        self.started = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._sending: asyncio.Task[None] | None = None
         self._change_seq = itertools.count()
@@ -325,6 +327,7 @@ class Proxy:
             web.get("/-/healthy", self.h_healthz),  # Alertmanager's probe paths, for its users' probes
             web.get("/-/ready", self.h_readyz),
             *admin.routes(),
+            *AlertmanagerApi(self.pipeline.silences, self.store, self.clock, self.started).routes(),
             web.get("/metrics", metrics),
             *Console(View(store=self.store, clock=self.clock, live=self.live,
                           window=self.settings.window, body_timeout=self.settings.body_timeout,

@@ -33,6 +33,7 @@ from proxy.remediate import Caller, HttpCaller
 from proxy.remediation import Remediations
 from proxy.rules import RuleSet
 from proxy.rules.engine import own_identity_key
+from proxy.silences import Silences
 from proxy.stages import Stages
 from proxy.stats import Tally
 from proxy.store import Entry, Resolved, Store
@@ -59,8 +60,9 @@ class Pipeline:
         self.remediations = Remediations(store, clock, metrics, caller or HttpCaller(),
                                          lambda: self.on_enqueue())
         self.incidents = Incidents(store, metrics, self.tally)
+        self.silences = Silences(store, clock)
         self.stages = Stages(lambda: self.rules, store, clock, metrics, self.tally,
-                             self.remediations, self.incidents)
+                             self.remediations, self.incidents, self.silences)
         self.flusher = Flusher(store, clock, self.stages, lambda: self.on_enqueue())
 
     # -- in --------------------------------------------------------------------------

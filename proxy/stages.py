@@ -33,6 +33,7 @@ from proxy.plan import Plan
 from proxy.remediation import Remediations
 from proxy.rules import RuleSet
 from proxy.rules.engine import STORM_RULE
+from proxy.silences import Silences
 from proxy.stats import Tally
 from proxy.store import Store
 
@@ -45,10 +46,11 @@ SUPPRESSED = ("transient", "flapping", "folded", "remediated")  # held reasons t
 
 class Stages:
     def __init__(self, rules: Callable[[], RuleSet], store: Store, clock: Clock, metrics: Metrics,
-                 tally: Tally, remediations: Remediations, incidents: Incidents) -> None:
+                 tally: Tally, remediations: Remediations, incidents: Incidents,
+                 silences: Silences) -> None:
         self.rules = rules  # the rules in force (a reload changes them between two flushes)
         self.store, self.clock, self.metrics, self.tally = store, clock, metrics, tally
-        self.remediations, self.incidents = remediations, incidents
+        self.remediations, self.incidents, self.silences = remediations, incidents, silences
         self.folding = storm.Folding()
         self._views: JsonObject = {}  # this batch's storms (storm.Folding.views)
         self._flushes: JsonObject = {}  # label -> its counter (labels() costs per call)
@@ -94,17 +96,22 @@ class Stages:
     # -- the stages ----------------------------------------------------------------------
     async def mute(self, groups: Sequence[Group], now: float) -> dict[str, dict[str, str]]:
         """For each group, its firing alerts that must not page now, with the reason
-        (maintenance, inhibited); one store call for the inhibition marks of the batch."""
+        (silenced, maintenance, inhibited); one store call for the inhibition marks of the
+        batch, and the silences read at most once a second."""
         rules = self.rules()
+        await self.silences.refresh()
+        live = self.silences.active(now)
         out: dict[str, dict[str, str]] = {}
-        if not rules.maintenance and not rules.inhibit:
+        if not rules.maintenance and not rules.inhibit and not live:
             return out
         wanted: dict[tuple[str, str], list[str]] = {}
         for g in groups:
             for fp, a in g.alerts.items():
                 if not a.firing:
                     continue
-                if rules.in_maintenance(a.labels, now, g.rule):
+                if live and self.silences.silenced_by(a.labels, now, live):
+                    out.setdefault(g.key, {})[fp] = "silenced"
+                elif rules.in_maintenance(a.labels, now, g.rule):
                     out.setdefault(g.key, {})[fp] = "maintenance"
                 elif marks := rules.target_marks(a.labels):
                     wanted[(g.key, fp)] = marks

@@ -23,8 +23,8 @@ from proxy.store.base import CountStore
 
 __all__ = ["SUPPRESS_REASONS", "Tally", "parse_since", "summarize"]
 
-SUPPRESS_REASONS = ("dropped", "inhibited", "maintenance", "transient", "flapping", "remediated",
-                    "folded")
+SUPPRESS_REASONS = ("dropped", "silenced", "inhibited", "maintenance", "transient", "flapping",
+                    "remediated", "folded")
 
 
 class Tally:

@@ -226,7 +226,21 @@ class CountStore(Protocol):
         ...
 
 
-class Store(WindowStore, OutboxStore, BudgetStore, CountStore, Protocol):
+class SilenceStore(Protocol):
+    async def put_silence(self, sid: str, blob: str, ends_at: float) -> None:
+        """Write a silence (proxy/silences.py's JSON), replacing one of the same id."""
+        ...
+
+    async def silences(self) -> list[str]:
+        """Every silence kept, as written."""
+        ...
+
+    async def forget_silences(self, ended_before: float) -> int:
+        """Forget the silences that ended before this time; how many."""
+        ...
+
+
+class Store(WindowStore, OutboxStore, BudgetStore, CountStore, SilenceStore, Protocol):
     url: str
 
     async def first_time(self, key: str, now: float, ttl: float) -> bool:

@@ -46,6 +46,7 @@ class Names:
         self.ob_seq, self.ob_items, self.ob_dead = f"{p}:ob:seq", f"{p}:ob:items", f"{p}:ob:dead"
         self.ob_keys, self.ob_names = f"{p}:ob:keys", f"{p}:ob:names"
         self.bud_seq = f"{p}:bud:seq"
+        self.silences, self.silence_ends = f"{p}:silences", f"{p}:silences:ends"
 
     def all(self) -> str:
         """A SCAN pattern of every key (footprint, tests)."""

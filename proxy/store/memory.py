@@ -70,6 +70,7 @@ class MemoryStore(MemoryOutbox):
 
     def __init__(self) -> None:
         super().__init__()
+        self._silences: dict[str, tuple[str, float]] = {}  # id -> (blob, ends_at)
         self._groups: dict[str, _Window] = {}
         self._by_fp: dict[str, str] = {}  # fingerprint -> group keys, space-separated
         # (due, tie, group key) heaps, urgent and other; `tie` orders equal times by an int
@@ -273,6 +274,18 @@ class MemoryStore(MemoryOutbox):
         self._seen[key] = now + ttl
         self._seen_q.append((now + ttl, key))
         return True
+
+    async def put_silence(self, sid: str, blob: str, ends_at: float) -> None:
+        self._silences[sid] = (blob, ends_at)
+
+    async def silences(self) -> list[str]:
+        return [blob for blob, _ in self._silences.values()]
+
+    async def forget_silences(self, ended_before: float) -> int:
+        gone = [sid for sid, (_, end) in self._silences.items() if end < ended_before]
+        for sid in gone:
+            del self._silences[sid]
+        return len(gone)
 
     async def ping(self) -> None:
         return None

@@ -358,20 +358,35 @@ class RedisStore:
         return bool(await self._r.set(self.n.seen(key), "1", nx=True, ex=max(1, int(ttl))))
 
     @rc.wrapped
+    async def put_silence(self, sid: str, blob: str, ends_at: float) -> None:
+        async with self._r.pipeline(transaction=True) as p:  # (one slot: the keys share a tag)
+            p.hset(self.n.silences, sid, blob)
+            p.zadd(self.n.silence_ends, {sid: ends_at})
+            await p.execute()
+
+    @rc.wrapped
+    async def silences(self) -> list[str]:
+        return [b.decode() for b in (await self._r.hgetall(self.n.silences)).values()]
+
+    @rc.wrapped
+    async def forget_silences(self, ended_before: float) -> int:
+        gone = await self._r.zrangebyscore(self.n.silence_ends, "-inf", f"({ended_before!r}")
+        if gone:
+            async with self._r.pipeline(transaction=True) as p:
+                p.hdel(self.n.silences, *gone)
+                p.zrem(self.n.silence_ends, *gone)
+                await p.execute()
+        return len(gone)
+
+    @rc.wrapped
     async def ping(self) -> None:
         await self._r.ping()
 
     @rc.wrapped
     async def footprint(self) -> dict[str, int]:
-        kinds = {"g": "groups", "fp": "fingerprints", "tomb": "tombstones", "inh": "marks",
-                 "bud": "budgets", "seen": "seen", "count": "count_hours"}
         out: dict[str, int] = {"lines": 0}
         async for raw in self._r.scan_iter(match=self.n.all(), count=1000):
-            kind, _, rest = rc.text(raw)[len(self.n.p) + 1:].partition(":")
-            if kind == "ob":
-                out["lines"] += rest.startswith("lines:")
-            elif kind in kinds and (kind, rest) != ("bud", "seq"):
-                out[kinds[kind]] = out.get(kinds[kind], 0) + 1
+            rc.count_key(out, rc.text(raw)[len(self.n.p) + 1:])
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.hlen(self.n.ob_items)
             pipe.hlen(self.n.ob_dead)

@@ -165,3 +165,16 @@ def group(key: str, f: list[bytes], alerts: list[bytes], statuses: list[bytes]) 
         st, changes = split_status(status.get(fp, b"firing").decode())
         g.alerts[fp.decode()] = GroupAlert.from_json(raw, st, changes)
     return g
+
+
+_KINDS = {"g": "groups", "fp": "fingerprints", "tomb": "tombstones", "inh": "marks",
+          "bud": "budgets", "seen": "seen", "count": "count_hours"}
+
+
+def count_key(out: dict[str, int], name: str) -> None:
+    """Count one key (its name after the prefix) by kind, for the store's footprint."""
+    kind, _, rest = name.partition(":")
+    if kind == "ob":
+        out["lines"] += rest.startswith("lines:")
+    elif kind in _KINDS and (kind, rest) != ("bud", "seq"):
+        out[_KINDS[kind]] = out.get(_KINDS[kind], 0) + 1

@@ -542,3 +542,13 @@ async def test_a_late_answer_settles_its_own_stamp_not_a_newer_one(store):
     assert first.event is not None and later.event is not None
     await store.release(first.event, first.stamp, T0 + 62)
     assert await store.sent_in_window(KEY, T0 + 62, WIN) == 1
+
+
+async def test_silences_are_kept_replaced_by_id_and_forgotten_after_they_end(store):
+    await store.put_silence("s1", '{"id": "s1", "v": 1}', T0 + 100)
+    await store.put_silence("s2", '{"id": "s2"}', T0 + 10)
+    await store.put_silence("s1", '{"id": "s1", "v": 2}', T0 + 200)  # an update
+    assert sorted(await store.silences()) == ['{"id": "s1", "v": 2}', '{"id": "s2"}']
+    assert await store.forget_silences(T0 + 10) == 0  # (ended before: strictly)
+    assert await store.forget_silences(T0 + 150) == 1
+    assert await store.silences() == ['{"id": "s1", "v": 2}']

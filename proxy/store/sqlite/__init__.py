@@ -181,6 +181,15 @@ class SqliteStore:
     async def first_time(self, key: str, now: float, ttl: float) -> bool:
         return await self._do(Engine.first_time, key, now, ttl)
 
+    async def put_silence(self, sid: str, blob: str, ends_at: float) -> None:
+        await self._do(Engine.put_silence, sid, blob, ends_at)
+
+    async def silences(self) -> list[str]:
+        return await self._do(Engine.silences)
+
+    async def forget_silences(self, ended_before: float) -> int:
+        return await self._do(Engine.forget_silences, ended_before)
+
     async def ping(self) -> None:
         await self._do(Engine.ping)
 

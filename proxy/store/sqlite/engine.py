@@ -110,6 +110,16 @@ class Engine(Windows):
         return self.c.execute("INSERT OR IGNORE INTO seen (key, until) VALUES (?, ?)",
                               (key, now + ttl)).rowcount == 1
 
+    def put_silence(self, sid: str, blob: str, ends_at: float) -> None:
+        self.c.execute("INSERT OR REPLACE INTO silences (id, blob, ends_at) VALUES (?, ?, ?)",
+                       (sid, blob, ends_at))
+
+    def silences(self) -> list[str]:
+        return [b for (b,) in self.c.execute("SELECT blob FROM silences ORDER BY id")]
+
+    def forget_silences(self, ended_before: float) -> int:
+        return self.c.execute("DELETE FROM silences WHERE ends_at < ?", (ended_before,)).rowcount
+
     def ping(self) -> None:
         self.c.execute("SELECT 1").fetchone()
 

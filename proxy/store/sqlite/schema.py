@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, until REAL NOT NULL) WITH
 CREATE TABLE IF NOT EXISTS counts (hour INTEGER NOT NULL, field TEXT NOT NULL, n REAL NOT NULL,
   PRIMARY KEY (hour, field)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_until ON seen(until);
+CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, blob TEXT NOT NULL, ends_at REAL NOT NULL)
+  WITHOUT ROWID;
 """.replace("{outbox}", OUTBOX).replace("{stamps}", STAMPS)
 GROUP_COLS = ("key, rule, routing_key, key_name, group_labels, group_interval, resolve_wait, "
               "opened_at, due, urgent, triggered, grown, last_trigger_at, last_flush_at, overflow, "
