@@ -157,6 +157,7 @@ class Proxy:
             asyncio.create_task(self._loop("flush", s.flush_poll, self.pipeline.flush_due,
                                            lambda: self.pipeline.behind)),
             asyncio.create_task(self._loop("observe", 2.0, self._observe)),
+            asyncio.create_task(self._loop("heartbeats", 1.0, self.pipeline.heartbeats.check)),
             asyncio.create_task(self._lag()),
         ]
         self._sending = asyncio.create_task(self.sender.run())
@@ -294,6 +295,21 @@ class Proxy:
         self.metrics.webhooks.labels(kind if kind.startswith("incident.") else "other", verdict).inc()
         return json_response({"status": "success", "verdict": verdict})
 
+    @source("heartbeat")
+    async def h_heartbeat(self, request: web.Request) -> web.Response:
+        """An arrival of a heartbeat (a cron job's `curl -X POST .../v1/heartbeat/backup`)."""
+        name = request.match_info["name"]
+        if not self.settings.auth.allows(f"heartbeat:{name}", request.headers.get("Authorization")):
+            raise Unauthorized([f"missing or wrong credentials for heartbeat:{name} (Authorization header)"])
+        hb = self.pipeline.rules.heartbeats.get(name)
+        if hb is None:
+            raise InputError([f"no heartbeat is named {name!r} (the rules' heartbeats: section "
+                              "names them)"], 404)
+        with contextlib.suppress(TimeoutError):  # whatever it says (a cron job's curl sends none)
+            await asyncio.wait_for(request.content.read(65536), self.settings.body_timeout)
+        await self.pipeline.heartbeats.seen(hb, self.clock.now())
+        return json_response({"status": "success", "heartbeat": name})
+
     # -- health -------------------------------------------------------------------------
     async def h_healthz(self, _request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
@@ -322,6 +338,7 @@ class Proxy:
             web.post("/v2/change/enqueue", self.h_change),
             web.post("/v1/pagerduty", self.h_pagerduty),
             web.post("/v1/webhook/{name}", self.h_webhook),
+            web.post("/v1/heartbeat/{name}", self.h_heartbeat),
             web.get("/healthz", self.h_healthz),
             web.get("/readyz", self.h_readyz),
             web.get("/-/healthy", self.h_healthz),  # Alertmanager's probe paths, for its users' probes

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from proxy import render
 from proxy.clock import Clock
 from proxy.flush import FLUSH_BUDGET, Flusher
+from proxy.heartbeats import Heartbeats
 from proxy.incidents import Incidents
 from proxy.ingest import events_v2
 from proxy.ingest.fields import is_time
@@ -33,6 +34,7 @@ from proxy.remediate import Caller, HttpCaller
 from proxy.remediation import Remediations
 from proxy.rules import RuleSet
 from proxy.rules.engine import own_identity_key
+from proxy.rules.types import Heartbeat
 from proxy.silences import Silences
 from proxy.stages import Stages
 from proxy.stats import Tally
@@ -61,6 +63,7 @@ class Pipeline:
                                          lambda: self.on_enqueue())
         self.incidents = Incidents(store, metrics, self.tally)
         self.silences = Silences(store, clock)
+        self.heartbeats = Heartbeats(store, clock, lambda: self.rules, lambda: self.on_enqueue())
         self.stages = Stages(lambda: self.rules, store, clock, metrics, self.tally,
                              self.remediations, self.incidents, self.silences)
         self.flusher = Flusher(store, clock, self.stages, lambda: self.on_enqueue())
@@ -82,6 +85,7 @@ class Pipeline:
         marks: list[tuple[str, str]] = []
         counts: defaultdict[str, float] = defaultdict(float)
         bad_times: list[str] = []
+        beats: dict[str, Heartbeat] = {}
         for i, alert in enumerate(alerts):
             if i % 250 == 249:
                 await asyncio.sleep(0)  # thousands of alerts in one request: others get a turn
@@ -91,6 +95,9 @@ class Pipeline:
             if alert.status == "resolved":
                 resolved.append(Resolved(alert.fingerprint, GroupAlert(alert, "error").to_json(),
                                          bool(alert.labels), self._candidates(alert, now)))
+                continue
+            if rules.heartbeats and (hb := rules.heartbeat_of(alert.labels)) is not None:
+                beats[hb.name] = hb  # an arrival; the alert itself never pages
                 continue
             if rules.inhibit:
                 marks += [(m, alert.fingerprint) for m in rules.source_marks(alert.labels)]
@@ -111,6 +118,8 @@ class Pipeline:
                     group_interval=r.group_interval,
                     resolve_wait=r.group_interval if r.resolve_wait is None else r.resolve_wait,
                     max_alerts=r.max_alerts, urgent=p.severity == "critical"))
+        for hb in beats.values():
+            await self.heartbeats.seen(hb, now)
         lost = 0
         for i in range(0, max(len(entries), len(resolved), 1), RECORD_PART):
             if i:

@@ -16,7 +16,7 @@ import orjson
 from proxy.model import SEVERITIES, Alert, GroupMeta
 from proxy.redact import mask
 from proxy.rules.matchers import matches_all
-from proxy.rules.types import ALL_LABELS, Rule, RuleFile
+from proxy.rules.types import ALL_LABELS, Heartbeat, Rule, RuleFile
 
 __all__ = ["STORM_RULE", "SUPPRESS_REASONS", "Placement", "RuleSet", "group_dedup_key",
            "own_identity_key"]
@@ -74,12 +74,21 @@ class RuleSet:
         self.inhibit = rules.inhibit
         self.maintenance = rules.maintenance
         self.sources = rules.sources  # POST /v1/webhook/{name}: name -> mapping
+        self.heartbeats = {hb.name: hb for hb in rules.heartbeats}
+        self._beating = [hb for hb in rules.heartbeats if hb.matchers]
         self._by_name = {r.name: r for _, r in self.walk()}
         self._by_name[STORM_RULE] = replace(
             self.defaults, name=STORM_RULE, matchers=[], group_wait=0.0, resolve_wait=0.0,
             on_growth="update", min_alerts=0, for_=0.0, flap=None, stale_after=0.0,
             severity=None, max_alerts=1, custom_details={}, links=[], images=[], summary=None,
             remediate=None)  # its summary and details come from proxy.storm
+
+    def heartbeat_of(self, labels: dict[str, str]) -> Heartbeat | None:
+        """The heartbeat an alert with these labels feeds (it never pages itself)."""
+        for hb in self._beating:
+            if matches_all(list(hb.matchers), labels):
+                return hb
+        return None
 
     def walk(self) -> Iterator[tuple[int, Rule]]:
         """Every rule with its depth (0: top level; deeper: in a rule's `routes:`), in the

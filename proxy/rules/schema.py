@@ -14,23 +14,22 @@ from typing import Any
 
 from proxy.errors import ConfigError
 from proxy.ingest.webhook import Mapping
+from proxy.rules.heartbeats import load_heartbeat
 from proxy.rules.maintenance import _maintenance
 from proxy.rules.sources import load_sources
 from proxy.rules.suppress import Inhibit, Maintenance
 from proxy.rules.templates import ALERT_NAMES
-from proxy.rules.types import Rule, RuleFile
+from proxy.rules.types import Heartbeat, Rule, RuleFile
 from proxy.rules.values import (
-    _ENV_REF,
     _PLACEHOLDERS,
     _SETTINGS,
     _bool,
     _list_of_maps,
     _rule_matchers,
     _storm,
-    _str,
-    _substitute,
     _template,
     _unknown,
+    routing_key,
 )
 from proxy.rules.yamlfile import Ctx as _Ctx
 from proxy.rules.yamlfile import LDict, LList, load_yaml
@@ -41,7 +40,7 @@ __all__ = ["load_rules", "load_yaml", "rule_files"]
 
 _RULE_ONLY = {"name", "match", "matchers", "match_re", "continue", "drop", "routing_key", "routes"}
 _DEFAULTS_ONLY = {"storm": ("storm", _storm)}
-_TOP = ("defaults", "rules", "inhibit", "maintenance", "sources")
+_TOP = ("defaults", "rules", "inhibit", "maintenance", "sources", "heartbeats")
 
 
 def _apply(ctx: _Ctx, obj: LDict, rule: Rule, where: str) -> None:
@@ -62,11 +61,7 @@ def _apply(ctx: _Ctx, obj: LDict, rule: Rule, where: str) -> None:
                 ctx.err(obj, key, f"{where}{key}: {e}")
         elif key == "routing_key":
             try:
-                rk, name = _substitute(_str(value))
-                if rk and (len(rk) != 32 or not rk.isalnum() or not rk.isascii()):
-                    given = f"{value} gives a {len(rk)}-character value" if _ENV_REF.search(value) \
-                        else f"the value given ({len(rk)} characters)"
-                    raise ValueError(f"{given}: not a PagerDuty routing key (32 alphanumeric characters)")
+                rk, name = routing_key(value)
                 rule.routing_key, rule.key_name = (rk or None), name
                 rule.own_key = not where.startswith("defaults")
             except ValueError as e:
@@ -161,7 +156,12 @@ def _load_rules(locations: list[str]) -> RuleFile:
     maintenance: list[Maintenance] = []
     sources: dict[str, Mapping] = {}
     source_at: dict[str, str] = {}
+    heartbeats: list[Heartbeat] = []
+    beat_at: dict[str, str] = {}
     for ctx, doc in docs:
+        for i, item in enumerate(_list_of_maps(ctx, doc, "heartbeats")):
+            if (hb := load_heartbeat(ctx, item, i, defaults, beat_at)) is not None:
+                heartbeats.append(hb)
         sources.update((m.name, m) for m in load_sources(ctx, doc.get("sources"), source_at))
         for i, item in enumerate(_list_of_maps(ctx, doc, "inhibit")):
             inhibit.append(_inhibit(ctx, item, i))
@@ -172,7 +172,7 @@ def _load_rules(locations: list[str]) -> RuleFile:
     if errors:
         raise ConfigError(errors)
     return RuleFile(defaults=defaults, rules=rules, inhibit=inhibit, maintenance=maintenance,
-                    sources=sources)
+                    sources=sources, heartbeats=heartbeats)
 
 
 

@@ -100,4 +100,20 @@ class RuleFile:
     inhibit: list[Inhibit] = field(default_factory=list)
     maintenance: list[Maintenance] = field(default_factory=list)
     sources: dict[str, Mapping] = field(default_factory=dict)  # webhook name -> its mapping
+    heartbeats: list[Heartbeat] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A dead man's switch: alerts matching `matchers` (or POSTs to /v1/heartbeat/<name>)
+    are expected at least every `every`; none for `every + grace` pages once."""
+
+    name: str
+    matchers: tuple[Matcher, ...]
+    every: float
+    grace: float
+    routing_key: str
+    key_name: str
+    severity: str
+    summary: Template | None  # over name, every, grace, silent_for (a duration in words)
 

@@ -48,6 +48,17 @@ def _substitute(text: str) -> tuple[str, str]:
     return value, (names[0] if names else mask(value))
 
 
+def routing_key(value: Any) -> tuple[str, str]:
+    """A routing key as given (`${VAR}` from the environment), checked; with the name that
+    logs show instead of it."""
+    rk, name = _substitute(_str(value))
+    if rk and (len(rk) != 32 or not rk.isalnum() or not rk.isascii()):
+        given = f"{value} gives a {len(rk)}-character value" if _ENV_REF.search(str(value)) \
+            else f"the value given ({len(rk)} characters)"
+        raise ValueError(f"{given}: not a PagerDuty routing key (32 alphanumeric characters)")
+    return rk, name
+
+
 def _duration(v: Any) -> float:
     return parse_duration(v)
 

@@ -240,7 +240,18 @@ class SilenceStore(Protocol):
         ...
 
 
-class Store(WindowStore, OutboxStore, BudgetStore, CountStore, SilenceStore, Protocol):
+class HeartbeatStore(Protocol):
+    async def heartbeat(self, name: str, kind: str, now: float, limit: float) -> bool:
+        """Atomically apply semantics.heartbeat (`seen` or `check`) to a heartbeat's state:
+        True for the one caller that must send (its resolve, or its trigger)."""
+        ...
+
+    async def heartbeats(self) -> dict[str, tuple[float, bool]]:
+        """Every heartbeat's state: its last arrival (or first check), and paged."""
+        ...
+
+
+class Store(WindowStore, OutboxStore, BudgetStore, CountStore, SilenceStore, HeartbeatStore, Protocol):
     url: str
 
     async def first_time(self, key: str, now: float, ttl: float) -> bool:

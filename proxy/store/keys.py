@@ -47,6 +47,7 @@ class Names:
         self.ob_keys, self.ob_names = f"{p}:ob:keys", f"{p}:ob:names"
         self.bud_seq = f"{p}:bud:seq"
         self.silences, self.silence_ends = f"{p}:silences", f"{p}:silences:ends"
+        self.beats = f"{p}:beats"
 
     def all(self) -> str:
         """A SCAN pattern of every key (footprint, tests)."""

@@ -12,7 +12,6 @@ garbage collector never tracks: the cost of an alert stays flat however many are
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +32,7 @@ from proxy.store.base import (
 )
 from proxy.store.codec import split_status
 from proxy.store.memory_outbox import MemoryOutbox
-from proxy.store.semantics import Put, put_alert
+from proxy.store.semantics import Beat, Put, heartbeat, put_alert
 
 __all__ = ["MemoryStore"]
 
@@ -71,12 +70,13 @@ class MemoryStore(MemoryOutbox):
     def __init__(self) -> None:
         super().__init__()
         self._silences: dict[str, tuple[str, float]] = {}  # id -> (blob, ends_at)
+        self._beats: dict[str, Beat] = {}
         self._groups: dict[str, _Window] = {}
         self._by_fp: dict[str, str] = {}  # fingerprint -> group keys, space-separated
-        # (due, tie, group key) heaps, urgent and other; `tie` orders equal times by an int
-        self._due: tuple[list[tuple[float, int, str]], list[tuple[float, int, str]]] = ([], [])
+        # (due, group key) heaps, urgent and other: equal times in key order (as Redis's
+        # sorted sets and SQLite's index order them: semantics.py, "claim order")
+        self._due: tuple[list[tuple[float, str]], list[tuple[float, str]]] = ([], [])
         self._leases: deque[tuple[float, str]] = deque()  # claimed groups, by lease end
-        self._tie = itertools.count()
         self._tombs: dict[str, float] = {}
         self._tomb_q: deque[tuple[float, str]] = deque()
         self._marks: dict[str, set[str]] = {}
@@ -88,7 +88,7 @@ class MemoryStore(MemoryOutbox):
     # -- windows -------------------------------------------------------------------
     def _schedule(self, g: Group, at: float) -> None:
         g.due = at
-        heapq.heappush(self._due[0 if g.urgent else 1], (at, next(self._tie), g.key))
+        heapq.heappush(self._due[0 if g.urgent else 1], (at, g.key))
 
     def _put(self, w: _Window, fp: str, status: str, js: str, full: bool, max_alerts: int,
              now: float) -> Put:
@@ -172,7 +172,7 @@ class MemoryStore(MemoryOutbox):
         out: list[Group] = []
         for heap in self._due:
             while heap and heap[0][0] <= now and len(out) < limit:
-                due, _, key = heapq.heappop(heap)
+                due, key = heapq.heappop(heap)
                 w = self._groups.get(key)
                 if w is None or w.head.due != due or (heap is self._due[1]) == w.head.urgent:
                     continue  # a stale entry
@@ -245,7 +245,7 @@ class MemoryStore(MemoryOutbox):
         best = None
         for heap, urgent in ((self._due[0], True), (self._due[1], False)):
             while heap:
-                due, _, key = heap[0]
+                due, key = heap[0]
                 w = self._groups.get(key)
                 if w is None or w.head.due != due or w.head.urgent != urgent:
                     heapq.heappop(heap)
@@ -286,6 +286,15 @@ class MemoryStore(MemoryOutbox):
         for sid in gone:
             del self._silences[sid]
         return len(gone)
+
+    async def heartbeat(self, name: str, kind: str, now: float, limit: float) -> bool:
+        state, send = heartbeat(self._beats.get(name), kind, now, limit)
+        if state is not None:
+            self._beats[name] = state
+        return send
+
+    async def heartbeats(self) -> dict[str, tuple[float, bool]]:
+        return dict(self._beats)
 
     async def ping(self) -> None:
         return None

@@ -34,12 +34,13 @@ from proxy.store.base import (
     Take,
     Window,
 )
+from proxy.store.redis_oncall import OnCall
 from proxy.store.redis_url import connect
 
 __all__ = ["RedisStore"]
 
 
-class RedisStore:
+class RedisStore(OnCall):
     """`wait_replicas=N` in the URL: a write that a 2xx answer depends on (recording
     alerts, enqueueing events) counts only once N replicas have it (Redis WAIT, in the same
     round trip); else the answer is 503 and the sender retries. Behind Sentinel, with
@@ -356,27 +357,6 @@ class RedisStore:
     @rc.wrapped
     async def first_time(self, key: str, now: float, ttl: float) -> bool:
         return bool(await self._r.set(self.n.seen(key), "1", nx=True, ex=max(1, int(ttl))))
-
-    @rc.wrapped
-    async def put_silence(self, sid: str, blob: str, ends_at: float) -> None:
-        async with self._r.pipeline(transaction=True) as p:  # (one slot: the keys share a tag)
-            p.hset(self.n.silences, sid, blob)
-            p.zadd(self.n.silence_ends, {sid: ends_at})
-            await p.execute()
-
-    @rc.wrapped
-    async def silences(self) -> list[str]:
-        return [b.decode() for b in (await self._r.hgetall(self.n.silences)).values()]
-
-    @rc.wrapped
-    async def forget_silences(self, ended_before: float) -> int:
-        gone = await self._r.zrangebyscore(self.n.silence_ends, "-inf", f"({ended_before!r}")
-        if gone:
-            async with self._r.pipeline(transaction=True) as p:
-                p.hdel(self.n.silences, *gone)
-                p.zrem(self.n.silence_ends, *gone)
-                await p.execute()
-        return len(gone)
 
     @rc.wrapped
     async def ping(self) -> None:

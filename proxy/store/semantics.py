@@ -7,9 +7,11 @@ what each answers at every step.
 
     put_alert     the scheduling rule (store.base): one alert into one group
     claimable     a group may be claimed: due, and not under another flusher's lease
+                  (claim order: urgent groups first, then by due time, equal times by key)
     coalesces     a new trigger replaces the pending trigger last in its line
     budget_wait   the per-key window: how long before an event of this priority may go
     ready         a line's head goes now, or waits for its not_before
+    heartbeat     a dead man's switch: arrivals, and when it pages or resolves (once)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from proxy.model import URGENT
 from proxy.store.base import Window
 from proxy.store.codec import join_status, split_status
 
-__all__ = ["Head", "Put", "budget_wait", "claimable", "coalesces", "put_alert", "ready"]
+__all__ = ["Beat", "Head", "Put", "budget_wait", "claimable", "coalesces", "heartbeat", "put_alert", "ready"]
 
 
 class Head(Protocol):
@@ -112,3 +114,22 @@ def budget_wait(n: int, nth_oldest: Callable[[int], float], prio: int, now: floa
 def ready(not_before: float, now: float) -> bool:
     """A line's head may be taken now (else it waits in the waiting order until then)."""
     return not_before <= now
+
+
+Beat = tuple[float, bool]  # a heartbeat's state: its last arrival (or first check), paged
+
+
+def heartbeat(state: Beat | None, kind: str, now: float, limit: float) -> tuple[Beat | None, bool]:
+    """A heartbeat's next state, and whether to send now (one caller only: stores apply it
+    atomically). `seen`: one arrived (send: its resolve, if it had paged); `check`: has
+    none arrived for `limit` seconds (send: its trigger, once)? A heartbeat never seen is
+    counted from its first check."""
+    if kind == "seen":
+        return (now, False), state is not None and state[1]
+    if state is None:
+        return (now, False), False
+    last, paged = state
+    if not paged and last + limit <= now:
+        return (last, True), True
+    return state, False
+

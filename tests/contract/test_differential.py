@@ -5,7 +5,7 @@ done, retry, release, dead, requeue and clock steps, runs each step against memo
 SQLite and a real redis-server, and requires the same observable answer from all three
 at every step (the groups claimed with their alerts, versions and due times, whether a
 commit went in, what a take gives or how long it says to wait, what is pending and dead,
-the stats). Sequence numbers and budget stamps are each store's own and are not compared.
+the stats, the heartbeats' sends and states). Sequence numbers and budget stamps are each store's own and are not compared.
 """
 
 from __future__ import annotations
@@ -208,6 +208,13 @@ class StoreMachine(RuleBasedStateMachine):
     def requeue(self) -> None:
         self.same(self.each(lambda _, s: s.requeue_dead(None)), "requeue_dead")
 
+    # -- heartbeats ---------------------------------------------------------------------------
+    @rule(name=st.sampled_from(["h1", "h2"]), kind=st.sampled_from(["seen", "check", "check"]),
+          limit=st.sampled_from([5.0, 60.0]))
+    def beat(self, name: str, kind: str, limit: float) -> None:
+        self.same(self.each(lambda _, s: s.heartbeat(name, kind, self.now, limit)), "heartbeat")
+        self.same(self.each(lambda _, s: s.heartbeats()), "heartbeats")
+
     @invariant()
     def the_same_outbox(self) -> None:
         async def go(_: str, s: Store) -> Any:
@@ -278,8 +285,20 @@ def _a_late_answer_and_a_failed_commit(m: StoreMachine) -> None:
     m.answer_at(0, "release", 0.0)  # the first send's stamp left the window already
 
 
+def _a_heartbeat_pages_once_and_resolves(m: StoreMachine) -> None:
+    m.beat("h1", "check", 5.0)  # never seen: counted from now
+    m.tick(1.0)
+    m.beat("h1", "check", 5.0)
+    m.tick(4.0)
+    m.beat("h1", "check", 5.0)  # silent for exactly the limit: it pages
+    m.beat("h1", "check", 5.0)  # once
+    m.beat("h1", "seen", 5.0)  # back: its resolve
+    m.beat("h1", "seen", 5.0)
+
+
 @pytest.mark.parametrize("steps", [_resolve_after_a_page, _the_budget_keeps_a_place_for_critical,
-                                   _a_late_answer_and_a_failed_commit])
+                                   _a_late_answer_and_a_failed_commit,
+                                   _a_heartbeat_pages_once_and_resolves])
 def test_named_scenarios_answer_alike(redis_server: Any, steps: Any) -> None:
     """Sequences the random search may take long to find, each a rule one store once got
     wrong or could: every step's answer is compared as in the random runs."""

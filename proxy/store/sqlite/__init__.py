@@ -190,6 +190,12 @@ class SqliteStore:
     async def forget_silences(self, ended_before: float) -> int:
         return await self._do(Engine.forget_silences, ended_before)
 
+    async def heartbeat(self, name: str, kind: str, now: float, limit: float) -> bool:
+        return await self._do(Engine.heartbeat, name, kind, now, limit)
+
+    async def heartbeats(self) -> dict[str, tuple[float, bool]]:
+        return await self._do(Engine.heartbeats)
+
     async def ping(self) -> None:
         await self._do(Engine.ping)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from proxy.errors import StoreError, StoreFull
 from proxy.store.base import COUNT_HOURS, KeyStats, Stats, Window, capped
+from proxy.store.semantics import heartbeat as beat_rule
 from proxy.store.sqlite.schema import open_file
 from proxy.store.sqlite.tables import Change
 from proxy.store.sqlite.windows import Windows
@@ -119,6 +120,17 @@ class Engine(Windows):
 
     def forget_silences(self, ended_before: float) -> int:
         return self.c.execute("DELETE FROM silences WHERE ends_at < ?", (ended_before,)).rowcount
+
+    def heartbeat(self, name: str, kind: str, now: float, limit: float) -> bool:
+        row = self.c.execute("SELECT last, paged FROM beats WHERE name = ?", (name,)).fetchone()
+        state, send = beat_rule(None if row is None else (row[0], bool(row[1])), kind, now, limit)
+        if state is not None:
+            self.c.execute("INSERT OR REPLACE INTO beats (name, last, paged) VALUES (?, ?, ?)",
+                           (name, state[0], int(state[1])))
+        return send
+
+    def heartbeats(self) -> dict[str, tuple[float, bool]]:
+        return {n: (last, bool(p)) for n, last, p in self.c.execute("SELECT name, last, paged FROM beats")}
 
     def ping(self) -> None:
         self.c.execute("SELECT 1").fetchone()

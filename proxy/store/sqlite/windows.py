@@ -173,7 +173,7 @@ class Windows(Outbox):
         keys: list[str] = []
         for lane in (1, 0):
             for (k, due) in self.c.execute(
-                    "SELECT key, due FROM groups WHERE urgent = ? AND due <= ? ORDER BY due LIMIT ?",
+                    "SELECT key, due FROM groups WHERE urgent = ? AND due <= ? ORDER BY due, key LIMIT ?",
                     (lane, now, limit - len(keys) + len(leased))) if len(keys) < limit else ():
                 if claimable(due, leased.get(k, 0.0), now):
                     keys.append(k)
