@@ -348,7 +348,8 @@ class Proxy:
             web.get("/metrics", metrics),
             *Console(View(store=self.store, clock=self.clock, live=self.live,
                           window=self.settings.window, body_timeout=self.settings.body_timeout,
-                          stats=admin.stats, kick=self.sender.kick)).routes(),
+                          stats=admin.stats, kick=self.sender.kick,
+                          silences=self.pipeline.silences)).routes(),
         ])
         app.on_startup.append(self.start)
         app.on_cleanup.append(self.stop)

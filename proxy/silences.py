@@ -25,7 +25,7 @@ from proxy.jsontypes import JsonObject
 from proxy.rules.matchers import Matcher, matches_all, parse_matcher
 from proxy.store import Store
 
-__all__ = ["RETENTION", "Silence", "Silences", "iso", "parse_time"]
+__all__ = ["RETENTION", "Silence", "Silences", "iso", "matcher_api", "parse_time"]
 
 log = logging.getLogger("alert_proxy")
 
@@ -71,7 +71,7 @@ class Silence:
     def to_api(self, now: float) -> JsonObject:
         """Alertmanager's gettableSilence."""
         return {"id": self.id, "status": {"state": self.state(now)}, "updatedAt": iso(self.updated_at),
-                "matchers": [_matcher_api(m) for m in self.matchers], "startsAt": iso(self.starts_at),
+                "matchers": [matcher_api(m) for m in self.matchers], "startsAt": iso(self.starts_at),
                 "endsAt": iso(self.ends_at), "createdBy": self.created_by, "comment": self.comment}
 
     def blob(self) -> str:
@@ -90,7 +90,7 @@ class Silence:
         return "{" + ", ".join(str(m) for m in self.matchers) + "}"
 
 
-def _matcher_api(m: Matcher) -> JsonObject:
+def matcher_api(m: Matcher) -> JsonObject:
     return {"name": m.name, "value": m.value, "isRegex": m.op in ("=~", "!~"),
             "isEqual": m.op in ("=", "=~")}
 

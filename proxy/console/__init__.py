@@ -5,6 +5,8 @@
     /groups    open groups with their alerts and state, filtered by label, 100 a page
     /outbox    per routing key (by name): waiting, oldest, budget used; dead letters with
                a re-send button (POST, guarded against cross-site requests)
+    /oncall    active and pending silences (expire one; make one, e.g. from a group's
+               labels: /groups links here), and the heartbeats with their last arrival
     /rules     files, last reload and its errors, the rules in order
 
 Admin pages: loopback only unless `--auth admin=...` (basic auth works in a browser).
@@ -21,18 +23,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from proxy import render
+from proxy import render, silences
+from proxy.durations import parse_duration
 from proxy.errors import InputError
 from proxy.http import ADMIN, read_form
 from proxy.jsontypes import JsonObject
 from proxy.model import Group
+from proxy.rules.matchers import parse_matchers
 
 if TYPE_CHECKING:
     from proxy.clock import Clock
     from proxy.rules.live import LiveRules
+    from proxy.silences import Silences
     from proxy.store import Store, Window
 
 __all__ = ["Console", "View"]
@@ -49,6 +55,7 @@ class View:
     body_timeout: float
     stats: Callable[[str], Awaitable[JsonObject]]  # the noise figures of the last `since`
     kick: Callable[[], None]  # the sender looks at the outbox now (dead letters re-sent)
+    silences: Silences
 
 PAGE = 100
 _ENV = Environment(loader=PackageLoader("proxy.console", "templates"),
@@ -139,11 +146,61 @@ class Console:
         self._token = hmac.new(secrets.token_bytes(32), b"console", hashlib.sha256).hexdigest()
 
     def routes(self) -> list[web.RouteDef]:
-        for h in (self.overview, self.groups, self.outbox, self.rules, self.retry):
+        for h in (self.overview, self.groups, self.outbox, self.rules, self.retry, self.oncall,
+                  self.silence, self.expire):
             h.__func__.source = ADMIN  # type: ignore[attr-defined]  # the admin guard's scope
         return [web.get("/", self.overview), web.get("/groups", self.groups),
                 web.get("/outbox", self.outbox), web.get("/rules", self.rules),
-                web.post("/outbox/retry", self.retry)]
+                web.post("/outbox/retry", self.retry), web.get("/oncall", self.oncall),
+                web.post("/oncall/silence", self.silence), web.post("/oncall/expire", self.expire)]
+
+    async def oncall(self, request: web.Request, message: str = "") -> web.Response:
+        v = self.view
+        await v.silences.refresh(force=True)
+        now = v.clock.now()
+        silences = [{"id": s.id, "matchers": [str(m) for m in s.matchers], "state": s.state(now),
+                     "ends": f"in {_age(s.ends_at - now)}", "created_by": s.created_by,
+                     "comment": s.comment} for s in v.silences.all() if s.state(now) != "expired"]
+        states = await v.store.heartbeats()
+        beats = []
+        for hb in v.live.current.heartbeats.values():
+            last, paged = states.get(hb.name, (None, False))
+            beats.append({"name": hb.name, "fed_by": ", ".join(map(str, hb.matchers)) or
+                          f"POST /v1/heartbeat/{hb.name}", "limit": f"{_age(hb.every)} + {_age(hb.grace)}",
+                          "last": "not yet" if last is None else f"{_age(now - last)} ago",
+                          "state": "paged" if paged else "ok", "css": "firing" if paged else "resolved"})
+        return self._page("oncall.html", "/oncall", "Silences & heartbeats", silences=silences,
+                          heartbeats=beats, csrf=self._token, message=message,
+                          matchers=request.query.get("matchers", ""))
+
+    async def _form(self, request: web.Request) -> dict[str, str]:
+        form = await read_form(request, self.view.body_timeout)
+        if not hmac.compare_digest(form.get("csrf", ""), self._token):
+            raise InputError(["cross-site request refused (change silences from the console)"], 403)
+        return form
+
+    async def silence(self, request: web.Request) -> web.Response:
+        """A new silence from the console's form (its token, as the re-send button)."""
+        form = await self._form(request)
+        try:
+            matchers = parse_matchers(form.get("matchers", ""))
+            seconds = parse_duration(form.get("duration", "2h"))
+        except ValueError as e:
+            raise InputError([str(e)]) from None
+        now = self.view.clock.now()
+        body = {"matchers": [silences.matcher_api(m) for m in matchers], "startsAt": silences.iso(now),
+                "endsAt": silences.iso(now + seconds), "createdBy": form.get("created_by", ""),
+                "comment": form.get("comment", "")}
+        sid = await self.view.silences.post(body, f"the console ({request.remote})")
+        return await self.oncall(request, message=f"silence {sid} made")
+
+    async def expire(self, request: web.Request) -> web.Response:
+        form = await self._form(request)
+        try:
+            await self.view.silences.expire(form.get("id", ""), f"the console ({request.remote})")
+        except LookupError:
+            raise InputError(["no such silence"], 404) from None
+        return await self.oncall(request, message="silence expired")
 
     def _page(self, name: str, path: str, title: str, **ctx: Any) -> web.Response:
         html = _ENV.get_template(name).render(page=path, title=title, secs=_secs,
@@ -180,6 +237,8 @@ class Console:
                          "labels": {"event": render.group_name(g)} if "fingerprint" in g.group_labels
                          else {k: v for k, v in g.group_labels.items() if v},
                          "n_alerts": len(g.alerts), "age": _age(now - g.opened_at),
+                         "silence": ", ".join(f"{k}={orjson.dumps(v).decode()}"
+                                              for k, v in sorted(g.group_labels.items()) if v),
                          "alerts": [{"status": a.status, "summary": a.alert.summary,
                                      "labels": a.labels} for a in alerts[:20]],
                          "more": max(0, len(alerts) - 20)})

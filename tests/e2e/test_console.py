@@ -199,3 +199,40 @@ async def test_report_matches_what_pagerduty_received(tmp_path, fake_pd, proxy_p
                                    cwd=ROOT, timeout=60, check=False)
     assert text.returncode == 0, text.stderr
     assert "noise ratio" in text.stdout and "by rule" in text.stdout and "database" in text.stdout
+
+
+async def test_a_group_is_silenced_and_the_silence_expired_from_the_console(
+        tmp_path, fake_pd, proxy_process, browser):
+    """From a group's row to a silence (its labels prefilled), seen by amtool, expired with
+    a button; the heartbeats table shows each heartbeat with its last arrival."""
+    rules = RULES + "heartbeats:\n  - name: nightly-backup\n    every: 1h\n"
+    port = free_port()
+    proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(write_rules(tmp_path / "rules", rules)),
+                  "--upstream", fake_pd.url, "--store", f"sqlite://{tmp_path}/state.db")
+    await asyncio.to_thread(wait_port, port)
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as s, s.post(base + "/v1/alertmanager", json={
+            "version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {
+                "alertname": "DiskFull", "service": "web"}, "annotations": {"summary": "disk"}}]}) as r:
+        assert r.status == 200
+    page = await browser.new_page()
+    await page.goto(base + "/groups")
+    async with page.expect_navigation():
+        await page.click("a.silence")
+    assert await page.input_value("input[name=matchers]") == 'alertname="DiskFull", service="web"'
+    await page.fill("input[name=created_by]", "alice")
+    await page.fill("input[name=comment]", "disk cleanup under way")
+    async with page.expect_navigation():
+        await page.click("#new-silence button")
+    assert "made" in await page.inner_text("#message")
+    assert "disk cleanup under way" in await page.inner_text("#silences")
+    assert "nightly-backup" in await page.inner_text("#heartbeats")
+    await page.screenshot(path=str(ARTIFACTS / "console-oncall.png"), full_page=True)
+    shown = subprocess.run(["amtool", f"--alertmanager.url={base}", "silence", "query"],
+                           capture_output=True, text=True, check=True).stdout
+    assert 'alertname="DiskFull"' in shown and "alice" in shown
+    async with aiohttp.ClientSession() as s, s.post(base + "/oncall/expire", data={"csrf": "guess", "id": "x"}) as r:
+        assert r.status == 403  # another site cannot press the button for you
+    async with page.expect_navigation():
+        await page.click("button.expire")
+    assert "no active or pending silence" in await page.inner_text("#silences")
