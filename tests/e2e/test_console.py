@@ -228,8 +228,9 @@ async def test_a_group_is_silenced_and_the_silence_expired_from_the_console(
     assert "disk cleanup under way" in await page.inner_text("#silences")
     assert "nightly-backup" in await page.inner_text("#heartbeats")
     await page.screenshot(path=str(ARTIFACTS / "console-oncall.png"), full_page=True)
-    shown = subprocess.run(["amtool", f"--alertmanager.url={base}", "silence", "query"],
-                           capture_output=True, text=True, check=True).stdout
+    shown = (await asyncio.to_thread(subprocess.run, ["amtool", f"--alertmanager.url={base}", "silence",
+                                                      "query"], capture_output=True, text=True,
+                                     check=True)).stdout
     assert 'alertname="DiskFull"' in shown and "alice" in shown
     async with aiohttp.ClientSession() as s, s.post(base + "/oncall/expire", data={"csrf": "guess", "id": "x"}) as r:
         assert r.status == 403  # another site cannot press the button for you
