@@ -22,6 +22,13 @@ hours runs in milliseconds.
           - at: 45s                   # optional: when it went out
             event_action: trigger
             payload: {severity: critical}
+      - name: silenced during the rollout
+        silences:                     # Alertmanager's matchers, from/until test time
+          - {matchers: 'alertname="DiskFull"', from: 0s, until: 30m}
+        input:
+          - at: 0s
+            heartbeat: nightly-backup # an arrival of a heartbeat (heartbeats: in the rules)
+        ...
       - name: a restart fixes it, nobody is paged
         remediation: {status: 200, body: restarted}   # what the `remediate:` endpoint
         input: [...]                                   # answers (or error: timeout|refused)
@@ -48,13 +55,16 @@ from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline
 from proxy.remediate import Call, Caller, Outcome
 from proxy.rules import RuleSet, load_rules
+from proxy.rules.matchers import parse_matchers
 from proxy.rules.templates import RENDER_ERRORS
 from proxy.rules.yamlfile import LDict, LList, load_yaml
+from proxy.silences import iso, matcher_api
 from proxy.store.memory import MemoryStore
 
 __all__ = ["run_file", "run_files"]
 
-_SOURCES = ("alerts", "alertmanager", "datadog", "events_v2", "webhook")
+_SOURCES = ("alerts", "alertmanager", "datadog", "events_v2", "webhook", "heartbeat")
+_TEST_KEYS = ("name", "interval", "until", "input", "expect", "remediation", "silences")
 
 
 @contextmanager
@@ -103,7 +113,12 @@ async def _feed(pipeline: Pipeline, kind: str, body: Any) -> None:
     if kind == "alerts":
         body = {"alerts": [{"status": "firing", **a} for a in body]}
         kind = "alertmanager"
-    if kind == "webhook":
+    if kind == "heartbeat":
+        hb = pipeline.rules.heartbeats.get(str(body))
+        if hb is None:
+            raise InputError([f"no heartbeat is named {body!r} in the rules"])
+        await pipeline.heartbeats.seen(hb, pipeline.clock.now())
+    elif kind == "webhook":
         if not isinstance(body, dict) or set(body) != {"source", "body"}:
             raise InputError(["webhook: a mapping with source (a sources: name) and body"])
         mapping = pipeline.rules.sources.get(str(body["source"]))
@@ -144,6 +159,7 @@ async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) 
     t0 = clock.now()
     caller, _ = _fake_endpoint(test.get("remediation"), where)
     pipeline = Pipeline(RuleSet(load_rules(rule_files)), MemoryStore(), clock, Metrics(), caller=caller)
+    await _silences(pipeline, test.get("silences"), t0, where)
     inputs = test.get("input") or LList()
     steps: list[tuple[float, str, Any, str]] = []
     for i, step in enumerate(inputs):
@@ -175,6 +191,7 @@ async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) 
                 await _feed(pipeline, kind, body)
             except InputError as e:
                 raise ConfigError([f"{sw}: {kind}: {m}" for m in e.errors]) from None
+        await pipeline.heartbeats.check()
         await pipeline.flush_due()
         await pipeline.settle()
         for ev in await pipeline.store.pending():
@@ -182,6 +199,23 @@ async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) 
             await pipeline.store.done(ev, 0, clock.now())
         t += interval
     return out
+
+
+async def _silences(pipeline: Pipeline, given: Any, t0: float, where: str) -> None:
+    """A test's silences, made as amtool would make them (from/until: test time)."""
+    for i, s in enumerate(given or []):
+        if not isinstance(s, dict) or "matchers" not in s or "until" not in s:
+            raise ConfigError([f"{where}: silences[{i}]: a mapping with matchers, until (and from)"])
+        try:
+            matchers = parse_matchers(str(s["matchers"]))
+            start, end = parse_duration(s.get("from", "0s")), parse_duration(s["until"])
+            await pipeline.silences.post({
+                "matchers": [matcher_api(m) for m in matchers], "startsAt": iso(t0 + start),
+                "endsAt": iso(t0 + end), "createdBy": "alert-proxy test", "comment": "rule test"},
+                "alert-proxy test")
+        except (ValueError, InputError) as e:
+            detail = "; ".join(e.errors) if isinstance(e, InputError) else str(e)
+            raise ConfigError([f"{where}: silences[{i}]: {detail}"]) from None
 
 
 def run_file(path: Path) -> tuple[int, int, list[str]]:
@@ -202,10 +236,10 @@ def run_file(path: Path) -> tuple[int, int, list[str]]:
             if not isinstance(test, LDict):
                 raise ConfigError([f"{where}: a test is a mapping"])
             name = test.get("name", f"test {i + 1}")
-            unknown = set(test) - {"name", "interval", "until", "input", "expect", "remediation"}
+            unknown = set(test) - set(_TEST_KEYS)
             if unknown:
-                raise ConfigError([f"{where}: unknown key {min(unknown)!r} (known: name, "
-                                   "interval, until, input, expect, remediation)"])
+                raise ConfigError([f"{where}: unknown key {min(unknown)!r} (known: "
+                                   f"{', '.join(_TEST_KEYS)})"])
             RENDER_ERRORS.clear()
             got = asyncio.run(_simulate(path, rule_files, test, where))
             expect = test.get("expect") or []

@@ -150,3 +150,41 @@ async def test_deadletter_list_and_retry_commands(tmp_path, fake_pd, proxy_proce
     r = await asyncio.to_thread(cli, "deadletter", "retry", "--url", base)
     assert r.stdout.strip() == "requeued 1 event(s)"
     await wait_for(lambda: len(fake_pd.accepted()) == 1)
+
+
+def test_rule_tests_state_silences_and_heartbeat_timelines(tmp_path):
+    write_rules(tmp_path, FAST_RULES + """
+heartbeats:
+  - name: watchdog
+    match: {alertname: Watchdog}
+    every: 10s
+    grace: 5s
+    summary: "no Watchdog for {{ silent_for }}"
+""")
+    (tmp_path / "oncall.test.yml").write_text("""
+rule_files: [rules.yml]
+env: {PD_ROUTING_KEY: 0123456789abcdef0123456789abcdef}
+tests:
+  - name: a silence mutes its alert, not the other
+    until: 10s
+    silences:
+      - {matchers: 'alertname="Noisy"', until: 1h}
+    input:
+      - {at: 0s, alerts: [{labels: {alertname: Noisy}}, {labels: {alertname: Other}}]}
+      - {at: 0s, alerts: [{labels: {alertname: Watchdog}}]}
+    expect:
+      - {event_action: trigger, payload: {summary: "[FIRING:1] Other"}}
+  - name: a Watchdog that stops pages once, and resolves when it is back
+    interval: 1s
+    until: 40s
+    input:
+      - {at: 0s, alerts: [{labels: {alertname: Watchdog}}]}
+      - {at: 5s, alerts: [{labels: {alertname: Watchdog}}]}
+      - {at: 30s, heartbeat: watchdog}
+    expect:
+      - {at: 20s, event_action: trigger, payload: {summary: no Watchdog for 15s, severity: critical}}
+      - {at: 30s, event_action: resolve}
+""")
+    r = cli("test", str(tmp_path / "oncall.test.yml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith("2 passed, 0 failed")
