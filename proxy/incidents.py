@@ -18,10 +18,11 @@ from proxy.correlate import recheck
 from proxy.errors import StoreError
 from proxy.ingest.pagerduty import INCIDENT_EVENTS, IncidentEvent
 from proxy.metrics import Metrics
+from proxy.model import Group
 from proxy.plan import Plan
 from proxy.rules.engine import STORM_RULE
 from proxy.state import Incident
-from proxy.stats import Tally
+from proxy.stats import Tally, service_of
 from proxy.store import Commit, Store
 
 __all__ = ["Incidents"]
@@ -57,11 +58,11 @@ class Incidents:
             first_page = g.state.first_page_at
             if pd.status == "acknowledged" and not pd.acknowledged_at:
                 pd.acknowledged_at = ev.occurred_at
-                self._took("tta", self.metrics.time_to_ack, first_page, ev.occurred_at)
+                self._took("tta", self.metrics.time_to_ack, g, first_page, ev.occurred_at)
             if pd.status == "resolved":
                 pd.firing = tuple(sorted(fp for fp, a in g.alerts.items() if a.firing))
                 if not pd.resolved_at:
-                    self._took("ttr", self.metrics.time_to_resolve, first_page, ev.occurred_at)
+                    self._took("ttr", self.metrics.time_to_resolve, g, first_page, ev.occurred_at)
                 pd.resolved_at = ev.occurred_at
             g.state.pd = pd
             if (await self.store.commit([Commit(g, False, [])]))[0]:
@@ -71,12 +72,16 @@ class Incidents:
                 return "applied"
         raise StoreError("the group kept changing while a PagerDuty event was applied")
 
-    def _took(self, what: str, histogram: object, first_page: float, at: float) -> None:
+    def _took(self, what: str, histogram: object, g: Group, first_page: float, at: float) -> None:
+        """Time to acknowledge or resolve: overall, and per rule and service (stats.py)."""
         if not first_page:
             return
         took = max(0.0, at - first_page)
         histogram.observe(took)  # type: ignore[attr-defined]
-        self.tally.merge({f"{what}_sum": took, f"{what}_n": 1}, at)
+        service = service_of(g)
+        self.tally.merge({f"{what}_sum": took, f"{what}_n": 1,
+                          f"{what}_sum_rule|{g.rule}": took, f"{what}_n_rule|{g.rule}": 1,
+                          f"{what}_sum_service|{service}": took, f"{what}_n_service|{service}": 1}, at)
 
     @staticmethod
     def hold(plan: Plan) -> None:

@@ -74,9 +74,10 @@ def _table(rows: list[JsonObject], name: str, limit: int = 15) -> list[str]:
     if not rows:
         return ["  (none)"]
     width = max(len(name), *(len(str(r[name])) for r in rows[:limit]))
-    out = [f"  {name:<{width}}  {'alerts in':>10}  {'pages':>6}  {'ratio':>8}"]
-    out += [f"  {r[name]!s:<{width}}  {r['in']:>10,}  {r['pages']:>6,}  {r['ratio']:>8}"
-            for r in rows[:limit]]
+    out = [f"  {name:<{width}}  {'alerts in':>10}  {'pages':>6}  {'incidents':>9}  {'ratio':>8}  "
+           f"{'MTTA':>8}  {'MTTR':>8}"]
+    out += [f"  {r[name]!s:<{width}}  {r['in']:>10,}  {r['pages']:>6,}  {r['incidents']:>9,}  "
+            f"{r['ratio']:>8}  {_secs(r['mtta_s']):>8}  {_secs(r['mttr_s']):>8}" for r in rows[:limit]]
     if len(rows) > limit:
         out.append(f"  ... and {len(rows) - limit} more")
     return out
@@ -88,6 +89,8 @@ def format_report(s: JsonObject) -> str:
                  f"{k} {v:,}" for k, v in s["by_source"].items()),
              f"pages out      {s['pages_out']:>10,}   " + ", ".join(
                  f"{k} {v:,}" for k, v in s["pages_by_why"].items()),
+             f"incidents      {s['incidents_opened']:>10,}   opened; {s['repeat_triggers']:,} "
+             "repeat or update triggers",
              f"noise ratio    {s['noise_ratio']:>10}   (alerts in : pages out)",
              "suppressed     " + (", ".join(f"{k} {v:,}" for k, v in s["suppressed"].items() if v)
                                   or "nothing"),

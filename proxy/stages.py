@@ -34,7 +34,7 @@ from proxy.remediation import Remediations
 from proxy.rules import RuleSet
 from proxy.rules.engine import STORM_RULE
 from proxy.silences import Silences
-from proxy.stats import Tally
+from proxy.stats import Tally, service_of
 from proxy.store import Store
 
 __all__ = ["SUPPRESSED", "Stages"]
@@ -178,10 +178,11 @@ class Stages:
             for reason in plan.muted.values():
                 self._suppressed(reason, 1, now)
         if "trigger" in f.actions and g.rule != STORM_RULE:
-            service = g.group_labels.get("service") or next(
-                (a.labels.get("service", "") for a in g.alerts.values() if a.firing), "") or "-"
+            service = service_of(g)
             counts = {"page|" + (page.why or "first"): 1.0, "page_rule|" + g.rule: 1.0,
                       "page_service|" + service: 1.0}
+            if (page.why or "first") == "first":  # an incident opened (the rest: repeats)
+                counts.update({"incident_rule|" + g.rule: 1.0, "incident_service|" + service: 1.0})
             if page.why == "first" and g.state.first_page_at == now:
                 counts.update(ttp_sum=now - g.opened_at, ttp_n=1.0)
             self.tally.merge(counts, now)

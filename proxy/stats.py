@@ -7,10 +7,13 @@ meet. `summarize` turns hourly counters into the figures the API, the report and
 console show. Fields are "metric|label":
 
     in|<source>  in_rule|<rule>  in_service|<service>  in_alertname|<alertname>
-    page|<why>  page_rule|<rule>  page_service|<service>      triggers enqueued
+    page|<why>  page_rule|<rule>  page_service|<service>      triggers enqueued (why first:
+    incident_rule|<rule>  incident_service|<service>          an incident opened; the rest
+                                                                repeat or update one)
     sent|<action>  sent_key|<key name>  429|<key name>         PagerDuty's answers
     suppressed|<reason>                                         dropped, inhibited, ...
     ttp_sum ttp_n  tta_sum tta_n  ttr_sum ttr_n                 time to page/ack/resolve (s)
+    tta_sum_rule|<rule>  tta_n_rule|<rule>  (ttr_, _service)    the same per rule and service
 """
 
 from __future__ import annotations
@@ -19,12 +22,20 @@ import time
 from collections import defaultdict
 
 from proxy.jsontypes import JsonObject
+from proxy.model import Group
 from proxy.store.base import CountStore
 
-__all__ = ["SUPPRESS_REASONS", "Tally", "parse_since", "summarize"]
+__all__ = ["SUPPRESS_REASONS", "Tally", "parse_since", "service_of", "summarize"]
 
 SUPPRESS_REASONS = ("dropped", "silenced", "inhibited", "maintenance", "transient", "flapping",
                     "remediated", "folded")
+
+
+def service_of(g: Group) -> str:
+    """The service a group's figures count under: its `service` group label, else its
+    first firing alert's, else "-"."""
+    return g.group_labels.get("service") or next(
+        (a.labels.get("service", "") for a in g.alerts.values() if a.firing), "") or "-"
 
 
 class Tally:
@@ -103,8 +114,17 @@ def summarize(hourly: dict[int, dict[str, float]], since_hour: int, until_hour: 
 
     def table(metric_in: str, metric_page: str, name: str) -> list[JsonObject]:
         ins, outs = _by(total, metric_in), _by(total, metric_page)
+        opened = _by(total, f"incident_{name}")
+        means = {w: (_by(total, f"{w}_sum_{name}"), _by(total, f"{w}_n_{name}")) for w in ("tta", "ttr")}
+
+        def mean(w: str, k: str) -> float | None:
+            s, n = means[w]
+            return round(s[k] / n[k], 1) if n.get(k) else None
+
         rows = [{name: k, "in": int(ins.get(k, 0)), "pages": int(outs.get(k, 0)),
-                 "ratio": _ratio(ins.get(k, 0), outs.get(k, 0))} for k in set(ins) | set(outs)]
+                 "incidents": int(opened.get(k, 0)), "ratio": _ratio(ins.get(k, 0), outs.get(k, 0)),
+                 "mtta_s": mean("tta", k), "mttr_s": mean("ttr", k)}
+                for k in set(ins) | set(outs)]
         return sorted(rows, key=lambda r: (-r["in"], -r["pages"], r[name]))
 
     keys = [{"key": k, "sent": int(v), "429s": int(total.get(f"429|{k}", 0))}
@@ -112,6 +132,8 @@ def summarize(hourly: dict[int, dict[str, float]], since_hour: int, until_hour: 
     return {
         "since": since_hour * 3600, "until": (until_hour + 1) * 3600,
         "alerts_in": int(alerts_in), "pages_out": int(pages), "noise_ratio": _ratio(alerts_in, pages),
+        "incidents_opened": int(total.get("page|first", 0)),
+        "repeat_triggers": int(pages - total.get("page|first", 0) - total.get("page|storm", 0)),
         "by_source": {k: int(v) for k, v in sorted(_by(total, "in").items())},
         "pages_by_why": {k: int(v) for k, v in sorted(_by(total, "page").items())},
         "sent_by_action": {k: int(v) for k, v in sorted(_by(total, "sent").items())},

@@ -96,6 +96,14 @@ async def test_webhook_sequence_ack_resolved_by_a_person_then_a_new_alert(tmp_pa
     resolved = envelope("resolved", key, 2)  # a person resolved it; signed during a rotation
     assert (await deliver(base, resolved, signature=f"{sign('retired', resolved)},"
                           f"{sign(SECRET, resolved)}"))[0] == 200
+    async with aiohttp.ClientSession() as s, s.get(base + "/api/v1/stats?since=14d") as r:
+        stats = await r.json()  # one incident, acknowledged and resolved (the envelopes are dated
+        # 2026-11-23: counted in that hour): MTTA/MTTR per rule
+    assert stats["incidents_opened"] == 1 and stats["repeat_triggers"] == 0
+    [row] = [r for r in stats["by_rule"] if r["pages"]]
+    assert row["incidents"] == 1 and row["mtta_s"] is not None and row["mttr_s"] is not None, (row, stats["time_to_acknowledge"], stats["time_to_resolve"])
+    [row] = [r for r in stats["by_service"] if r["pages"]]
+    assert row["mtta_s"] == stats["time_to_acknowledge"]["mean_s"]
     await fire(base, "a")  # the same alert, still firing at its sender
     await asyncio.sleep(7)
     assert len(triggers(fake_pd)) == 1 and not any(r.action == "resolve" for r in fake_pd.accepted())
