@@ -120,12 +120,15 @@ class Pipeline:
                     max_alerts=r.max_alerts, urgent=p.severity == "critical"))
         for hb in beats.values():
             await self.heartbeats.seen(hb, now)
-        lost = 0
+        lost = fired = gone = 0
         for i in range(0, max(len(entries), len(resolved), 1), RECORD_PART):
             if i:
                 await asyncio.sleep(0)
-            lost += await self.store.record(entries[i:i + RECORD_PART], resolved[i:i + RECORD_PART],
-                                            now, marks if not i else (), self.max_groups)
+            done = await self.store.record(entries[i:i + RECORD_PART], resolved[i:i + RECORD_PART],
+                                           now, marks if not i else (), self.max_groups)
+            lost, fired, gone = lost + done.lost, fired + done.fired, gone + done.resolved
+        counts["fired"] += fired  # transitions, apart from deliveries (in|<source>)
+        counts["resolved"] += gone
         if lost:
             self.on_enqueue()  # the resolve of a group the store had lost
         if bad_times:

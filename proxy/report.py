@@ -85,13 +85,15 @@ def _table(rows: list[JsonObject], name: str, limit: int = 15) -> list[str]:
 
 def format_report(s: JsonObject) -> str:
     lines = [f"alert-proxy noise report, {_when(s['since'])} to {_when(s['until'])} UTC", "",
-             f"alerts in      {s['alerts_in']:>10,}   " + ", ".join(
+             f"deliveries     {s['alerts_in']:>10,}   " + ", ".join(
                  f"{k} {v:,}" for k, v in s["by_source"].items()),
              f"pages out      {s['pages_out']:>10,}   " + ", ".join(
                  f"{k} {v:,}" for k, v in s["pages_by_why"].items()),
              f"incidents      {s['incidents_opened']:>10,}   opened; {s['repeat_triggers']:,} "
              "repeat or update triggers",
-             f"noise ratio    {s['noise_ratio']:>10}   (alerts in : pages out)",
+             f"alerts fired   {s['alerts_fired']:>10,}   started firing (new, or again after a "
+             f"resolve); {s['alerts_resolved']:,} resolved",
+             f"noise ratio    {s['noise_ratio']:>10}   (alerts fired : pages out)",
              "suppressed     " + (", ".join(f"{k} {v:,}" for k, v in s["suppressed"].items() if v)
                                   or "nothing"),
              f"time to page {_secs(s['time_to_page']['mean_s'])}, to acknowledge "

@@ -6,7 +6,8 @@ to the store's hourly counters every few seconds (`flush`), where every replica'
 meet. `summarize` turns hourly counters into the figures the API, the report and the
 console show. Fields are "metric|label":
 
-    in|<source>  in_rule|<rule>  in_service|<service>  in_alertname|<alertname>
+    in|<source>  in_rule|<rule>  in_service|<service>  in_alertname|<alertname>   deliveries
+    fired  resolved                                             transitions (store.Recorded)
     page|<why>  page_rule|<rule>  page_service|<service>      triggers enqueued (why first:
     incident_rule|<rule>  incident_service|<service>          an incident opened; the rest
                                                                 repeat or update one)
@@ -131,7 +132,11 @@ def summarize(hourly: dict[int, dict[str, float]], since_hour: int, until_hour: 
             for k, v in sorted(_by(total, "sent_key").items())]
     return {
         "since": since_hour * 3600, "until": (until_hour + 1) * 3600,
-        "alerts_in": int(alerts_in), "pages_out": int(pages), "noise_ratio": _ratio(alerts_in, pages),
+        "alerts_in": int(alerts_in), "pages_out": int(pages),
+        "alerts_fired": int(total.get("fired", 0)), "alerts_resolved": int(total.get("resolved", 0)),
+        # alerts that started firing (not redeliveries: Alertmanager re-sends every alert of a
+        # group each group_interval) per page
+        "noise_ratio": _ratio(total.get("fired", 0), pages),
         "incidents_opened": int(total.get("page|first", 0)),
         "repeat_triggers": int(pages - total.get("page|first", 0) - total.get("page|storm", 0)),
         "by_source": {k: int(v) for k, v in sorted(_by(total, "in").items())},

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from proxy.errors import ConfigError
-from proxy.store.base import Commit, Entry, Resolved, Stats, Store, Take, Window
+from proxy.store.base import Commit, Entry, Recorded, Resolved, Stats, Store, Take, Window
 
-__all__ = ["Commit", "Entry", "Resolved", "Stats", "Store", "Take", "Window", "from_url"]
+__all__ = ["Commit", "Entry", "Recorded", "Resolved", "Stats", "Store", "Take", "Window", "from_url"]
 
 
 def from_url(url: str, prefix: str = "alert-proxy") -> Store:

@@ -65,6 +65,18 @@ class Resolved:
     candidates: list[tuple[str, OutEvent]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What `record` did: resolves sent for groups that are gone (`lost`), and the alerts
+    whose status changed (each fingerprint once, whatever its number of groups): `fired`
+    (new, or firing again after a resolve) and `resolved`. A redelivery of an alert in the
+    same state is neither: the noise figures count transitions apart from deliveries."""
+
+    lost: int = 0
+    fired: int = 0
+    resolved: int = 0
+
+
 @dataclass(slots=True)
 class Commit:
     """A flushed group's new state: stored (or deleted) with its events, atomically, only if
@@ -114,12 +126,12 @@ class Stats:
 
 class WindowStore(Protocol):
     async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
-                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> int:
+                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> Recorded:
         """Atomically add `entries` to their groups (opening them as needed), apply
         `resolved` alerts by the scheduling rule, and record the inhibition `marks`
         (mark, fingerprint) of firing source alerts (a resolved fingerprint leaves every
-        mark). One round trip for the whole request. Returns the number of resolves
-        enqueued for lost groups. If the groups the entries open would make more than
+        mark). One round trip for the whole request. Returns the resolves enqueued for
+        lost groups and the alerts that changed state (Recorded). If the groups the entries open would make more than
         `max_groups`, nothing is recorded: StoreFull."""
         ...
 

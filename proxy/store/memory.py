@@ -25,6 +25,7 @@ from proxy.store.base import (
     Commit,
     Entry,
     KeyStats,
+    Recorded,
     Resolved,
     Stats,
     Window,
@@ -118,12 +119,14 @@ class MemoryStore(MemoryOutbox):
         self._tomb_q.append((until, key))
 
     async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
-                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> int:
+                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> Recorded:
         if len(self._groups) + len(entries) > max_groups and len(self._groups) + len(
                 {e.group_key for e in entries if e.group_key not in self._groups}) > max_groups:
             raise StoreFull(max_groups)  # (set - dict.keys() would walk every open group)
         self._sweep_tombs(now)
         lost: list[OutEvent] = []
+        fired: set[str] = set()
+        gone: set[str] = set()
         for mark, fp in marks:
             self._marks.setdefault(mark, set()).add(fp)
             self._marks_of.setdefault(fp, set()).add(mark)
@@ -139,7 +142,8 @@ class MemoryStore(MemoryOutbox):
             elif e.urgent and not w.head.urgent:
                 w.head.urgent = True
                 self._schedule(w.head, w.head.due)
-            self._put(w, e.fingerprint, "firing", e.alert_json, True, e.max_alerts, now)
+            if self._put(w, e.fingerprint, "firing", e.alert_json, True, e.max_alerts, now).fired:
+                fired.add(e.fingerprint)
         for r in resolved:
             for mark in self._marks_of.pop(r.fingerprint, ()):
                 self._marks[mark].discard(r.fingerprint)
@@ -147,15 +151,16 @@ class MemoryStore(MemoryOutbox):
                     del self._marks[mark]
             held = self._by_fp.get(r.fingerprint, "").split()
             for key in held:
-                self._put(self._groups[key], r.fingerprint, "resolved", r.alert_json, r.full,
-                          1 << 62, now)
+                if self._put(self._groups[key], r.fingerprint, "resolved", r.alert_json, r.full,
+                             1 << 62, now).resolved:
+                    gone.add(r.fingerprint)
             if not held:
                 for key, ev in r.candidates:
                     if key not in self._groups and key not in self._tombs:
                         self._tomb(key, now)
                         lost.append(ev)
         await self.enqueue(lost)
-        return len(lost)
+        return Recorded(len(lost), len(fired), len(gone - fired))
 
     async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
         """Leases wait in a queue of their own (only the groups in flight), so the due heaps

@@ -29,6 +29,7 @@ from proxy.store.base import (
     Commit,
     Entry,
     KeyStats,
+    Recorded,
     Resolved,
     Stats,
     Take,
@@ -72,9 +73,9 @@ class RedisStore(OnCall):
     # -- windows -------------------------------------------------------------------
     @rc.wrapped
     async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
-                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> int:
+                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> Recorded:
         if not entries and not resolved and not marks:
-            return 0
+            return Recorded()
         n = self.n
         kl = rc.Keys([n.due_urgent, n.due_other, *self._outbox_fixed(), n.heads, n.sizes])
         groups: dict[str, list[Any]] = {}
@@ -111,8 +112,8 @@ class RedisStore(OnCall):
             req = {"now": now, "ttl": rc.GROUP_TTL, "tomb": int(TOMBSTONE_TTL), "kept": CHANGES_KEPT,
                    "max": min(max_groups, 1 << 50), "g": groups, "e": es, "r": rs, "m": ms, "mk": mk}
             out = await self._run("record", kl.keys, orjson.dumps(req), durable=True)
-            if not isinstance(out, bytes | str):
-                return int(out)
+            if isinstance(out, list):
+                return Recorded(*(int(x) for x in out))
             answer = orjson.loads(out)
             if "full" in answer:
                 raise StoreFull(max_groups)

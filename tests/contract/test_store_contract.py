@@ -13,7 +13,7 @@ from proxy.correlate import Page
 from proxy.model import Alert, Flush, GroupAlert, GroupMeta, OutEvent
 from proxy.rules.types import Rule
 from proxy.state import GroupState, Incident
-from proxy.store import Commit, Entry, Resolved, Window, from_url
+from proxy.store import Commit, Entry, Recorded, Resolved, Window, from_url
 
 KEY = "0123456789abcdef0123456789abcdef"
 KEY2 = "fedcba9876543210fedcba9876543210"
@@ -106,7 +106,7 @@ async def test_urgent_lane_is_claimed_first(store):
 
 
 async def test_resolved_alert_for_unknown_group_is_ignored(store):
-    assert await store.record([], [resolved("zz")], T0) == 0
+    assert (await store.record([], [resolved("zz")], T0)).lost == 0
     assert await store.groups() == []
 
 
@@ -187,17 +187,17 @@ async def test_groups_of_fingerprint(store):
 
 async def test_lost_group_gets_its_resolve_once_and_a_transient_none(store):
     lost = ev("lost-group", "resolve")
-    assert await store.record([], [resolved("x", ("lost-group", lost))], T0) == 1
-    assert await store.record([], [resolved("x", ("lost-group", lost))], T0 + 1) == 0  # tombstoned
+    assert (await store.record([], [resolved("x", ("lost-group", lost))], T0)).lost == 1
+    assert (await store.record([], [resolved("x", ("lost-group", lost))], T0 + 1)).lost == 0  # tombstoned
     assert [(e.dedup_key, e.action) for e in await store.pending()] == [("lost-group", "resolve")]
     # a transient group: deleted without a page, its late resolve is not sent
     await store.record([entry("blip", "b")], [], T0)
     await store.claim_due(T0 + 30, 30, 10)
     assert await flushed(store, "blip", T0 + 30, delete=True, trigger=False)
-    assert await store.record([], [resolved("b", ("blip", ev("blip", "resolve")))], T0 + 40) == 0
+    assert (await store.record([], [resolved("b", ("blip", ev("blip", "resolve")))], T0 + 40)).lost == 0
     # an open group holding the alert takes the resolve: no fallback
     await store.record([entry("open", "o")], [], T0)
-    assert await store.record([], [resolved("o", ("open", ev("open", "resolve")))], T0 + 1) == 0
+    assert (await store.record([], [resolved("o", ("open", ev("open", "resolve")))], T0 + 1)).lost == 0
 
 
 async def test_forgets_resolved_groups_and_delivered_events(store):
@@ -552,3 +552,14 @@ async def test_silences_are_kept_replaced_by_id_and_forgotten_after_they_end(sto
     assert await store.forget_silences(T0 + 10) == 0  # (ended before: strictly)
     assert await store.forget_silences(T0 + 150) == 1
     assert await store.silences() == ['{"id": "s1", "v": 2}']
+
+
+async def test_record_tells_transitions_apart_from_redeliveries(store):
+    """Alertmanager re-sends every alert of a group each group_interval: only a change of
+    state counts, each alert once however many groups hold it."""
+    both = [entry("g1", "a"), entry("g2", "a"), entry("g1", "b")]  # a: in two groups
+    assert await store.record(both, [], T0) == Recorded(0, 2, 0)
+    assert await store.record(both, [], T0 + 10) == Recorded(0, 0, 0)  # a redelivery
+    assert await store.record([], [resolved("a")], T0 + 20) == Recorded(0, 0, 1)
+    assert await store.record([], [resolved("a")], T0 + 30) == Recorded(0, 0, 0)
+    assert await store.record([entry("g1", "a")], [], T0 + 40) == Recorded(0, 1, 0)  # again

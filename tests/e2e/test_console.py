@@ -178,6 +178,8 @@ async def test_report_matches_what_pagerduty_received(tmp_path, fake_pd, proxy_p
     sent = await storm(base)
     await wait_for(lambda: len(fake_pd.accepted()) >= 25, timeout=20)
     alerts = outage(kinds=("Down",), services=10, instances=5)
+    firing_again = await post_batches(base + "/v1/alertmanager", alerts, "firing")  # redelivered
+    assert {st for _, st in firing_again} == {200}
     assert {st for _, st in await post_batches(base + "/v1/alertmanager", alerts, "resolved")} == {200}
     await wait_for(lambda: sum(1 for r in fake_pd.accepted() if r.action == "resolve") == 10, timeout=20)
     await asyncio.sleep(2.5)
@@ -187,8 +189,12 @@ async def test_report_matches_what_pagerduty_received(tmp_path, fake_pd, proxy_p
     assert r.returncode == 0, r.stderr
     figures = orjson.loads(r.stdout)
     triggers = [x for x in fake_pd.accepted() if x.action == "trigger"]
-    assert figures["alerts_in"] == sent + len(alerts)
+    assert figures["alerts_in"] == sent + 2 * len(alerts)  # every delivery
+    # every distinct alert once (less the one the rules drop), however often it came
+    assert figures["alerts_fired"] == sent - 1 and figures["alerts_resolved"] == len(alerts)
     assert figures["pages_out"] == len(triggers) == 25
+    assert figures["incidents_opened"] == 25 and figures["repeat_triggers"] == 0
+    assert figures["noise_ratio"] == f"{(sent - 1) / 25:.0f}:1"
     assert figures["sent_by_action"] == {"trigger": 25, "resolve": 10}
     assert figures["keys"] == [{"key": "PD_ROUTING_KEY", "sent": 35, "429s": 0}]
     assert figures["suppressed"]["dropped"] == 1

@@ -32,7 +32,7 @@ def test_10k_alerts_fold_and_a_critical_alert_still_pages_at_once(tmp_path, stor
     assert run["all_paged_or_folded_s"] is not None, run  # every group paged or folded
     assert run["folded"] == 10_000 - 20 and run["storm_folded_groups"] == 10_000 - 20, run
     assert run["pages"] == 22, run  # 20 groups before the storm, the critical one, the storm
-    assert run["max_loop_lag_s"] < 0.05, run  # the loop's worst lateness (0.007-0.014 s here)
+    assert run["max_loop_lag_s"] < 0.5, run  # worst lateness: 0.007-0.014 s alone, 8.7 s before the fix
     assert run["max_flush_lag_s"] < 5.0, run  # the folded groups' looks every 10 s keep up
     assert run["sigterm_exit_s"] < 10.0, run  # --shutdown-timeout
     assert run["violations"] == 0 and run["429s"] == 0, run
@@ -95,7 +95,7 @@ async def test_one_8000_item_request_to_a_generic_source(tmp_path, fake_pd, prox
             raise AssertionError("the storm never folded")
         await asyncio.sleep(5.5)  # the loop lag gauge covers the last 5 s
         text = await metrics()
-        assert _gauge(text, "alert_proxy_event_loop_lag_seconds") < 0.05
+        assert _gauge(text, "alert_proxy_event_loop_lag_seconds") < 0.5  # (a bound, not a target: bench/)
         assert _gauge(text, "alert_proxy_flush_lag_seconds") < 5.0
     storm = [x for x in fake_pd.accepted() if x.body["payload"]["custom_details"].get("storm")]
     assert storm and storm[-1].body["payload"]["custom_details"]["folded_groups"] == 7980

@@ -56,6 +56,7 @@ end
 
 -- One alert into one group (t: its fields from gload), by the scheduling rule of
 -- store/base.py. fpkey: the fingerprint's set of groups (used when the alert is new here).
+-- Returns 'fired' or 'resolved' when the alert's status changed (semantics.Put), else nil.
 local function put_alert(G, t, k, fp, status, json, full, max_alerts, now, fpkey, due_u, due_n, ttl, kept)
   t.last_seen = string.format('%.17g', now)
   local raw = redis.call('HGET', G.gs, fp)
@@ -88,4 +89,6 @@ local function put_alert(G, t, k, fp, status, json, full, max_alerts, now, fpkey
     local cur = tonumber(redis.call('ZSCORE', zset, k))
     if cur and at < cur then redis.call('ZADD', zset, at, k) end
   end
+  if status == 'firing' then return 'fired' end
+  return 'resolved'
 end

@@ -12,8 +12,8 @@
 -- A resolved alert's groups and marks are known only here (SMEMBERS): if one was not
 -- declared, nothing is written and the answer is {"missing": {"groups": [...], "marks":
 -- [...]}}; the caller declares them and calls again. If the entries would open more groups
--- than `max` allows, nothing is written and the answer is {"full": max}. Else returns the
--- number of resolves enqueued for lost groups.
+-- than `max` allows, nothing is written and the answer is {"full": max}. Else returns
+-- {resolves enqueued for lost groups, alerts fired, alerts resolved} (store.base.Recorded).
 local R = cjson.decode(ARGV[1])
 local now, ttl, kept = R.now, R.ttl, R.kept
 local DUE_U, DUE_N = KEYS[1], KEYS[2]
@@ -49,7 +49,8 @@ if opening > 0 and redis.call('ZCARD', DUE_U) + redis.call('ZCARD', DUE_N) + ope
 end
 
 -- 2. Firing entries, opening groups as needed. Each group's fields are read once (T).
-local T = {}
+-- `changed`: fingerprint -> fired | resolved, each alert once (Recorded).
+local T, changed = {}, {}
 local function fields(k)
   if T[k] == nil then T[k] = gload(G(k)) or false end
   return T[k]
@@ -78,7 +79,9 @@ for _, e in ipairs(R.e) do
     redis.call('ZREM', DUE_N, k)
     if due then redis.call('ZADD', DUE_U, due, k) end
   end
-  put_alert(g, t, k, fp, 'firing', e[4], true, e[5], now, KEYS[e[3]], DUE_U, DUE_N, ttl, kept)
+  if put_alert(g, t, k, fp, 'firing', e[4], true, e[5], now, KEYS[e[3]], DUE_U, DUE_N, ttl, kept) then
+    changed[fp] = 'fired'
+  end
 end
 
 -- 3. Inhibition marks left by firing sources.
@@ -100,8 +103,9 @@ for _, r in ipairs(R.r) do
   local held = redis.call('SMEMBERS', KEYS[r[2]])
   for _, k in ipairs(held) do
     local t = fields(k)
-    if t then
-      put_alert(G(k), t, k, fp, 'resolved', r[4], r[5], 1e18, now, KEYS[r[2]], DUE_U, DUE_N, ttl, kept)
+    if t and put_alert(G(k), t, k, fp, 'resolved', r[4], r[5], 1e18, now, KEYS[r[2]], DUE_U, DUE_N,
+                       ttl, kept) then
+      changed[fp] = changed[fp] or 'resolved'
     end
   end
   if #held == 0 then
@@ -121,4 +125,8 @@ end
 for k, t in pairs(T) do
   if t then gsave(G(k), t, now, ttl, k, KEYS[8]) end
 end
-return lost
+local fired, resolved = 0, 0
+for _, how in pairs(changed) do
+  if how == 'fired' then fired = fired + 1 else resolved = resolved + 1 end
+end
+return {lost, fired, resolved}

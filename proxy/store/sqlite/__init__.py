@@ -29,7 +29,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from proxy.errors import StoreError
 from proxy.model import Group, OutEvent
-from proxy.store.base import TOMBSTONE_TTL, Commit, Entry, Resolved, Stats, Take, Window
+from proxy.store.base import TOMBSTONE_TTL, Commit, Entry, Recorded, Resolved, Stats, Take, Window
 from proxy.store.sqlite.engine import Engine
 from proxy.store.sqlite.schema import check_file, event_row, file_of, group_of, groups_of, path_of
 from proxy.store.sqlite.tables import Counts
@@ -82,12 +82,12 @@ class SqliteStore:
 
     # -- windows ------------------------------------------------------------------------------
     async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
-                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> int:
+                     marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> Recorded:
         if not entries and not resolved and not marks:
-            return 0
+            return Recorded()
         rows = [(e.group_key, e.meta, e.fingerprint, e.alert_json, e.group_wait, e.group_interval,
                  e.resolve_wait, e.max_alerts, e.urgent) for e in entries]
-        return await self._do(Engine.record, rows, list(resolved), now, list(marks), max_groups)
+        return Recorded(*await self._do(Engine.record, rows, list(resolved), now, list(marks), max_groups))
 
     async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
         return await self._do(Engine.marked, list(marks))

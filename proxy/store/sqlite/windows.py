@@ -28,9 +28,9 @@ class Windows(Outbox):
     leased: dict[str, float]  # group key -> lease end (claim_due); the engine's, not the file's
 
     def record(self, rows: Sequence[EntryRow], resolved: Sequence[Resolved], now: float,
-               mark: Sequence[tuple[str, str]], max_groups: int) -> int:
-        """A whole request in a fixed number of statements, whatever its number of groups;
-        the number of resolves sent for groups that are gone."""
+               mark: Sequence[tuple[str, str]], max_groups: int) -> tuple[int, int, int]:
+        """A whole request in a fixed number of statements, whatever its number of groups:
+        (resolves sent for groups that are gone, alerts fired, alerts resolved)."""
         entries = [Entry(*row) for row in rows]
         c = self.c
         c.execute("DELETE FROM tombs WHERE until <= ?", (now,))
@@ -49,11 +49,11 @@ class Windows(Outbox):
         for e in entries:
             if e.urgent and e.group_key in heads:
                 heads[e.group_key].urgent = True
-        self._put_many(heads, puts, caps, now)
+        fired, resolved_ = self._put_many(heads, puts, caps, now)
         lost = self._gone([(k, ev) for r in resolved if r.fingerprint not in held
                            for k, ev in r.candidates], now)
         self.enqueue(lost)
-        return len(lost)
+        return len(lost), len(fired), len(resolved_ - fired)
 
     def _resolves(self, resolved: Sequence[Resolved], puts: dict[str, list[_Put]],
                   caps: dict[str, int]) -> dict[str, list[str]]:
@@ -129,16 +129,23 @@ class Windows(Outbox):
         return have
 
     def _put_many(self, heads: dict[str, Head], puts: dict[str, list[_Put]], caps: dict[str, int],
-                  now: float) -> None:
+                  now: float) -> tuple[set[str], set[str]]:
         """Alerts into their groups, by the scheduling rule (store/semantics.py): one read of
-        the alerts the groups already hold, then one batch of writes of each kind."""
+        the alerts the groups already hold, then one batch of writes of each kind. The
+        fingerprints that fired and that resolved."""
         have = self._held({(k, fp) for k, alerts in puts.items() if k in heads for fp, *_ in alerts})
         inserts, updates = [], []
+        fired: set[str] = set()
+        resolved: set[str] = set()
         for key, alerts in puts.items():
             g = heads.get(key)
             for fp, status, js, full in alerts if g is not None else ():
                 old = have.get((key, fp))
                 put = put_alert(g, old[0] if old else None, status, full, caps[key], now)  # type: ignore[arg-type]
+                if put.fired:
+                    fired.add(fp)
+                elif put.resolved:
+                    resolved.add(fp)
                 if put.new:
                     have[(key, fp)] = (status, js)
                     inserts.append((key, fp, status, js))
@@ -156,6 +163,7 @@ class Windows(Outbox):
                       "last_seen = ?, n_alerts = ? WHERE key = ?",
                       [(g.due, int(g.urgent), int(g.grown), g.overflow, g.version, g.last_seen,
                         g.n_alerts, key) for key, g in heads.items() if key in puts])
+        return fired, resolved
 
     def marked(self, mark: Sequence[str]) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {m: set() for m in mark}
