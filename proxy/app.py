@@ -1,5 +1,6 @@
 """The running proxy: HTTP paths and the lifecycle of the background work (flusher,
-sender, observer, rule watcher). The stage order itself is in pipeline.py."""
+sender, observer, rule watcher, heartbeat checks). The accept path is pipeline.py; a
+flush's stages, in order, are stages.py."""
 
 from __future__ import annotations
 

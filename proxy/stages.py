@@ -1,8 +1,9 @@
 """The stage order of a flush, in one place (Alertmanager's notify.MultiStage is the
 model): what a due group goes through, each stage one function over one typed `Plan`.
 
-    mute       (per batch: one store call for its inhibition marks) firing alerts that must
-               not page now: inhibited by another alert, or in a maintenance window
+    mute       (per batch: one store call for its inhibition marks, the silences read at
+               most once a second) firing alerts that must not page now: silenced (amtool,
+               silences.py), in a maintenance window, or inhibited by another alert
     decide     correlate.decide, the window state machine (storm.decide for a storm incident)
     remediate  a first page waits for its remediation call (remediation.py)
     fold       a first page folds into its routing key's storm incident (storm.py)
