@@ -29,6 +29,11 @@ def amtool(url: str, *args: str) -> str:
     return done.stdout
 
 
+async def am(url: str, *args: str) -> str:
+    """amtool off the event loop (the fake PagerDuty answers meanwhile)."""
+    return await asyncio.to_thread(amtool, url, *args)
+
+
 def alert(name: str, i: int, service: str = "checkout") -> dict[str, object]:
     return {"status": "firing", "labels": {"alertname": name, "service": service, "i": str(i)},
             "annotations": {"summary": f"{name} {i}"}, "fingerprint": f"{name}-{i}"}
@@ -57,12 +62,12 @@ async def test_amtool_silences_a_storm_and_the_silence_survives_a_restart(
     p = proxy_process(*args, name="proxy")
     await asyncio.to_thread(wait_port, port)
 
-    sid = amtool(url, "silence", "add", "alertname=Noisy", 'service=~"checkout|cart"',
-                 "--duration", "2h", "--comment", "fix rolling out").strip()
+    sid = (await am(url, "silence", "add", "alertname=Noisy", 'service=~"checkout|cart"',
+                 "--duration", "2h", "--comment", "fix rolling out")).strip()
     assert len(sid) == 36
-    listed = amtool(url, "silence", "query")
+    listed = await am(url, "silence", "query")
     assert sid in listed and 'service=~"checkout|cart"' in listed and "fix rolling out" in listed
-    assert amtool(url, "silence", "query", "-q", "alertname=Noisy").split() == [sid]
+    assert (await am(url, "silence", "query", "-q", "alertname=Noisy")).split() == [sid]
 
     await post(url, [alert("Noisy", i) for i in range(200)] + [alert("Other", 0)])
     await wait_for(lambda: any(r.action == "trigger" for r in fake_pd.accepted()), timeout=20)
@@ -73,21 +78,22 @@ async def test_amtool_silences_a_storm_and_the_silence_survives_a_restart(
     async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as r:
         metrics = await r.text()
     assert 'alert_proxy_alerts_suppressed_total{reason="silenced"} 200.0' in metrics
-    shown = amtool(url, "alert", "query", "-s")
+    shown = await am(url, "alert", "query", "-s")
     assert "Noisy" in shown and "suppressed" in shown and "Other" not in shown
-    assert "Other" in amtool(url, "alert", "query") and "Noisy" not in amtool(url, "alert", "query")
+    plain = await am(url, "alert", "query")
+    assert "Other" in plain and "Noisy" not in plain
 
     p.stop()  # a restart: the silence is in the store
     p = proxy_process(*args, name="proxy-again")
     await asyncio.to_thread(wait_port, port)
-    assert amtool(url, "silence", "query", "-q").split() == [sid]
-    amtool(url, "silence", "update", sid, "--duration", "3h", "--comment", "longer")
-    assert "longer" in amtool(url, "silence", "query")
-    assert amtool(url, "silence", "query", "-q").split() == [sid]  # updated in place
+    assert (await am(url, "silence", "query", "-q")).split() == [sid]
+    await am(url, "silence", "update", sid, "--duration", "3h", "--comment", "longer")
+    assert "longer" in await am(url, "silence", "query")
+    assert (await am(url, "silence", "query", "-q")).split() == [sid]  # updated in place
 
-    amtool(url, "silence", "expire", sid)
-    assert amtool(url, "silence", "query", "-q").split() == []
-    assert sid in amtool(url, "silence", "query", "--expired")
+    await am(url, "silence", "expire", sid)
+    assert (await am(url, "silence", "query", "-q")).split() == []
+    assert sid in await am(url, "silence", "query", "--expired")
     await post(url, [alert("Noisy", 500)])  # no longer silenced: the group pages
     await wait_for(lambda: any("Noisy" in r.body["payload"]["summary"] for r in fake_pd.accepted()
                                if r.action == "trigger"), timeout=20)
@@ -115,5 +121,25 @@ async def test_bad_silences_get_alertmanagers_400_with_the_reason(make_proxy, fa
     assert reason in await r.json()
     r = await client.post("/api/v2/silences", data=b"{not json")
     assert r.status == 400
+    r = await client.get("/api/v2/silences", params={"filter": "alertname~~x"})  # no such operator
+    assert r.status == 400 and "bad matcher format" in await r.json()
     assert (await client.delete("/api/v2/silence/nope")).status == 404
     assert (await client.get("/api/v2/silence/nope")).status == 404
+
+
+async def test_silences_are_admin_paths_and_amtool_sends_basic_auth(tmp_path, fake_pd, proxy_process):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    rules = write_rules(tmp_path / "rules", RULES)
+    proxy_process("--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--upstream", fake_pd.url,
+                  "--auth", "admin=basic:oncall:pw", name="proxy")
+    await asyncio.to_thread(wait_port, port)
+    async with aiohttp.ClientSession() as s, s.get(url + "/api/v2/silences") as r:
+        assert r.status == 401  # no credentials
+    config = tmp_path / "http.yml"
+    config.write_text("basic_auth:\n  username: oncall\n  password: pw\n")
+    sid = (await am(url, f"--http.config.file={config}", "silence", "add",
+                                   "alertname=X", "--comment", "c", "--duration", "1h")).strip()
+    assert len(sid) == 36
+    log = (tmp_path / "proxy.log").read_text()
+    assert f"silence {sid} created by oncall" in log and "pw" not in log
