@@ -123,8 +123,9 @@ class Engine(Windows):
 
     def heartbeat(self, name: str, kind: str, now: float, limit: float) -> bool:
         row = self.c.execute("SELECT last, paged FROM beats WHERE name = ?", (name,)).fetchone()
-        state, send = beat_rule(None if row is None else (row[0], bool(row[1])), kind, now, limit)
-        if state is not None:
+        before = None if row is None else (row[0], bool(row[1]))
+        state, send = beat_rule(before, kind, now, limit)
+        if state is not None and state != before:  # (a check that changes nothing writes nothing)
             self.c.execute("INSERT OR REPLACE INTO beats (name, last, paged) VALUES (?, ?, ?)",
                            (name, state[0], int(state[1])))
         return send
