@@ -150,12 +150,15 @@ class Silences:
         self.store, self.clock = store, clock
         self._all: dict[str, Silence] = {}
         self._read_at = -1.0
+        self._forgot_at = -1e18
 
     async def refresh(self, force: bool = False) -> None:
         now = self.clock.now()
         if not force and now - self._read_at < REFRESH:
             return
-        await self.store.forget_silences(now - RETENTION)
+        if now - self._forgot_at >= 60.0:  # (expired ones go after RETENTION: a minute late is fine)
+            await self.store.forget_silences(now - RETENTION)
+            self._forgot_at = now
         found = {}
         for blob in await self.store.silences():
             s = Silence.from_blob(blob)
