@@ -158,7 +158,10 @@ class Proxy:
             asyncio.create_task(self._loop("flush", s.flush_poll, self.pipeline.flush_due,
                                            lambda: self.pipeline.behind)),
             asyncio.create_task(self._loop("observe", 2.0, self._observe)),
-            asyncio.create_task(self._loop("heartbeats", 1.0, self.pipeline.heartbeats.check)),
+            # (store=False: with no heartbeats it never calls the store, so its success says
+            # nothing of it; its failures are still the store's)
+            asyncio.create_task(self._loop("heartbeats", 1.0, self.pipeline.heartbeats.check,
+                                           store=False)),
             asyncio.create_task(self._lag()),
         ]
         self._sending = asyncio.create_task(self.sender.run())
