@@ -162,6 +162,8 @@ class Proxy:
             # nothing of it; its failures are still the store's)
             asyncio.create_task(self._loop("heartbeats", 1.0, self.pipeline.heartbeats.check,
                                            store=False)),
+            asyncio.create_task(self._loop("silences", 1.0, self.pipeline.silences.refresh,
+                                           store=False)),
             asyncio.create_task(self._lag()),
         ]
         self._sending = asyncio.create_task(self.sender.run())

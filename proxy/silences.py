@@ -4,8 +4,8 @@ mute stage, reason `silenced`): the alert does not open, grow or re-trigger a pa
 group still pages for its other alerts, and a resolve passes through.
 
 Silences live in the store (shared by replicas, kept across restarts by SQLite and Redis)
-as JSON blobs; each replica reads them all every `REFRESH` seconds, and at once after a
-change of its own. An expired silence is kept `RETENTION` (Alertmanager's default
+as JSON blobs; each replica reads them all every `REFRESH` seconds (app.py's silences
+loop, off the flush's path), and knows its own changes at once. An expired silence is kept `RETENTION` (Alertmanager's default
 retention, 120 h), then forgotten. The HTTP API that amtool speaks is amapi.py.
 """
 

@@ -1,8 +1,8 @@
 """The stage order of a flush, in one place (Alertmanager's notify.MultiStage is the
 model): what a due group goes through, each stage one function over one typed `Plan`.
 
-    mute       (per batch: one store call for its inhibition marks, the silences read at
-               most once a second) firing alerts that must not page now: silenced (amtool,
+    mute       (per batch: one store call for its inhibition marks; the silences as the
+               proxy's silences loop last read them) firing alerts that must not page now: silenced (amtool,
                silences.py), in a maintenance window, or inhibited by another alert
     decide     correlate.decide, the window state machine (storm.decide for a storm incident)
     remediate  a first page waits for its remediation call (remediation.py)
@@ -98,10 +98,9 @@ class Stages:
     async def mute(self, groups: Sequence[Group], now: float) -> dict[str, dict[str, str]]:
         """For each group, its firing alerts that must not page now, with the reason
         (silenced, maintenance, inhibited); one store call for the inhibition marks of the
-        batch, and the silences read at most once a second."""
+        batch; the silences are those last read (app.py reads them every second)."""
         rules = self.rules()
-        await self.silences.refresh()
-        live = self.silences.active(now)
+        live = self.silences.active(now)  # (read from the store by the proxy's silences loop)
         out: dict[str, dict[str, str]] = {}
         if not rules.maintenance and not rules.inhibit and not live:
             return out

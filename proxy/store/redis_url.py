@@ -20,7 +20,10 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxy.errors import ConfigError
 
@@ -76,7 +79,11 @@ def connect(url: str) -> Any:
     u = urlsplit(url)
     tls = u.scheme.startswith("rediss")
     if u.scheme in ("redis", "rediss", "unix"):
-        client = aioredis.from_url(url, health_check_interval=10, **_TIMEOUTS)
+        # One retry, on a new connection, of a command whose connection Redis had closed (a
+        # restart leaves every pooled connection stale: each would fail one command). Not on
+        # timeouts: a script that timed out may have run.
+        client = aioredis.from_url(url, health_check_interval=10, retry=Retry(NoBackoff(), 1),
+                                   retry_on_error=[RedisConnectionError], **_TIMEOUTS)
         pool = client.connection_pool  # its class comes from the URL's scheme (TLS, socket)
         pool.connection_class = _packed(pool.connection_class)  # before any connection is made
         return client
