@@ -10,9 +10,9 @@ import itertools
 import logging
 import platform
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -50,6 +50,7 @@ from proxy.store import Store, Window
 __all__ = ["Proxy", "Settings"]
 
 log = logging.getLogger("alert_proxy")
+T = TypeVar("T")
 
 
 @dataclass
@@ -241,17 +242,25 @@ class Proxy:
         await self.pipeline.change(body, next(self._change_seq))
         return json_response({"status": "success", "message": "Change event processed"}, 202)
 
+    def _named(self, request: web.Request, family: str, named: Mapping[str, T], what: str,
+               section: str) -> tuple[str, T]:
+        """A path's `{name}`, its credentials (`family:name`), and what the rules name so
+        (404 naming the rules' section when nothing is)."""
+        name = request.match_info["name"]
+        if not self.settings.auth.allows(f"{family}:{name}", request.headers.get("Authorization")):
+            raise Unauthorized([f"missing or wrong credentials for {family}:{name} (Authorization header)"])
+        found = named.get(name)
+        if found is None:
+            raise InputError([f"no {what} is named {name!r} (the rules' {section}: section "
+                              "names them)"], 404)
+        return name, found
+
     @source("webhook")
     async def h_webhook(self, request: web.Request) -> web.Response:
         """A generic JSON sender, mapped to alerts by the `sources:` entry of its name; one
         behind Amazon SNS is verified first (and its subscription confirmed)."""
-        name = request.match_info["name"]
-        if not self.settings.auth.allows(f"webhook:{name}", request.headers.get("Authorization")):
-            raise Unauthorized([f"missing or wrong credentials for webhook:{name} (Authorization header)"])
-        mapping = self.pipeline.rules.sources.get(name)
-        if mapping is None:
-            raise InputError([f"no webhook source is named {name!r} (the rules' sources: section "
-                              "names them)"], 404)
+        name, mapping = self._named(request, "webhook", self.pipeline.rules.sources, "webhook source",
+                                    "sources")
         raw = await read_body(request, self.settings.body_timeout, text_ok=mapping.sns is not None)
         try:
             body = orjson.loads(raw)
@@ -304,13 +313,8 @@ class Proxy:
     @source("heartbeat")
     async def h_heartbeat(self, request: web.Request) -> web.Response:
         """An arrival of a heartbeat (a cron job's `curl -X POST .../v1/heartbeat/backup`)."""
-        name = request.match_info["name"]
-        if not self.settings.auth.allows(f"heartbeat:{name}", request.headers.get("Authorization")):
-            raise Unauthorized([f"missing or wrong credentials for heartbeat:{name} (Authorization header)"])
-        hb = self.pipeline.rules.heartbeats.get(name)
-        if hb is None:
-            raise InputError([f"no heartbeat is named {name!r} (the rules' heartbeats: section "
-                              "names them)"], 404)
+        name, hb = self._named(request, "heartbeat", self.pipeline.rules.heartbeats, "heartbeat",
+                               "heartbeats")
         with contextlib.suppress(TimeoutError):  # whatever it says (a cron job's curl sends none)
             await asyncio.wait_for(request.content.read(65536), self.settings.body_timeout)
         await self.pipeline.heartbeats.seen(hb, self.clock.now())
