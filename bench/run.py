@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,7 +132,9 @@ class Bench:
                         self.wrk(url, "webhook", batch, duration=1)
                         before = self.redis_calls(server)
                         r = self.wrk(url, "webhook", batch)
-                        extra = {}
+                        extra: dict[str, Any] = {}
+                        if r["non2xx"]:  # which answers: the proxy counts what it refused
+                            extra["refused"] = self.refused(base)
                         if server:
                             after = self.redis_calls(server)
                             n = max(1, r["requests"])
@@ -146,6 +149,18 @@ class Bench:
             finally:
                 if server:
                     server.stop()
+
+    @staticmethod
+    def refused(base: str) -> dict[str, int]:
+        """Requests the proxy refused so far, by status, from its /metrics."""
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        counts: dict[str, int] = {}
+        for line in text.splitlines():
+            if line.startswith("alert_proxy_requests_rejected_total{"):
+                status = line.split('status="')[1].split('"')[0]
+                counts[status] = counts.get(status, 0) + int(float(line.rsplit(" ", 1)[1]))
+        return {status: n for status, n in counts.items() if n}
 
     @staticmethod
     def redis_calls(server: RedisServer | None) -> tuple[int, int]:
