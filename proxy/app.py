@@ -40,6 +40,7 @@ from proxy.ingest import pagerduty, sns, webhook
 from proxy.logs import Health
 from proxy.metrics import Metrics
 from proxy.model import Alert
+from proxy.pdlink import PagerDutyLink, RestSettings
 from proxy.pipeline import Pipeline
 from proxy.rules.live import LiveRules
 from proxy.sender import RETRY_REASONS, Outcome, Sender
@@ -70,6 +71,7 @@ class Settings:
     max_groups: int = 1_000_000  # open groups at most (an alert opening one more: 503)
     hosts: list[str] = field(default_factory=list)  # --listen hosts and --external-host names
     metrics_open: bool = False  # /metrics without admin credentials even when they are set
+    rest: RestSettings = field(default_factory=RestSettings)  # PagerDuty's REST API (pdlink.py)
 
 
 class Proxy:
@@ -97,6 +99,9 @@ class Proxy:
         self.pipeline = Pipeline(self.live.current, store, self.clock, self.metrics,
                                  on_enqueue=self.sender.kick, tally=self.tally,
                                  max_groups=settings.max_groups)
+        self.pd = PagerDutyLink(settings.rest, store, self.pipeline.incidents, lambda: self.live.current,
+                                self.clock, self.metrics)
+        self.sender.on_delivered = self.pd.delivered
         self.sns = sns.SnsVerifier()
         self.started = time.time()
         self._tasks: list[asyncio.Task[None]] = []
@@ -167,6 +172,10 @@ class Proxy:
                                            store=False)),
             asyncio.create_task(self._lag()),
         ]
+        if self.pd.api is not None:  # (store=False: each keeps its own account of failures)
+            self._tasks += [asyncio.create_task(self._loop("pd-sync", s.rest.sync_interval,
+                                                           self.pd.sync_step, store=False)),
+                            asyncio.create_task(self._loop("notes", 1.0, self.pd.notes_step, store=False))]
         self._sending = asyncio.create_task(self.sender.run())
         if s.watch_interval > 0:
             self._tasks.append(asyncio.create_task(self._loop("watch", s.watch_interval, self._watch,
@@ -196,7 +205,7 @@ class Proxy:
         if self._sending is not None:
             self._sending.cancel()
             await asyncio.wait([self._sending], timeout=0.1)
-        for closer in (self.tally.flush(self.store), self.sns.close(), self.store.close()):
+        for closer in (self.tally.flush(self.store), self.sns.close(), self.pd.close(), self.store.close()):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(closer, timeout=left())
 
@@ -354,6 +363,7 @@ class Proxy:
             web.get("/-/healthy", self.h_healthz),  # Alertmanager's probe paths, for its users' probes
             web.get("/-/ready", self.h_readyz),
             *admin.routes(),
+            *self.pd.routes(),
             *AlertmanagerApi(self.pipeline.silences, self.store, self.clock, self.started).routes(),
             web.get("/metrics", metrics),
             *Console(View(store=self.store, clock=self.clock, live=self.live,

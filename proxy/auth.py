@@ -29,6 +29,10 @@ class Auth:
         family = source.partition(":")[0]
         return self._expected.get(source) or self._expected.get(family) or self._expected.get("*")
 
+    def header(self, source: str) -> str | None:
+        """The Authorization header `source` must send (a client of our own, e.g. `sync`)."""
+        return self._wanted(source)
+
     def configured(self, source: str) -> bool:
         """Credentials are required for `source`."""
         return self._wanted(source) is not None

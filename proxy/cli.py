@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from proxy import flags
+from proxy.durations import parse_duration
 from proxy.errors import ConfigError, UsageError
 from proxy.shutdown import Budget
 
@@ -38,7 +39,47 @@ def _parser() -> argparse.ArgumentParser:
                                 "front of the PagerDuty Events API v2.")
     p.add_argument("--version", action="version", version=f"alert-proxy {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=flags.Parser)
-    s = sub.add_parser("serve", help="run the proxy", formatter_class=flags.Help)
+    for name, what in (("serve", "run the proxy"),
+                       ("sync", "have the proxy these flags describe (at --listen) read the "
+                        "incidents it believes open back from PagerDuty's REST API now, and "
+                        "print what it corrected (serve's flags; its admin --auth is used)"),
+                       ("doctor", "check the links serve would use (rules, routing keys, store, "
+                        "PagerDuty, its REST API token) and say what is wrong, a line each; exit "
+                        "1 on any failure (the flags and environment of serve; nothing is sent)")):
+        _serve_flags(sub.add_parser(name, help=what, formatter_class=flags.Help))
+        if name == "sync":
+            sub.choices[name].add_argument("--url", default=None, help="ask the proxy at this "
+                                           "base URL instead of the one --listen gives")
+    c = sub.add_parser("check", help="validate rule files; file:line errors; exit 1 on error")
+    c.add_argument("rules", nargs="+")
+    c.add_argument("--placeholders", action="store_true",
+                   help="check without the real secrets: an unset ${VAR} gets a placeholder value")
+    i = sub.add_parser("import", help="print an Alertmanager configuration as a rules file "
+                       "(what cannot be expressed is listed on stderr and in comments)")
+    i.add_argument("file", help="alertmanager.yml")
+    t = sub.add_parser("test", help="run rule unit tests")
+    t.add_argument("files", nargs="+")
+    r = sub.add_parser("report", help="the noise report: alerts in, pages out, suppressed, per "
+                       "rule and service", formatter_class=flags.Help)
+    r.add_argument("--since", default="7d", help="how far back (1h to 14d)")
+    r.add_argument("--json", action="store_true", help="the figures as JSON")
+    r.add_argument("--store", default=flags.env("store"),
+                   help="read this store (sqlite://, redis://...) (ALERT_PROXY_STORE)")
+    r.add_argument("--store-prefix", default=flags.env("store_prefix", "alert-proxy"))
+    r.add_argument("--url", default=None, help="or ask a running proxy (e.g. http://127.0.0.1:8080)")
+    r.add_argument("--token", default=flags.env("admin_token"), help="admin bearer token (ALERT_PROXY_ADMIN_TOKEN)")
+    d = sub.add_parser("deadletter", help="list or re-send dead-lettered events of a running proxy",
+                       formatter_class=flags.Help)
+    d.add_argument("action", choices=["list", "retry"])
+    d.add_argument("--url", default=flags.env("url", "http://127.0.0.1:8080"),
+                   help="the proxy's base URL (ALERT_PROXY_URL)")
+    d.add_argument("--seq", default=None, help="comma-separated event numbers (retry; default all)")
+    d.add_argument("--token", default=flags.env("admin_token"), help="admin bearer token (ALERT_PROXY_ADMIN_TOKEN)")
+    return p
+
+
+def _serve_flags(s: argparse.ArgumentParser) -> None:
+    """The flags of serve (and of sync and doctor, which check what serve would run)."""
     flags.option(s, "listen", "127.0.0.1:8080", "HOST:PORT for http", "HOST:PORT", flags.hostport)
     flags.option(s, "listen-tls", None, "HOST:PORT for https beside --listen (needs --tls-cert/--tls-key)",
             "HOST:PORT", flags.hostport)
@@ -83,32 +124,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", default=flags.env_bool("dry_run"),
                    help="print the events that would be sent instead of sending (ALERT_PROXY_DRY_RUN)")
     flags.option(s, "log-level", "info", "debug, info, warning or error", "a log level", flags.log_level)
-    c = sub.add_parser("check", help="validate rule files; file:line errors; exit 1 on error")
-    c.add_argument("rules", nargs="+")
-    c.add_argument("--placeholders", action="store_true",
-                   help="check without the real secrets: an unset ${VAR} gets a placeholder value")
-    i = sub.add_parser("import", help="print an Alertmanager configuration as a rules file "
-                       "(what cannot be expressed is listed on stderr and in comments)")
-    i.add_argument("file", help="alertmanager.yml")
-    t = sub.add_parser("test", help="run rule unit tests")
-    t.add_argument("files", nargs="+")
-    r = sub.add_parser("report", help="the noise report: alerts in, pages out, suppressed, per "
-                       "rule and service", formatter_class=flags.Help)
-    r.add_argument("--since", default="7d", help="how far back (1h to 14d)")
-    r.add_argument("--json", action="store_true", help="the figures as JSON")
-    r.add_argument("--store", default=flags.env("store"),
-                   help="read this store (sqlite://, redis://...) (ALERT_PROXY_STORE)")
-    r.add_argument("--store-prefix", default=flags.env("store_prefix", "alert-proxy"))
-    r.add_argument("--url", default=None, help="or ask a running proxy (e.g. http://127.0.0.1:8080)")
-    r.add_argument("--token", default=flags.env("admin_token"), help="admin bearer token (ALERT_PROXY_ADMIN_TOKEN)")
-    d = sub.add_parser("deadletter", help="list or re-send dead-lettered events of a running proxy",
-                       formatter_class=flags.Help)
-    d.add_argument("action", choices=["list", "retry"])
-    d.add_argument("--url", default=flags.env("url", "http://127.0.0.1:8080"),
-                   help="the proxy's base URL (ALERT_PROXY_URL)")
-    d.add_argument("--seq", default=None, help="comma-separated event numbers (retry; default all)")
-    d.add_argument("--token", default=flags.env("admin_token"), help="admin bearer token (ALERT_PROXY_ADMIN_TOKEN)")
-    return p
+    flags.option(s, "pagerduty-api-token", flags.env("pagerduty_api_token", os.environ.get("PD_API_TOKEN")),
+                 "a PagerDuty REST API token (account or user key): turns on the sync of incident "
+                 "states and incident notes; ${VAR} is read from the environment (also PD_API_TOKEN)")
+    flags.option(s, "pagerduty-from", None, "the email of the PagerDuty user notes are written as "
+                 "(REST API's From header)", "an email address", flags.email)
+    flags.option(s, "pagerduty-api-url", "https://api.pagerduty.com", "PagerDuty's REST API base URL",
+                 "an http(s) URL with a host", flags.base_url)
+    flags.option(s, "pagerduty-sync-interval", "5m", "how often the incidents believed open are read "
+                 "back from PagerDuty's REST API (with a token)", "a duration like 5m or 30s",
+                 flags.positive(parse_duration))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "import":
             return _import(args.file)
+        if args.command == "doctor":
+            return _doctor(args)
+        if args.command == "sync":
+            return _sync(args)
         return _deadletter(args)
     except UsageError as e:
         for line in e.errors:
@@ -199,19 +228,80 @@ def _report(args: Any) -> int:
     return 0
 
 
-def _deadletter(args: Any) -> int:
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-    if args.action == "list":
-        req = urllib.request.Request(args.url.rstrip("/") + "/api/v1/outbox", headers=headers)
-    else:
-        q = f"?seq={args.seq}" if args.seq else ""
-        req = urllib.request.Request(args.url.rstrip("/") + "/api/v1/deadletter/retry" + q,
-                                     data=b"", headers=headers, method="POST")
+def _ask(args: Any, path: str, post: bool, timeout: float = 10, header: str | None = None) -> Any:
+    """A running proxy's JSON answer to an admin call; None (said on stderr) when it could
+    not be had."""
+    headers = {"Authorization": header or f"Bearer {args.token}"} if header or args.token else {}
+    req = urllib.request.Request(args.url.rstrip("/") + path, data=b"" if post else None,
+                                 headers=headers, method="POST" if post else "GET")
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            data = orjson.loads(resp.read())
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return orjson.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        try:
+            why = orjson.loads(e.read()).get("message") or e.reason
+        except (orjson.JSONDecodeError, AttributeError):
+            why = e.reason
+        print(f"alert-proxy {args.command}: {args.url} answered {e.code}: {why}", file=sys.stderr)
     except (urllib.error.URLError, OSError) as e:
-        print(f"alert-proxy deadletter: cannot reach {args.url}: {e}", file=sys.stderr)
+        print(f"alert-proxy {args.command}: cannot reach {args.url}: {e}", file=sys.stderr)
+    return None
+
+
+def _sync(args: Any) -> int:
+    """The sync runs inside the proxy (its store has one writer): ask it, as an admin."""
+    from proxy.auth import parse_auth
+
+    auth = args.auth if args.auth is not None else (flags.env("auth", "") or "").split()
+    if args.url is None:
+        host, port = args.listen
+        tls = args.tls_cert and not args.listen_tls
+        args.url = f"{'https' if tls else 'http'}://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    args.token = None
+    data = _ask(args, "/api/v1/sync", post=True, timeout=300, header=parse_auth(auth).header("admin"))
+    if data is None:
+        return 1
+    for c in data["changes"]:
+        by = f" by {c['by']}" if c["by"] else ""
+        print(f"{c['dedup_key']}: {c['was']} -> {c['now']}{by} (incident {c['incident']})")
+    if not data["changes"]:
+        print("no changes: every group's state matches PagerDuty's")
+    return 0
+
+
+def _doctor(args: Any) -> int:
+    from proxy.auth import expand_env
+    from proxy.doctor import Doctor
+
+    store_url, rules, secrets = _links(args)
+    doctor = Doctor(rules=rules, upstream=args.upstream, store_url=store_url, store_prefix=args.store_prefix,
+                    token=expand_env(args.pagerduty_api_token or "", "--pagerduty-api-token"),
+                    from_email=args.pagerduty_from or "", api_url=args.pagerduty_api_url,
+                    webhook_secrets=secrets)
+    code = asyncio.run(doctor.run())
+    print("\n".join(doctor.lines))
+    print(f"{doctor.failed} problem(s) found" if doctor.failed else "all links ok")
+    return code
+
+
+def _links(args: Any) -> tuple[str, list[str], list[str]]:
+    """serve's store URL, rule locations and webhook secrets (${VAR} read)."""
+    from proxy.auth import expand_env
+
+    store_url = args.store or f"sqlite://{Path(args.state_dir).resolve() / 'state.db'}"
+    rules = args.rules or (flags.env("rules", "rules/") or "rules/").split(",")
+    secrets = args.pagerduty_webhook_secret
+    if secrets is None:
+        secrets = (flags.env("pagerduty_webhook_secret", "") or "").split()
+    return store_url, rules, [expand_env(x, "--pagerduty-webhook-secret") for x in secrets]
+
+
+def _deadletter(args: Any) -> int:
+    if args.action == "list":
+        data = _ask(args, "/api/v1/outbox", post=False)
+    else:
+        data = _ask(args, "/api/v1/deadletter/retry" + (f"?seq={args.seq}" if args.seq else ""), post=True)
+    if data is None:
         return 1
     if args.action == "retry":
         print(f"requeued {data['requeued']} event(s)")
@@ -266,23 +356,23 @@ def _serve(args: Any) -> int:
     from proxy.app import Proxy, Settings
     from proxy.auth import expand_env, parse_auth
     from proxy.logs import setup_logging
+    from proxy.pdlink import RestSettings
     from proxy.sender import window_for
     from proxy.store import from_url
 
     setup_logging(args.log_level)
-    store_url = args.store or f"sqlite://{Path(args.state_dir).resolve() / 'state.db'}"
+    store_url, rules, secrets = _links(args)
     if store_url.startswith("sqlite://"):
         from proxy.store.sqlite import check_file
 
         check_file(store_url)  # a file that cannot be opened never will be: exit now
-    rules = args.rules or (flags.env("rules", "rules/") or "rules/").split(",")
     auth = args.auth if args.auth is not None else (flags.env("auth", "") or "").split()
     budget = Budget(args.shutdown_timeout)  # SIGTERM to exit (proxy/shutdown.py)
-    secrets = args.pagerduty_webhook_secret
-    if secrets is None:
-        secrets = (flags.env("pagerduty_webhook_secret", "") or "").split()
+    rest = RestSettings(token=expand_env(args.pagerduty_api_token or "", "--pagerduty-api-token"),
+                        from_email=args.pagerduty_from or "", url=args.pagerduty_api_url,
+                        sync_interval=args.pagerduty_sync_interval)
     settings = Settings(rules=rules, upstream=args.upstream, dry_run=args.dry_run,
-                        pagerduty_secrets=[expand_env(x, "--pagerduty-webhook-secret") for x in secrets],
+                        pagerduty_secrets=secrets, rest=rest,
                         auth=parse_auth(auth), send_timeout=args.send_timeout,
                         window=window_for(args.rate_limit), body_timeout=args.body_timeout,
                         max_groups=args.max_groups, shutdown=budget,

@@ -50,6 +50,14 @@ def base_url(text: str) -> str:
     return text
 
 
+def email(text: str) -> str:
+    """A user's email (PagerDuty answers 400, code 1028, to a From header that is not one)."""
+    name, at, host = text.strip().partition("@")
+    if not (name and at and "." in host) or any(c.isspace() for c in text.strip()):
+        raise ValueError(text)
+    return text.strip()
+
+
 def hostport(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:

@@ -69,6 +69,13 @@ class Metrics:
                                 "rejected).", ["type", "verdict"], registry=r)
         self.remediations = Counter(p + "remediations", "Remediation calls, by outcome (ok, failed, "
                                     "timeout, error).", ["outcome"], registry=r)
+        self.pd_sync_changes = Counter(p + "pagerduty_sync_changes", "Groups whose incident state "
+                                       "a sync with PagerDuty's REST API corrected (a webhook "
+                                       "lost or late).", registry=r)
+        self.pd_sync_last = Gauge(p + "pagerduty_sync_last_success_timestamp_seconds", "When a "
+                                  "sync with PagerDuty's REST API last finished.", registry=r)
+        self.pd_notes = Counter(p + "pagerduty_notes", "Notes added to incidents' timelines, by "
+                                "outcome (added, failed).", ["outcome"], registry=r)
         ack_buckets = (60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
         self.time_to_ack = Histogram(p + "time_to_acknowledge_seconds", "From the first page to "
                                      "its acknowledgement in PagerDuty.", registry=r,

@@ -28,7 +28,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -134,6 +134,7 @@ class Sender:
         self._session: aiohttp.ClientSession | None = None
         self.store_health = store_health or logs.Health(log, "store")
         self.pd_health = logs.Health(log, "PagerDuty")  # answers 5xx, or not at all
+        self.on_delivered: Callable[[str], None] | None = None  # a trigger's dedup_key (notes)
 
     def kick(self) -> None:
         """Something was enqueued: every waiting worker looks now. A worker holds the
@@ -251,6 +252,8 @@ class Sender:
             await self.store.done(ev, stamp, now)
             self.tally.merge({"sent|" + ev.action: 1, "sent_key|" + ev.key_name: 1}, now)
             logs.info(log, "event delivered", fields)
+            if ev.action == "trigger" and self.on_delivered is not None:
+                self.on_delivered(ev.dedup_key)
         elif d.verdict is Verdict.DEAD:
             await self.store.dead(ev, stamp, error, now)
             self.metrics.dead_letters.labels(ev.action).inc()

@@ -34,6 +34,7 @@ class Incident:
     firing: tuple[str, ...] = ()  # the alerts firing when a person resolved it
     acknowledged_at: float = 0.0
     resolved_at: float = 0.0
+    noted: str = ""  # the incident whose notes are written (proxy/notes.py)
 
 
 @dataclass(slots=True)
@@ -146,7 +147,7 @@ class GroupState:
 
 _PLAIN = ("held", "why", "first_page_at", "flap_until", "unfolded", "folded", "folded_at",
           "folded_alerts")
-_INCIDENT = ("status", "at", "event", "incident", "by", "acknowledged_at", "resolved_at")
+_INCIDENT = ("status", "at", "event", "incident", "by", "acknowledged_at", "resolved_at", "noted")
 _REMEDIATION = ("called_at", "until", "outcome", "http_status", "seconds", "answer")
 _FIGURES = ("groups", "alerts", "folds", "last", "paged")
 _FOLDED = ("dedup_key", "summary", "labels", "alerts")

@@ -81,7 +81,7 @@ class RuleSet:
             self.defaults, name=STORM_RULE, matchers=[], group_wait=0.0, resolve_wait=0.0,
             on_growth="update", min_alerts=0, for_=0.0, flap=None, stale_after=0.0,
             severity=None, max_alerts=1, custom_details={}, links=[], images=[], summary=None,
-            remediate=None)  # its summary and details come from proxy.storm
+            remediate=None, notes=[])  # its summary and details come from proxy.storm
 
     def heartbeat_of(self, labels: dict[str, str]) -> Heartbeat | None:
         """The heartbeat an alert with these labels feeds (it never pages itself)."""

@@ -86,6 +86,9 @@ class Rule:
     stale_after: float = 0.0  # resolve a group no source refreshed for this long (0: never)
     storm: Storm | None = None  # defaults only
     remediate: Remediate | None = None
+    # notes added to the incident's timeline once per incident (runbook steps, links), each a
+    # template over the group; they need --pagerduty-api-token (proxy/notes.py)
+    notes: list[Template] = field(default_factory=list)
     # Alertmanager's route tree: an alert the rule matches goes to the first of these that
     # matches (`continue` as among rules), or to the rule itself if none does; they inherit
     # the rule's settings

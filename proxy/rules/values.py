@@ -226,6 +226,14 @@ def _link_list(required: str, allowed: tuple[str, ...]) -> Callable[[Any], list[
     return check
 
 
+def _template_list(v: Any) -> list[Template]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not v or not all(isinstance(t, str) and t.strip() for t in v):
+        raise ValueError("must be a list of templates (one note each)")
+    return [_template(t) for t in v]
+
+
 # key -> (Rule attribute, validator). Shared by `defaults` and every rule.
 _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "severity": ("severity", _severity),
@@ -252,6 +260,7 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "for": ("for_", _positive_duration),
     "stale_after": ("stale_after", _positive_duration),
     "remediate": ("remediate", _remediate),
+    "notes": ("notes", _template_list),
 }
 
 

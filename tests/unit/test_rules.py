@@ -100,3 +100,21 @@ def test_events_v2_sender_keeps_its_key_unless_a_rule_names_one(rules):
                routing_key=KEY2, dedup_key="d")
     [p], _ = rules.place(ev)
     assert p.routing_key == KEY2
+
+
+def test_notes_are_templates_checked_at_load(tmp_path):
+    from proxy.errors import ConfigError
+
+    ok = write_rules(tmp_path / "ok", "defaults:\n  routing_key: " + KEY + "\nrules:\n"
+                     "  - name: disk\n    match: {alertname: DiskFull}\n    notes:\n"
+                     "      - 'Runbook: https://runbooks.example.com/{{ group_labels.alertname }}'\n")
+    rule = RuleSet(load_rules([str(ok)])).rule("disk")
+    assert [t.render({"group_labels": {"alertname": "DiskFull"}}) for t in rule.notes] == [
+        "Runbook: https://runbooks.example.com/DiskFull"]
+    for bad, says in (("'{{ labels | nosuchfilter }}'", "nosuchfilter"), ("[]", "list of templates"),
+                      ("{a: b}", "list of templates")):
+        d = write_rules(tmp_path / f"bad{len(says)}", "defaults:\n  routing_key: " + KEY + "\nrules:\n"
+                        "  - name: disk\n    match: {alertname: DiskFull}\n    notes: " + bad + "\n")
+        with pytest.raises(ConfigError) as e:
+            load_rules([str(d)])
+        assert says in str(e.value.errors) and "rules.yml:" in e.value.errors[0]
