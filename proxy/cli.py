@@ -124,9 +124,11 @@ def _serve_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--dry-run", action="store_true", default=flags.env_bool("dry_run"),
                    help="print the events that would be sent instead of sending (ALERT_PROXY_DRY_RUN)")
     flags.option(s, "log-level", "info", "debug, info, warning or error", "a log level", flags.log_level)
-    flags.option(s, "pagerduty-api-token", flags.env("pagerduty_api_token", os.environ.get("PD_API_TOKEN")),
-                 "a PagerDuty REST API token (account or user key): turns on the sync of incident "
-                 "states and incident notes; ${VAR} is read from the environment (also PD_API_TOKEN)")
+    # (no default here: --help shows defaults, and this one is a secret)
+    s.add_argument("--pagerduty-api-token", default=None, metavar="TOKEN", help="a PagerDuty REST "
+                   "API token (account or user key): turns on the sync of incident states and "
+                   "incident notes; ${VAR} is read from the environment "
+                   "(ALERT_PROXY_PAGERDUTY_API_TOKEN, or PD_API_TOKEN)")
     flags.option(s, "pagerduty-from", None, "the email of the PagerDuty user notes are written as "
                  "(REST API's From header)", "an email address", flags.email)
     flags.option(s, "pagerduty-api-url", "https://api.pagerduty.com", "PagerDuty's REST API base URL",
@@ -270,18 +272,24 @@ def _sync(args: Any) -> int:
 
 
 def _doctor(args: Any) -> int:
-    from proxy.auth import expand_env
     from proxy.doctor import Doctor
 
     store_url, rules, secrets = _links(args)
     doctor = Doctor(rules=rules, upstream=args.upstream, store_url=store_url, store_prefix=args.store_prefix,
-                    token=expand_env(args.pagerduty_api_token or "", "--pagerduty-api-token"),
+                    token=_api_token(args),
                     from_email=args.pagerduty_from or "", api_url=args.pagerduty_api_url,
                     webhook_secrets=secrets)
     code = asyncio.run(doctor.run())
     print("\n".join(doctor.lines))
     print(f"{doctor.failed} problem(s) found" if doctor.failed else "all links ok")
     return code
+
+
+def _api_token(args: Any) -> str:
+    from proxy.auth import expand_env
+
+    given = args.pagerduty_api_token or flags.env("pagerduty_api_token") or os.environ.get("PD_API_TOKEN")
+    return expand_env(given or "", "--pagerduty-api-token")
 
 
 def _links(args: Any) -> tuple[str, list[str], list[str]]:
@@ -354,7 +362,7 @@ def _serve(args: Any) -> int:
     from aiohttp import web
 
     from proxy.app import Proxy, Settings
-    from proxy.auth import expand_env, parse_auth
+    from proxy.auth import parse_auth
     from proxy.logs import setup_logging
     from proxy.pdlink import RestSettings
     from proxy.sender import window_for
@@ -368,7 +376,7 @@ def _serve(args: Any) -> int:
         check_file(store_url)  # a file that cannot be opened never will be: exit now
     auth = args.auth if args.auth is not None else (flags.env("auth", "") or "").split()
     budget = Budget(args.shutdown_timeout)  # SIGTERM to exit (proxy/shutdown.py)
-    rest = RestSettings(token=expand_env(args.pagerduty_api_token or "", "--pagerduty-api-token"),
+    rest = RestSettings(token=_api_token(args),
                         from_email=args.pagerduty_from or "", url=args.pagerduty_api_url,
                         sync_interval=args.pagerduty_sync_interval)
     settings = Settings(rules=rules, upstream=args.upstream, dry_run=args.dry_run,

@@ -238,3 +238,11 @@ async def test_doctor_names_each_broken_link(tmp_path, fake_pd, rest):
     done = await asyncio.to_thread(cli, "doctor", *args)
     assert any("notes" in x and "no --pagerduty-api-token" in x
                for x in done.stdout.splitlines() if x.startswith("FAIL"))
+
+
+def test_the_token_never_shows_in_help():
+    for command in ("serve", "doctor", "sync"):
+        for var in ("PD_API_TOKEN", "ALERT_PROXY_PAGERDUTY_API_TOKEN"):
+            done = cli(command, "--help", env={var: TOKEN})
+            assert done.returncode == 0 and "--pagerduty-api-token" in done.stdout
+            assert TOKEN not in done.stdout
