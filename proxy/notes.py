@@ -64,6 +64,8 @@ class Notes:
             alerts = list(g.alerts.values())
             ctx = template_context(g, alerts)
             out = [t for t in (tpl.render(ctx).strip() for tpl in rule.notes) if t]
+        if g.state.pd is not None and g.state.pd.noted:
+            return out  # a later incident of the group: the remediation preceded the first
         return out + [n for n in (remediation_note(g),) if n]
 
     def needed(self, g: Group) -> bool:

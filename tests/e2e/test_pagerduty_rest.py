@@ -182,17 +182,27 @@ async def test_a_rules_notes_and_a_failed_remediation_reach_the_incident_once(
         first.stop()
         await serve(proxy_process, args, name="again")  # a restart: the store remembers
         await asyncio.sleep(5)
-    inc = rest.open_for(key)
-    assert inc is not None
+        inc = rest.open_for(key)
+        assert inc is not None
+        rest.resolve(key)  # in PagerDuty. A new alert after it pages again (whether the
+        await asyncio.sleep(0.1)  # sync saw the resolve first or a repeat went out first),
+        await fire(base, "web3")  # and PagerDuty opens a new incident
+        await wait_for(lambda: rest.open_for(key) is not None and len(rest.open_for(key).notes) >= 2,
+                       timeout=20)
+        await asyncio.sleep(3)
+    second = rest.open_for(key)
+    assert second is not None and second.id != inc.id
+    assert [n["content"] for n in second.notes] == [  # (the remediation preceded the first)
+        "Runbook: https://runbooks.example.com/down", "Firing on: web1, web2, web3"]
     contents = [n["content"] for n in inc.notes]
     assert contents[:2] == ["Runbook: https://runbooks.example.com/down", "Firing on: web1, web2"]
     assert len(contents) == 3 and contents[2].startswith("alert-proxy: the remediation before this "
                                                           "page failed (HTTP 500)")
     assert "rundeck: job failed to start" in contents[2]
     assert all(n["user"]["summary"] == "oncall@example.com" for n in inc.notes)
-    assert rest.calls("POST", "/incidents/") == 3 and rest.violations == []
+    assert rest.calls("POST", "/incidents/") == 5 and rest.violations == []
     logs = (tmp_path / "proxy.log").read_text() + (tmp_path / "again.log").read_text()
-    assert logs.count('"incident notes written"') == 1 and TOKEN not in logs
+    assert logs.count('"incident notes written"') == 2 and TOKEN not in logs
 
 
 DOCTOR_RULES = RULES + """
