@@ -28,13 +28,29 @@ from typing import Protocol
 
 from proxy.model import Group, GroupMeta, OutEvent
 
-__all__ = ["CHANGES_KEPT", "COUNT_FIELDS", "COUNT_HOURS", "TOMBSTONE_TTL", "BudgetStore", "Commit", "Entry", "KeyStats",
+__all__ = ["CHANGES_KEPT", "COUNT_FIELDS", "COUNT_HOURS", "JOB_KEPT", "MEMO_KEPT", "TOMBSTONE_TTL", "BudgetStore", "Commit", "Entry",
+           "Job", "JobStore", "KeyStats",
            "OutboxStore", "Resolved", "Stats", "Store", "Take", "Window", "WindowStore"]
 
 TOMBSTONE_TTL = 3600.0  # seconds a deleted group's key is remembered (a late resolve is ignored)
 COUNT_HOURS = 14 * 24  # hourly counters are kept this long
 COUNT_FIELDS = 1000  # distinct counters per hour at most; the rest add up as "<metric>|(other)"
 CHANGES_KEPT = 20  # status changes remembered per alert (flap detection)
+# A finished job's id is remembered this long: PagerDuty retries a webhook for 48 h, and
+# an event delivered again (or by two replicas' subscriptions) adds nothing.
+JOB_KEPT = 7 * 86400.0
+MEMO_KEPT = 30 * 86400.0  # a memo (an incident's Jira issue) is kept this long
+
+
+@dataclass(slots=True)
+class Job:
+    """A unit of durable work besides PagerDuty's events (an action on an incident event,
+    proxy/actions/): its JSON, the tries so far and the last error."""
+
+    id: str
+    blob: str
+    tries: int = 0
+    error: str = ""
 
 
 @dataclass(slots=True)
@@ -263,7 +279,37 @@ class HeartbeatStore(Protocol):
         ...
 
 
-class Store(WindowStore, OutboxStore, BudgetStore, CountStore, SilenceStore, HeartbeatStore, Protocol):
+class JobStore(Protocol):
+    """A queue of jobs with leases, as the outbox is for PagerDuty's events, without its
+    lines and budget. A job is claimed by one caller at a time (its lease), done once."""
+
+    async def add_job(self, job: Job, now: float) -> bool:
+        """Queue a job, due now, unless its id is known (queued, dead, or done within
+        JOB_KEPT): True when queued."""
+        ...
+
+    async def claim_jobs(self, now: float, lease: float, limit: int) -> list[Job]:
+        """Up to `limit` due jobs (semantics.ready: due, or their lease ended), oldest due
+        first, each leased until now + lease."""
+        ...
+
+    async def end_job(self, job: Job, how: str, now: float, due: float = 0.0) -> None:
+        """`done`: forgotten, its id remembered for JOB_KEPT; `retry`: due again at `due`,
+        with job.tries and job.error as given; `dead`: kept for dead_jobs."""
+        ...
+
+    async def dead_jobs(self, limit: int = 1000) -> list[Job]:
+        """The dead jobs, oldest first."""
+        ...
+
+    async def memo(self, key: str, value: str | None, now: float) -> str | None:
+        """With a value: keep it under `key` (MEMO_KEPT) and return it; without: what is
+        kept, or None."""
+        ...
+
+
+class Store(WindowStore, OutboxStore, BudgetStore, CountStore, SilenceStore, HeartbeatStore, JobStore,
+            Protocol):
     url: str
 
     async def first_time(self, key: str, now: float, ttl: float) -> bool:

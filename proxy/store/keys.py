@@ -18,6 +18,10 @@ Routing keys never appear in key names: `rid` is a hash.
              -> enqueued_at)
     budget   bud:<rid> (zset stamp -> send time)   bud:seq (counter)   pause:<rid>
     webhooks seen:<hash of the id> (with a TTL)
+    jobs     jobs (hash id -> {"s": state, "b": blob, "t": tries, "e": error})
+             jobs:due (zset id -> due or lease end, ready ones)   jobs:done (zset id ->
+             when to forget it)   jobs:dead (zset id -> when it died)
+             memo:<hash of the key> (a string, with a TTL)
     figures  count:<hour> (hash field -> amount, with a TTL of COUNT_HOURS)
 """
 
@@ -48,6 +52,11 @@ class Names:
         self.bud_seq = f"{p}:bud:seq"
         self.silences, self.silence_ends = f"{p}:silences", f"{p}:silences:ends"
         self.beats = f"{p}:beats"
+        self.jobs, self.job_due = f"{p}:jobs", f"{p}:jobs:due"
+        self.job_done, self.job_dead = f"{p}:jobs:done", f"{p}:jobs:dead"
+
+    def memo(self, key: str) -> str:
+        return f"{self.p}:memo:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
     def all(self) -> str:
         """A SCAN pattern of every key (footprint, tests)."""

@@ -32,6 +32,7 @@ from proxy.store.base import (
     capped,
 )
 from proxy.store.codec import split_status
+from proxy.store.memory_jobs import MemoryJobs
 from proxy.store.memory_outbox import MemoryOutbox
 from proxy.store.semantics import Beat, Put, heartbeat, put_alert
 
@@ -65,11 +66,12 @@ class _Window:
 
 
 
-class MemoryStore(MemoryOutbox):
+class MemoryStore(MemoryOutbox, MemoryJobs):
     url = "memory://"
 
     def __init__(self) -> None:
         super().__init__()
+        self._init_jobs()
         self._silences: dict[str, tuple[str, float]] = {}  # id -> (blob, ends_at)
         self._beats: dict[str, Beat] = {}
         self._groups: dict[str, _Window] = {}

@@ -14,6 +14,7 @@ from proxy.model import Alert, Flush, GroupAlert, GroupMeta, OutEvent
 from proxy.rules.types import Rule
 from proxy.state import GroupState, Incident
 from proxy.store import Commit, Entry, Recorded, Resolved, Window, from_url
+from proxy.store.base import JOB_KEPT, Job
 
 KEY = "0123456789abcdef0123456789abcdef"
 KEY2 = "fedcba9876543210fedcba9876543210"
@@ -563,3 +564,38 @@ async def test_record_tells_transitions_apart_from_redeliveries(store):
     assert await store.record([], [resolved("a")], T0 + 20) == Recorded(0, 0, 1)
     assert await store.record([], [resolved("a")], T0 + 30) == Recorded(0, 0, 0)
     assert await store.record([entry("g1", "a")], [], T0 + 40) == Recorded(0, 1, 0)  # again
+
+
+async def test_jobs_are_queued_once_claimed_under_a_lease_retried_and_ended(store):
+    assert await store.add_job(Job("slack:ev1", '{"a": 1}'), T0) is True
+    assert await store.add_job(Job("slack:ev1", '{"a": 2}'), T0 + 1) is False  # a repeat
+    assert await store.add_job(Job("jira:ev1", '{"b": 1}'), T0 + 1) is True
+    got = await store.claim_jobs(T0 + 2, 30, 10)
+    assert [(j.id, j.blob, j.tries) for j in got] == [("slack:ev1", '{"a": 1}', 0), ("jira:ev1", '{"b": 1}', 0)]
+    assert await store.claim_jobs(T0 + 3, 30, 10) == []  # leased
+    slack = got[0]
+    await store.end_job(Job(slack.id, slack.blob, 1, "500 rollup_error"), "retry", T0 + 3, due=T0 + 10)
+    assert await store.claim_jobs(T0 + 9, 30, 10) == []
+    again = await store.claim_jobs(T0 + 10, 30, 10)
+    assert [(j.id, j.tries, j.error) for j in again] == [("slack:ev1", 1, "500 rollup_error")]
+    await store.end_job(again[0], "done", T0 + 11)
+    assert await store.add_job(Job("slack:ev1", "{}"), T0 + 12) is False  # done: remembered
+    assert await store.claim_jobs(T0 + 40, 30, 10) == [Job("jira:ev1", '{"b": 1}', 0)]  # lease ended
+    await store.end_job(Job("jira:ev1", '{"b": 1}', 1, "400 project"), "dead", T0 + 41)
+    assert await store.dead_jobs() == [Job("jira:ev1", '{"b": 1}', 1, "400 project")]
+    assert await store.claim_jobs(T0 + 1000, 30, 10) == []
+    # forgotten after JOB_KEPT: the same id may be queued again
+    assert await store.add_job(Job("slack:ev1", "{}"), T0 + 11 + JOB_KEPT) is True
+
+
+async def test_jobs_come_in_due_order_up_to_the_limit(store):
+    for i in (3, 1, 2):
+        assert await store.add_job(Job(f"j{i}", str(i)), T0 + i)
+    assert [j.id for j in await store.claim_jobs(T0 + 5, 30, 2)] == ["j1", "j2"]
+    assert [j.id for j in await store.claim_jobs(T0 + 5, 30, 2)] == ["j3"]
+
+
+async def test_a_memo_is_kept_and_read(store):
+    assert await store.memo("jira|PINC1", None, T0) is None
+    assert await store.memo("jira|PINC1", "OPS-7", T0) == "OPS-7"
+    assert await store.memo("jira|PINC1", None, T0 + 60) == "OPS-7"

@@ -29,7 +29,17 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from proxy.errors import StoreError
 from proxy.model import Group, OutEvent
-from proxy.store.base import TOMBSTONE_TTL, Commit, Entry, Recorded, Resolved, Stats, Take, Window
+from proxy.store.base import (
+    TOMBSTONE_TTL,
+    Commit,
+    Entry,
+    Job,
+    Recorded,
+    Resolved,
+    Stats,
+    Take,
+    Window,
+)
 from proxy.store.sqlite.engine import Engine
 from proxy.store.sqlite.schema import check_file, event_row, file_of, group_of, groups_of, path_of
 from proxy.store.sqlite.tables import Counts
@@ -180,6 +190,21 @@ class SqliteStore:
 
     async def first_time(self, key: str, now: float, ttl: float) -> bool:
         return await self._do(Engine.first_time, key, now, ttl)
+
+    async def add_job(self, job: Job, now: float) -> bool:
+        return await self._do(Engine.add_job, (job.id, job.blob, job.tries, job.error), now)
+
+    async def claim_jobs(self, now: float, lease: float, limit: int) -> list[Job]:
+        return [Job(*row) for row in await self._do(Engine.claim_jobs, now, lease, limit)]
+
+    async def end_job(self, job: Job, how: str, now: float, due: float = 0.0) -> None:
+        await self._do(Engine.end_job, (job.id, job.blob, job.tries, job.error), how, now, due)
+
+    async def dead_jobs(self, limit: int = 1000) -> list[Job]:
+        return [Job(*row) for row in await self._do(Engine.dead_jobs, limit)]
+
+    async def memo(self, key: str, value: str | None, now: float) -> str | None:
+        return await self._do(Engine.memo, key, value, now)
 
     async def put_silence(self, sid: str, blob: str, ends_at: float) -> None:
         await self._do(Engine.put_silence, sid, blob, ends_at)

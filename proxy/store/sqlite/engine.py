@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from proxy.errors import StoreError, StoreFull
-from proxy.store.base import COUNT_HOURS, KeyStats, Stats, Window, capped
+from proxy.store.base import COUNT_HOURS, JOB_KEPT, MEMO_KEPT, KeyStats, Stats, Window, capped
 from proxy.store.semantics import heartbeat as beat_rule
 from proxy.store.sqlite.schema import open_file
 from proxy.store.sqlite.tables import Change
 from proxy.store.sqlite.windows import Windows
+
+JobRow = tuple[str, str, int, str]  # a job: id, blob, tries, error
 
 Op = Callable[..., Any]  # one of Engine's methods, called as op(engine, *args)
 Job = tuple[Op, tuple[Any, ...], bool]  # an operation, its arguments, durable
@@ -110,6 +112,41 @@ class Engine(Windows):
         self.c.execute("DELETE FROM seen WHERE until <= ?", (now,))
         return self.c.execute("INSERT OR IGNORE INTO seen (key, until) VALUES (?, ?)",
                               (key, now + ttl)).rowcount == 1
+
+    # -- jobs (store.base.JobStore): a done job keeps its row, blob emptied, until `due`
+
+    def add_job(self, row: JobRow, now: float) -> bool:
+        self.c.execute("DELETE FROM jobs WHERE state = 'done' AND due <= ?", (now,))
+        return self.c.execute("INSERT OR IGNORE INTO jobs (id, blob, tries, error, state, due) "
+                              "VALUES (?, ?, ?, ?, 'ready', ?)", (*row, now)).rowcount == 1
+
+    def claim_jobs(self, now: float, lease: float, limit: int) -> list[JobRow]:
+        rows = self.c.execute("SELECT id, blob, tries, error FROM jobs WHERE state = 'ready' AND "
+                              "due <= ? ORDER BY due, id LIMIT ?", (now, limit)).fetchall()
+        self.c.executemany("UPDATE jobs SET due = ? WHERE id = ?", [(now + lease, r[0]) for r in rows])
+        return rows
+
+    def end_job(self, row: JobRow, how: str, now: float, due: float) -> None:
+        jid, blob, tries, error = row
+        if how == "done":
+            self.c.execute("UPDATE jobs SET state = 'done', blob = '', due = ? WHERE id = ?",
+                           (now + JOB_KEPT, jid))
+        else:
+            self.c.execute("UPDATE jobs SET state = ?, blob = ?, tries = ?, error = ?, due = ? "
+                           "WHERE id = ?", ("ready" if how == "retry" else "dead", blob, tries, error,
+                                            due if how == "retry" else now, jid))
+
+    def dead_jobs(self, limit: int) -> list[JobRow]:
+        return self.c.execute("SELECT id, blob, tries, error FROM jobs WHERE state = 'dead' "
+                              "ORDER BY due, id LIMIT ?", (limit,)).fetchall()
+
+    def memo(self, key: str, value: str | None, now: float) -> str | None:
+        if value is not None:
+            self.c.execute("INSERT OR REPLACE INTO memos (key, value, until) VALUES (?, ?, ?)",
+                           (key, value, now + MEMO_KEPT))
+            return value
+        row = self.c.execute("SELECT value FROM memos WHERE key = ? AND until > ?", (key, now)).fetchone()
+        return row[0] if row else None
 
     def put_silence(self, sid: str, blob: str, ends_at: float) -> None:
         self.c.execute("INSERT OR REPLACE INTO silences (id, blob, ends_at) VALUES (?, ?, ?)",

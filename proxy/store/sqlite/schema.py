@@ -65,6 +65,11 @@ CREATE TABLE IF NOT EXISTS beats (name TEXT PRIMARY KEY, last REAL NOT NULL, pag
   WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, blob TEXT NOT NULL, ends_at REAL NOT NULL)
   WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, blob TEXT NOT NULL, tries INTEGER NOT NULL,
+  error TEXT NOT NULL, state TEXT NOT NULL, due REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(state, due, id);
+CREATE TABLE IF NOT EXISTS memos (key TEXT PRIMARY KEY, value TEXT NOT NULL, until REAL NOT NULL)
+  WITHOUT ROWID;
 """.replace("{outbox}", OUTBOX).replace("{stamps}", STAMPS)
 GROUP_COLS = ("key, rule, routing_key, key_name, group_labels, group_interval, resolve_wait, "
               "opened_at, due, urgent, triggered, grown, last_trigger_at, last_flush_at, overflow, "
