@@ -4,7 +4,7 @@ send the dead letters again. Every path here is guarded by http.admin_middleware
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -29,6 +29,7 @@ class Admin:
     tally: Tally
     reload: Callable[[], list[str]]  # the errors of the new rules ([]: they are in force)
     kick: Callable[[], None]  # wake the sender
+    dead_actions: Callable[[], Awaitable[list[JsonObject]]]  # actions' dead jobs
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -55,7 +56,8 @@ class Admin:
     @source(ADMIN)
     async def h_outbox(self, _request: web.Request) -> web.Response:
         return json_response({"pending": [_shown(e) for e in await self.store.pending()],
-                              "dead": [_shown(e) for e in await self.store.dead_letters()]})
+                              "dead": [_shown(e) for e in await self.store.dead_letters()],
+                              "dead_actions": await self.dead_actions()})
 
     async def stats(self, since: str) -> JsonObject:
         """The noise figures of the last `since` (e.g. 24h, 7d), with what this process

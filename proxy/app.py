@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from proxy import __version__, ingest
+from proxy.actions import Actions
 from proxy.admin import Admin
 from proxy.amapi import AlertmanagerApi
 from proxy.auth import Auth
@@ -102,6 +103,7 @@ class Proxy:
         self.pd = PagerDutyLink(settings.rest, store, self.pipeline.incidents, lambda: self.live.current,
                                 self.clock, self.metrics)
         self.sender.on_delivered = self.pd.delivered
+        self.actions = Actions(store, lambda: self.live.current, self.clock, self.metrics)
         self.sns = sns.SnsVerifier()
         self.started = time.time()
         self._tasks: list[asyncio.Task[None]] = []
@@ -171,6 +173,8 @@ class Proxy:
             asyncio.create_task(self._loop("silences", 1.0, self.pipeline.silences.refresh,
                                            store=False)),
             asyncio.create_task(self._lag()),
+            # actions on incident events: a loop of their own, never in the way of pages
+            asyncio.create_task(self._loop("actions", 1.0, self.actions.step)),
         ]
         if self.pd.api is not None:  # (store=False: each keeps its own account of failures)
             self._tasks += [asyncio.create_task(self._loop("pd-sync", s.rest.sync_interval,
@@ -205,7 +209,8 @@ class Proxy:
         if self._sending is not None:
             self._sending.cancel()
             await asyncio.wait([self._sending], timeout=0.1)
-        for closer in (self.tally.flush(self.store), self.sns.close(), self.pd.close(), self.store.close()):
+        for closer in (self.tally.flush(self.store), self.sns.close(), self.pd.close(), self.actions.close(),
+                       self.store.close()):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(closer, timeout=left())
 
@@ -308,16 +313,18 @@ class Proxy:
             self.metrics.webhooks.labels("-", "rejected").inc()
             raise
         kind = ev.event_type if ev else "other"
+        queued: list[str] = []
         if ev is None:
             verdict = "ignored"
         else:
+            queued = await self.actions.queue(ev)  # (stored before the 2xx; once per event id)
             verdict = await self.pipeline.incident(ev)
             wid = request.headers.get("X-Webhook-Id") or ev.id
             if not await self.store.first_time("pagerduty:" + wid, self.clock.now(), 48 * 3600.0) \
                     and verdict == "applied":
                 verdict = "duplicate"
         self.metrics.webhooks.labels(kind if kind.startswith("incident.") else "other", verdict).inc()
-        return json_response({"status": "success", "verdict": verdict})
+        return json_response({"status": "success", "verdict": verdict, "actions": queued})
 
     @source("heartbeat")
     async def h_heartbeat(self, request: web.Request) -> web.Response:
@@ -349,7 +356,8 @@ class Proxy:
             error_middleware(self.metrics, self.store_health), admin_middleware(self.settings.auth, Hosts(self.settings.hosts))])
         metrics = source(ADMIN if self.settings.auth.configured(ADMIN) and not self.settings.metrics_open
                           else "metrics")(make_aiohttp_handler(self.metrics.registry))
-        admin = Admin(self.store, self.clock, self.live, self.tally, self.reload, self.sender.kick)
+        admin = Admin(self.store, self.clock, self.live, self.tally, self.reload, self.sender.kick,
+                      self.actions.dead)
         app.add_routes([
             web.post("/v1/alertmanager", self.h_alertmanager),
             web.post("/v1/datadog", self.h_datadog),

@@ -314,12 +314,15 @@ def _deadletter(args: Any) -> int:
     if args.action == "retry":
         print(f"requeued {data['requeued']} event(s)")
         return 0
-    dead = data["dead"]
-    if not dead:
+    dead, actions = data["dead"], data.get("dead_actions") or []
+    if not dead and not actions:
         print("no dead letters")
     for item in dead:
         print(f"{item['seq']}\t{item['action']}\t{item['key']}\t{item['dedup_key']}\t"
               f"{item['last_error']}")
+    for item in actions:  # actions on incident events (not re-sent by retry)
+        print(f"action\t{item['action']}\t{item['event_type']}\t{item['incident']}\t"
+              f"{item['tries']} tries\t{item['error']}")
     return 0
 
 

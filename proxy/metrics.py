@@ -74,6 +74,8 @@ class Metrics:
                                        "lost or late).", registry=r)
         self.pd_sync_last = Gauge(p + "pagerduty_sync_last_success_timestamp_seconds", "When a "
                                   "sync with PagerDuty's REST API last finished.", registry=r)
+        self.actions = Counter(p + "actions", "Actions on PagerDuty incident events, by action and "
+                               "outcome (queued, done, retry, dead).", ["action", "outcome"], registry=r)
         self.pd_notes = Counter(p + "pagerduty_notes", "Notes added to incidents' timelines, by "
                                 "outcome (added, failed).", ["outcome"], registry=r)
         ack_buckets = (60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)

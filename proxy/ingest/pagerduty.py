@@ -33,6 +33,7 @@ class IncidentEvent:
     incident_key: str | None  # our dedup_key, when the incident came from an event of ours
     status: str
     agent: str  # who did it (a user's name), for the status API
+    data: dict[str, Any] | None = None  # the event's data as sent (actions read it)
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -94,6 +95,16 @@ def parse(raw: bytes) -> IncidentEvent | None:
     assert isinstance(data, dict)
     if event["resource_type"] != "incident":
         return None
+    ref = data.get("incident")
+    if data.get("type", "incident") != "incident" and isinstance(ref, dict):
+        # a note, a responder, a status update: about the incident it references
+        if not isinstance(ref.get("id"), str):
+            raise InputError(["'event.data.incident.id' is missing or not a string"])
+        agent = event.get("agent")
+        who = agent.get("summary") if isinstance(agent, dict) else None
+        return IncidentEvent(id=event["id"], event_type=event["event_type"], occurred_at=occurred,
+                             incident_id=ref["id"], incident_key=None, status="",
+                             agent=who if isinstance(who, str) else "", data=data)
     for field in ("id", "status"):
         if not isinstance(data.get(field), str):
             errors.append(f"'event.data.{field}' is missing or not a string")
@@ -106,4 +117,4 @@ def parse(raw: bytes) -> IncidentEvent | None:
     who = agent.get("summary") if isinstance(agent, dict) else None
     return IncidentEvent(id=event["id"], event_type=event["event_type"], occurred_at=occurred,
                          incident_id=data["id"], incident_key=incident_key, status=data["status"],
-                         agent=who if isinstance(who, str) else "")
+                         agent=who if isinstance(who, str) else "", data=data)

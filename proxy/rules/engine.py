@@ -75,6 +75,7 @@ class RuleSet:
         self.maintenance = rules.maintenance
         self.sources = rules.sources  # POST /v1/webhook/{name}: name -> mapping
         self.heartbeats = {hb.name: hb for hb in rules.heartbeats}
+        self.actions = {a.name: a for a in rules.actions}  # on PagerDuty's incident events
         self._beating = [hb for hb in rules.heartbeats if hb.matchers]
         self._by_name = {r.name: r for _, r in self.walk()}
         self._by_name[STORM_RULE] = replace(

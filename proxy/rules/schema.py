@@ -14,6 +14,7 @@ from typing import Any
 
 from proxy.errors import ConfigError
 from proxy.ingest.webhook import Mapping
+from proxy.rules.actions import Action, load_action
 from proxy.rules.heartbeats import load_heartbeat
 from proxy.rules.maintenance import _maintenance
 from proxy.rules.sources import load_sources
@@ -40,7 +41,7 @@ __all__ = ["load_rules", "load_yaml", "rule_files"]
 
 _RULE_ONLY = {"name", "match", "matchers", "match_re", "continue", "drop", "routing_key", "routes"}
 _DEFAULTS_ONLY = {"storm": ("storm", _storm)}
-_TOP = ("defaults", "rules", "inhibit", "maintenance", "sources", "heartbeats")
+_TOP = ("defaults", "rules", "inhibit", "maintenance", "sources", "heartbeats", "actions")
 
 
 def _apply(ctx: _Ctx, obj: LDict, rule: Rule, where: str) -> None:
@@ -158,7 +159,12 @@ def _load_rules(locations: list[str]) -> RuleFile:
     source_at: dict[str, str] = {}
     heartbeats: list[Heartbeat] = []
     beat_at: dict[str, str] = {}
+    actions: list[Action] = []
+    action_at: dict[str, str] = {}
     for ctx, doc in docs:
+        for i, item in enumerate(_list_of_maps(ctx, doc, "actions")):
+            if (act := load_action(ctx, item, i, action_at)) is not None:
+                actions.append(act)
         for i, item in enumerate(_list_of_maps(ctx, doc, "heartbeats")):
             if (hb := load_heartbeat(ctx, item, i, defaults, beat_at)) is not None:
                 heartbeats.append(hb)
@@ -172,7 +178,7 @@ def _load_rules(locations: list[str]) -> RuleFile:
     if errors:
         raise ConfigError(errors)
     return RuleFile(defaults=defaults, rules=rules, inhibit=inhibit, maintenance=maintenance,
-                    sources=sources, heartbeats=heartbeats)
+                    sources=sources, heartbeats=heartbeats, actions=actions)
 
 
 

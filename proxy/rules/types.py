@@ -4,11 +4,15 @@ the defaults and its parents), inhibit rules, maintenance windows, webhook sourc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from proxy.ingest.webhook import Mapping
 from proxy.rules.matchers import Matcher
 from proxy.rules.suppress import Inhibit, Maintenance
 from proxy.rules.templates import JsonBody, Template
+
+if TYPE_CHECKING:
+    from proxy.rules.actions import Action
 
 ALL_LABELS = ("...",)
 MAX_FLAP_CHANGES = 20  # the stores keep this many status changes per alert
@@ -104,6 +108,7 @@ class RuleFile:
     maintenance: list[Maintenance] = field(default_factory=list)
     sources: dict[str, Mapping] = field(default_factory=dict)  # webhook name -> its mapping
     heartbeats: list[Heartbeat] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,10 +147,18 @@ def _remediate(v: Any) -> Remediate:
     if not isinstance(v, dict) or "url" not in v or "wait" not in v:
         raise ValueError("must be a mapping with at least url and wait (e.g. {url: "
                          "https://rundeck/api/45/job/restart/run, wait: 5m})")
-    unknown = set(v) - {"url", "method", "headers", "body", "timeout", "wait"}
+    return http_call(v, ENRICH_NAMES, ("wait",))
+
+
+def http_call(v: Any, names: tuple[str, ...], extra: tuple[str, ...] = ()) -> Remediate:
+    """An HTTP call given in the rules (`remediate:`, an action's `webhook:`): url, method,
+    headers, body, timeout (and `extra` keys), its templates over `names`."""
+    known = ("url", "method", "headers", "body", "timeout", *extra)
+    if not isinstance(v, dict) or "url" not in v:
+        raise ValueError("must be a mapping with at least url")
+    unknown = set(v) - set(known)
     if unknown:
-        raise ValueError(f"unknown key {min(unknown)!r} (known: url, method, headers, body, "
-                         "timeout, wait)")
+        raise ValueError(f"unknown key {min(unknown)!r} (known: {', '.join(known)})")
     secrets: list[str] = []
 
     def sub(text: Any, what: str, escape: str = "") -> Template:
@@ -158,7 +166,7 @@ def _remediate(v: Any) -> Remediate:
         secrets.extend(os.environ[m.group(1)] for m in _ENV_REF.finditer(str(text))
                        if os.environ.get(m.group(1)))
         try:
-            return _template(value, escape=escape)
+            return _template(value, names, escape=escape)
         except ValueError as e:
             raise ValueError(f"{what}: {e}") from None
 
@@ -194,7 +202,7 @@ def _remediate(v: Any) -> Remediate:
                      headers={str(k): sub(h, f"headers.{k}", "header") for k, h in headers.items()},
                      body=body,
                      timeout=_positive_duration(v.get("timeout", "10s")),
-                     wait=_positive_duration(v["wait"]), secrets=tuple(secrets))
+                     wait=_positive_duration(v["wait"]) if "wait" in v else 0.0, secrets=tuple(secrets))
 
 
 def _severity_map(v: Any) -> dict[str, str]:

@@ -86,8 +86,8 @@ async def test_webhook_sequence_ack_resolved_by_a_person_then_a_new_alert(tmp_pa
     await fire(base, "a")
     await wait_for(lambda: len(triggers(fake_pd)) == 1)
     key = triggers(fake_pd)[0]["dedup_key"]
-    assert await deliver(base, envelope("acknowledged", key, 1)) == (200, {"status": "success",
-                                                                          "verdict": "applied"})
+    assert await deliver(base, envelope("acknowledged", key, 1)) == (200, {
+        "status": "success", "verdict": "applied", "actions": []})
     await asyncio.sleep(7)  # two repeat intervals: no repeat while acknowledged
     assert len(triggers(fake_pd)) == 1
     async with aiohttp.ClientSession() as s, s.get(base + "/api/v1/groups") as r:

@@ -41,7 +41,7 @@ EXPECTED = {
     "top_level_list": "1: a rules file is a mapping with 'defaults' and 'rules'",
     "unknown_rule_key": "4: rule 'db': unknown key 'group_wiat' (did you mean 'group_wait'?)",
     "unknown_top_key": "3: unknown top-level key 'route' (known: defaults, rules, inhibit, "
-                       "maintenance, sources, heartbeats)",
+                       "maintenance, sources, heartbeats, actions)",
     "heartbeat_without_every": "4: heartbeats 'watchdog': every is required (e.g. every: 5m)",
     "heartbeat_twice": "8: heartbeats 'watchdog': name already used at "
                        "tests/fixtures/invalid_rules/heartbeat_twice.yml:4",

@@ -91,3 +91,22 @@ def test_every_problem_is_named_at_once():
                                        {"status": "firing", "labels": {"a": []}}]})
     assert e.value.errors == ["'alerts[0].status' must be \"firing\" or \"resolved\"",
                               "'alerts[1].labels.a' must be a string"]
+
+
+def test_an_annotated_incident_event_is_about_the_incident_it_references():
+    """incident.annotated carries a note (data.type incident_note), not the incident: it is
+    read (PagerDuty drops a delivery answered 4xx, and disables the subscription after
+    three), with the note for actions."""
+    import orjson
+
+    from proxy.ingest import pagerduty
+    from tests.conftest import ROOT
+
+    examples = ROOT / "tests" / "fixtures" / "pagerduty-webhooks-v3"
+    env = orjson.loads((examples / "envelope_incident_priority_updated.json").read_bytes())
+    env["event"].update(event_type="incident.annotated",
+                        data=orjson.loads((examples / "data_incident_note.json").read_bytes()))
+    ev = pagerduty.parse(orjson.dumps(env))
+    assert ev is not None and ev.event_type == "incident.annotated" and ev.incident_id == "PGR0VU2"
+    assert ev.incident_key is None and ev.status == "" and ev.agent == "Tenex Engineer"
+    assert ev.data is not None and ev.data["content"] == "I sure am glad we are using PagerDuty!"
