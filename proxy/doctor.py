@@ -6,6 +6,7 @@ REST API a `GET /abilities`, the store a ping."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import sqlite3
@@ -49,14 +50,49 @@ class Doctor:
         await self._store()
         await self._upstream()
         await self._rest(rf)
+        actions = rf.actions if rf is not None else []
         if self.webhook_secrets:
             self.ok("PagerDuty webhooks", f"{len(self.webhook_secrets)} signing secret(s) set: "
                     "/v1/pagerduty hears incident events")
+        elif actions:
+            self.fail("PagerDuty webhooks", f"{len(actions)} action(s) wait for incident events, but "
+                      "no --pagerduty-webhook-secret is set: /v1/pagerduty refuses every delivery")
         else:
             self.off("PagerDuty webhooks", "no --pagerduty-webhook-secret: /v1/pagerduty is "
                      "closed" + ("; the REST sync corrects states instead" if self.token else
                                  ", and acks and resolves made in PagerDuty are not heard"))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            for a in actions:
+                await self._target(session, a)
         return 1 if self.failed else 0
+
+    async def _target(self, session: aiohttp.ClientSession, a: Any) -> None:
+        """An action's target answers, with its credentials where it has a read-only call;
+        nothing is posted."""
+        s, what = a.spec, f"action {a.name}"
+        if a.kind == "jira":
+            url, headers = f"{s['site']}/rest/api/{s['api']}/myself", {"Authorization": "Basic " + base64.b64encode(
+                f"{s['email']}:{s['token']}".encode()).decode()}
+        elif a.kind == "statuspage":
+            url, headers = f"{s['url']}/pages/{s['page']}", {"Authorization": f"OAuth {s['api_key']}"}
+        elif a.kind == "slack":
+            url, headers = s["url"], {}
+        else:
+            url, headers = "/".join(a.call.url.source.split("/")[:3]), {}
+        shown = "/".join(url.split("/")[:3])  # (a Slack hook's path is its secret)
+        try:
+            async with session.get(url, headers=headers) as resp:
+                status, text = resp.status, (await resp.text(errors="replace"))[:80].strip()
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+            self.fail(what, f"{a.kind} at {shown}: not reachable ({type(e).__name__})")
+            return
+        refused = {"jira": (401, 403), "statuspage": (401, 403, 404), "slack": (403, 404, 410)}.get(a.kind, ())
+        if status in refused:
+            self.fail(what, f"{a.kind} at {shown} answers {status} {text or ''}".rstrip()
+                      + {"jira": ": check jira.email and jira.token",
+                         "statuspage": ": check statuspage.api_key and page"}.get(a.kind, ""))
+        else:
+            self.ok(what, f"{a.kind} at {shown} answers (HTTP {status}; nothing posted)")
 
     def _rules(self) -> Any:
         from proxy.rules import RuleSet, load_rules

@@ -29,6 +29,14 @@ hours runs in milliseconds.
           - at: 0s
             heartbeat: nightly-backup # an arrival of a heartbeat (heartbeats: in the rules)
         ...
+      - name: a P1 goes to Slack and Jira
+        input:
+          - at: 0s
+            alerts: [{labels: {alertname: CheckoutDown, service: checkout}}]
+          - at: 2m                    # a PagerDuty incident event (as its webhook says):
+            incident: {event: incident.triggered, service: Checkout, priority: P1, urgency: high,
+                       title: "Checkout down", of_page: true}   # of_page: the last page's incident
+        actions: [slack-oncall, jira-ops]   # the actions the incident events made, in order
       - name: a restart fixes it, nobody is paged
         remediation: {status: 200, body: restarted}   # what the `remediate:` endpoint
         input: [...]                                   # answers (or error: timeout|refused)
@@ -46,15 +54,18 @@ from typing import Any
 
 import orjson
 
+from proxy.actions import Actions
 from proxy.clock import ManualClock
 from proxy.durations import parse_duration
 from proxy.errors import ConfigError, InputError
 from proxy.ingest import alertmanager, datadog, events_v2, webhook
+from proxy.ingest.pagerduty import IncidentEvent
 from proxy.jsontypes import JsonObject
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline
 from proxy.remediate import Call, Caller, Outcome
 from proxy.rules import RuleSet, load_rules
+from proxy.rules.actions import ACTION_EVENTS
 from proxy.rules.matchers import parse_matchers
 from proxy.rules.templates import RENDER_ERRORS
 from proxy.rules.yamlfile import LDict, LList, load_yaml
@@ -63,8 +74,9 @@ from proxy.store.memory import MemoryStore
 
 __all__ = ["run_file", "run_files"]
 
-_SOURCES = ("alerts", "alertmanager", "datadog", "events_v2", "webhook", "heartbeat")
-_TEST_KEYS = ("name", "interval", "until", "input", "expect", "remediation", "silences")
+_SOURCES = ("alerts", "alertmanager", "datadog", "events_v2", "webhook", "heartbeat", "incident")
+_TEST_KEYS = ("name", "interval", "until", "input", "expect", "remediation", "silences", "actions")
+_INCIDENT_KEYS = ("event", "service", "priority", "urgency", "title", "status", "of_page", "by")
 
 
 @contextmanager
@@ -107,6 +119,25 @@ def _parse_input(step: LDict, where: str) -> tuple[str, Any]:
     if len(given) != 1:
         raise ConfigError([f"{where}: an input step needs exactly one of {', '.join(_SOURCES)}"])
     return given[0], step[given[0]]
+
+
+def _incident_event(body: Any, n: int, now: float, last_page: str | None) -> IncidentEvent:
+    """A rule test's `incident:` step as the webhook would carry it."""
+    if not isinstance(body, dict) or body.get("event") not in ACTION_EVENTS or not set(body) <= set(_INCIDENT_KEYS):
+        raise InputError([f"incident: a mapping with event (one of {', '.join(ACTION_EVENTS)}) and "
+                          f"optionally {', '.join(_INCIDENT_KEYS[1:])}"])
+    if body.get("of_page") and last_page is None:
+        raise InputError(["incident: of_page, but no page was sent before it"])
+    key = last_page if body.get("of_page") else None
+    status = body.get("status") or {"incident.acknowledged": "acknowledged",
+                                     "incident.resolved": "resolved"}.get(body["event"], "triggered")
+    inc_id = f"PTEST{n:03d}"
+    data = {"id": inc_id, "type": "incident", "number": n, "status": status, "incident_key": key,
+            "title": str(body.get("title", "")), "urgency": str(body.get("urgency", "high")),
+            "service": {"summary": str(body.get("service", ""))},
+            "priority": {"summary": str(body["priority"])} if body.get("priority") else None}
+    return IncidentEvent(id=f"test-event-{n}", event_type=body["event"], occurred_at=now, incident_id=inc_id,
+                         incident_key=key, status=status, agent=str(body.get("by", "")), data=data)
 
 
 async def _feed(pipeline: Pipeline, kind: str, body: Any) -> None:
@@ -154,11 +185,14 @@ def _fake_endpoint(spec: Any, where: str) -> tuple[Caller, list[Call]]:
     return answer, calls
 
 
-async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) -> list[tuple[float, JsonObject]]:
+async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str,
+                    made: list[str]) -> list[tuple[float, JsonObject]]:
+    """The events sent, at their test times; `made` gets the actions incident events made."""
     clock = ManualClock(start=1_800_000_000.0)
     t0 = clock.now()
     caller, _ = _fake_endpoint(test.get("remediation"), where)
     pipeline = Pipeline(RuleSet(load_rules(rule_files)), MemoryStore(), clock, Metrics(), caller=caller)
+    actions = Actions(pipeline.store, lambda: pipeline.rules, clock, Metrics())
     await _silences(pipeline, test.get("silences"), t0, where)
     inputs = test.get("input") or LList()
     steps: list[tuple[float, str, Any, str]] = []
@@ -182,13 +216,20 @@ async def _simulate(path: Path, rule_files: list[str], test: LDict, where: str) 
     if interval <= 0:
         raise ConfigError([f"{where}: interval must be longer than 0s"])
     out: list[tuple[float, JsonObject]] = []
-    t = 0.0
+    t, n_events = 0.0, 0
     while t <= until + 1e-9:
         clock.t = t0 + t
         while steps and steps[0][0] <= t + 1e-9:
             _, kind, body, sw = steps.pop(0)
             try:
-                await _feed(pipeline, kind, body)
+                if kind == "incident":
+                    pages = [b["dedup_key"] for _, b in out if b.get("event_action") == "trigger"]
+                    n_events += 1
+                    inc = _incident_event(body, n_events, clock.now(), pages[-1] if pages else None)
+                    made += await actions.queue(inc)
+                    await pipeline.incident(inc)  # (an ack or a resolve holds pages, as in serve)
+                else:
+                    await _feed(pipeline, kind, body)
             except InputError as e:
                 raise ConfigError([f"{sw}: {kind}: {m}" for m in e.errors]) from None
         await pipeline.heartbeats.check()
@@ -241,9 +282,12 @@ def run_file(path: Path) -> tuple[int, int, list[str]]:
                 raise ConfigError([f"{where}: unknown key {min(unknown)!r} (known: "
                                    f"{', '.join(_TEST_KEYS)})"])
             RENDER_ERRORS.clear()
-            got = asyncio.run(_simulate(path, rule_files, test, where))
+            made: list[str] = []
+            got = asyncio.run(_simulate(path, rule_files, test, where, made))
             expect = test.get("expect") or []
             problems = [f"template error: {e}" for e in RENDER_ERRORS]
+            if "actions" in test and list(test["actions"] or []) != made:
+                problems.append(f"actions: expected {list(test['actions'] or [])}, made {made}")
             for j, exp in enumerate(expect):
                 if j >= len(got):
                     problems.append(f"event {j + 1}: expected {orjson.dumps(exp).decode()}, but only "

@@ -200,3 +200,71 @@ def check(tmp_path, text: str) -> subprocess.CompletedProcess[str]:
 def test_check_names_what_is_wrong_with_an_action(tmp_path, action, says):
     done = check(tmp_path, "defaults:\n  routing_key: ${PD_ROUTING_KEY}\nactions:\n  - " + action + "\n")
     assert done.returncode == 1 and says in done.stderr and "rules.yml:" in done.stderr, done.stderr
+
+
+def doctor(tmp_path, fake_pd, t: FakeTargets, env: dict[str, str], secret: bool = True) -> subprocess.CompletedProcess[str]:
+    rules = write_rules(tmp_path / "rules", RULES % {"done": "Done"})
+    args = ["--rules", str(rules), "--upstream", fake_pd.url, "--store", "memory://"]
+    args += ["--pagerduty-webhook-secret", SECRET] if secret else []
+    return subprocess.run([sys.executable, "-m", "proxy", "doctor", *args], check=False, capture_output=True,
+                          text=True, cwd=ROOT, timeout=60, env={**os.environ, **env})
+
+
+async def test_doctor_checks_each_action_target_without_posting(tmp_path, fake_pd, targets):
+    t = targets
+    done = await asyncio.to_thread(doctor, tmp_path, fake_pd, t, env_of(t))
+    assert done.returncode == 0, done.stdout
+    ok = [x for x in done.stdout.splitlines() if x.startswith("ok    action")]
+    assert [x.split(":")[0] for x in ok] == ["ok    action slack-oncall", "ok    action jira-ops",
+                                             "ok    action status", "ok    action database-team"]
+    assert t.slack == [] and t.issues == {} and t.component_log == []  # nothing posted
+    broken = {**env_of(t, t.url + "/services/T000/B000/GONE"), "JIRA_TOKEN": "revoked", "SP_KEY": "wrong-key-000"}
+    done = await asyncio.to_thread(doctor, tmp_path, fake_pd, t, broken, secret=False)
+    fails = [x for x in done.stdout.splitlines() if x.startswith("FAIL")]
+    assert done.returncode == 1 and [x.split(":")[0] for x in fails] == [
+        "FAIL  PagerDuty webhooks", "FAIL  action slack-oncall", "FAIL  action jira-ops", "FAIL  action status"]
+    assert "404 channel_not_found" in fails[1] and "401" in fails[2] and "401" in fails[3]
+    for secret in ("GONE", "revoked", "wrong-key-000"):
+        assert secret not in done.stdout
+
+
+RULE_TEST = """
+rule_files: [rules.yml]
+env: {SLACK_URL: "https://hooks.slack.com/services/T0/B0/x", JIRA_SITE: "https://acme.atlassian.net",
+      JIRA_TOKEN: t, SP_KEY: k, SP_URL: "https://api.statuspage.io/v1"}
+tests:
+  - name: a page's incident goes to Slack, Jira and the status page; an ack to Slack
+    input:
+      - at: 0s
+        alerts: [{labels: {alertname: Down, instance: web1}}]
+      - at: 1m
+        incident: {event: incident.triggered, of_page: true, service: API Service, urgency: high,
+                   title: "Down", priority: P1}
+      - at: 2m
+        incident: {event: incident.acknowledged, of_page: true, by: Jane}
+    actions: [slack-oncall, jira-ops, status, slack-oncall]
+    expect:
+      - {event_action: trigger}
+  - name: another sender's incident on the database service
+    input:
+      - at: 0s
+        incident: {event: incident.triggered, service: Database, title: "replication lag"}
+    actions: [slack-oncall, database-team]   # (jira-ops matches alerts labelled Down only)
+    expect: []
+  - name: a wrong expectation fails
+    input:
+      - at: 0s
+        incident: {event: incident.resolved, service: Nothing}
+    actions: [status]
+"""
+
+
+def test_rule_tests_say_which_actions_an_incident_event_makes(tmp_path):
+    write_rules(tmp_path, RULES % {"done": "Done"})
+    (tmp_path / "actions.test.yml").write_text(RULE_TEST)
+    done = subprocess.run([sys.executable, "-m", "proxy", "test", str(tmp_path / "actions.test.yml")], check=False,
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1 and lines[-1] == "2 passed, 1 failed", done.stdout + done.stderr
+    assert lines[0].startswith("ok") and lines[1].startswith("ok") and lines[2].startswith("FAIL")
+    assert "actions: expected ['status'], made ['slack-oncall']" in done.stdout
