@@ -14,6 +14,7 @@ a secret: the action's settings and secrets are read from the rules when it runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -156,6 +157,11 @@ class Actions:
                 result = await run(self.http, a, ctx, memo, job.id)
             except StoreError as e:
                 result = Result("retry", f"store: {e}")
+            except asyncio.CancelledError:  # shutting down: give it back rather than wait out
+                with contextlib.suppress(Exception):  # its lease after the restart
+                    await asyncio.wait_for(self.store.end_job(job, "retry", self.clock.now(),
+                                                              due=self.clock.now()), 0.5)
+                raise
             for secret in a.secrets:
                 result.error = result.error.replace(secret, mask(secret))
         await self._end(job, body["action"], ctx, result)

@@ -210,6 +210,11 @@ async def statuspage(http: Http, a: Action, ctx: dict[str, Any], memo: Memo, _jo
         status, opening = s["on_resolve"], False
     else:
         return Done("nothing for this event")
+    # A trigger's job that failed for a while must not undo its incident's resolve that ran
+    # meanwhile: the resolve is remembered, and a later trigger job of it does nothing.
+    closed = f"statuspage-resolved:{a.name}:{inc['id']}"
+    if opening and ev["type"] == "incident.triggered" and await memo(closed, None) is not None:
+        return Done("the incident was resolved meanwhile")
     headers = {"Authorization": f"OAuth {s['api_key']}"}
     page = f"{s['url']}/pages/{s['page']}"
     if s["incident"]:
@@ -231,6 +236,8 @@ async def statuspage(http: Http, a: Action, ctx: dict[str, Any], memo: Memo, _jo
     for comp in s["components"]:
         await http.call(f"statuspage {a.name} (component {comp})", "PATCH", f"{page}/components/{comp}",
                         headers=headers, json={"component": {"status": status}})
+    if not opening:
+        await memo(closed, "1")
     return Done(f"components {status}")
 
 
