@@ -180,9 +180,9 @@ class Actions:
         now = self.clock.now()
         fields = {"action": name, "job": job.id, "event_type": ctx["event"]["type"],
                   "incident": ctx["incident"]["id"], "tries": job.tries + 1}
-        how = r.how
-        if how == "retry" and job.tries + 1 >= TRIES:
-            how, r.error = "dead", f"gave up after {TRIES} tries: {r.error}"
+        how, limit = r.how, r.tries or TRIES
+        if how == "retry" and job.tries + 1 >= limit:
+            how, r.error = "dead", f"gave up after {limit} tries: {r.error}"
         if how == "done":
             await self.store.end_job(job, "done", now)
             log.info("action done", extra={"fields": {**fields, "result": r.error}})

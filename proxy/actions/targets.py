@@ -30,6 +30,7 @@ class Result:
     how: str  # done | retry | dead
     error: str = ""
     after: float | None = None  # Retry-After, seconds
+    tries: int | None = None  # tries at most for this wait (else the loop's TRIES)
 
     @staticmethod
     def done(note: str = "") -> Result:
@@ -176,8 +177,10 @@ async def jira(http: Http, a: Action, ctx: dict[str, Any], memo: Memo, job: str)
         await memo(kept, key)
         return Done(f"issue {key}")
     if issue is None:
+        if ev["type"] != "incident.resolved":
+            return Done("no issue")
         return Result("retry", f"jira {a.name}: no issue yet for incident {inc['id']} (its trigger "
-                      "action has not run)") if ev["type"] == "incident.resolved" else Done("no issue")
+                      "action has not run)", tries=8)  # (~4 min: an incident from before the action)
     step = f"jira-step:{job}"
     if await memo(step, None) is None:  # the comment, once
         by = f" by {ev['agent']}" if ev.get("agent") else ""
