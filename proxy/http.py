@@ -89,7 +89,10 @@ async def read_body(request: web.Request, timeout: float = 10.0, text_ok: bool =
     if (request.content_length or 0) > MAX_BODY:
         raise TooLarge([f"body is larger than {MAX_BODY} bytes"])
     try:
-        raw = await asyncio.wait_for(request.read(), timeout)
+        if request.content.is_eof():  # all here already (most bodies): no timer to arm
+            raw = await request.read()
+        else:
+            raw = await asyncio.wait_for(request.read(), timeout)
     except web.HTTPRequestEntityTooLarge:
         raise TooLarge([f"body is larger than {MAX_BODY} bytes"]) from None
     except TimeoutError:

@@ -19,6 +19,8 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
+from prometheus_client import Counter
+
 from proxy import render
 from proxy.clock import Clock
 from proxy.flush import FLUSH_BUDGET, Flusher
@@ -58,6 +60,7 @@ class Pipeline:
         self.rules, self.store, self.clock, self.metrics = rules, store, clock, metrics
         self.tally = tally or Tally()  # the noise figures (stats.py)
         self.max_groups = max_groups
+        self._received: dict[str, Counter] = {}  # source -> its alerts_received child (labels() locks)
         self.on_enqueue = on_enqueue  # the sender's wake-up call
         self.remediations = Remediations(store, clock, metrics, caller or HttpCaller(),
                                          lambda: self.on_enqueue())
@@ -136,7 +139,11 @@ class Pipeline:
             log.warning("alert start times that are not ISO 8601 were left out", extra={"fields": {
                 "source": alerts[0].source, "alerts": len(bad_times), "first": bad_times[0][:100]}})
         if alerts:
-            self.metrics.alerts_received.labels(alerts[0].source).inc(len(alerts))
+            src = alerts[0].source
+            child = self._received.get(src)
+            if child is None:
+                child = self._received[src] = self.metrics.alerts_received.labels(src)
+            child.inc(len(alerts))
             counts["in|" + alerts[0].source] += len(alerts)
             self.tally.merge(counts, now)
 
