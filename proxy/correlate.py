@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from proxy.model import Flush, Group
 from proxy.rules.types import Rule
+from proxy.state import Incident
 
 __all__ = ["Page", "apply", "decide", "flapping", "page_details", "recheck"]
 
@@ -145,7 +146,9 @@ def apply(g: Group, f: Flush, page: Page, now: float, rule: Rule) -> None:
     st.held = page.held
     if "trigger" in f.actions:
         if st.pd is not None and st.pd.status == "resolved":
-            st.pd = None  # a new incident in PagerDuty
+            # a new incident in PagerDuty (which incident got the group's notes is kept:
+            # the remediation's outcome belongs to the first one only, proxy/notes.py)
+            st.pd = Incident(noted=st.pd.noted) if st.pd.noted else None
         g.triggered = True
         g.grown = False
         g.last_trigger_at = now

@@ -184,16 +184,20 @@ async def test_a_rules_notes_and_a_failed_remediation_reach_the_incident_once(
         await asyncio.sleep(5)
         inc = rest.open_for(key)
         assert inc is not None
-        rest.resolve(key)  # in PagerDuty. A new alert after it pages again (whether the
-        await asyncio.sleep(0.1)  # sync saw the resolve first or a repeat went out first),
-        await fire(base, "web3")  # and PagerDuty opens a new incident
+        rest.resolve(key)  # in PagerDuty. Then either a repeat goes out first (PagerDuty
+        for _ in range(100):  # opens a new incident for it) or the sync learns of the resolve
+            if rest.open_for(key) is not None or pd_state(await group(base, key)).get("status") == "resolved":
+                break
+            await asyncio.sleep(0.1)
+        await fire(base, "web3")  # and a new alert pages: a new incident, if none is open yet
         await wait_for(lambda: rest.open_for(key) is not None and len(rest.open_for(key).notes) >= 2,
                        timeout=20)
         await asyncio.sleep(3)
     second = rest.open_for(key)
     assert second is not None and second.id != inc.id
-    assert [n["content"] for n in second.notes] == [  # (the remediation preceded the first)
-        "Runbook: https://runbooks.example.com/down", "Firing on: web1, web2, web3"]
+    runbook, firing = [n["content"] for n in second.notes]  # (the remediation preceded the first)
+    assert runbook == "Runbook: https://runbooks.example.com/down"
+    assert firing in ("Firing on: web1, web2, web3", "Firing on: web1, web2")  # (when it was written)
     contents = [n["content"] for n in inc.notes]
     assert contents[:2] == ["Runbook: https://runbooks.example.com/down", "Firing on: web1, web2"]
     assert len(contents) == 3 and contents[2].startswith("alert-proxy: the remediation before this "
