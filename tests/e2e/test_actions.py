@@ -277,12 +277,12 @@ async def test_a_late_trigger_job_does_not_undo_the_resolve_on_the_status_page(
     await fire(base, "web1")
     await wait_for(lambda: len(triggers(fake_pd)) == 1, timeout=10)
     key = triggers(fake_pd)[0]["dedup_key"]
-    t.fail("statuspage", 1, 420, retry_after="3")  # the trigger's job waits 3 s
+    t.fail("statuspage", 1, 420, retry_after="5")  # the trigger's job waits 5 s
     await deliver(base, envelope("triggered", key, 1))
     await wait_for(lambda: t.count("statuspage", 420) == 1, timeout=10)
     await deliver(base, envelope("resolved", key, 2))  # and its resolve runs first
     await wait_for(lambda: t.component_log == [("cmp1", "operational")], timeout=10)
-    await asyncio.sleep(4)  # the trigger's job has run again by now
+    await asyncio.sleep(6)  # the trigger's job has run again by now
     assert t.component_log == [("cmp1", "operational")] and t.sp_incidents == {}
     log = (tmp_path / "proxy.log").read_text()
     assert "the incident was resolved meanwhile" in log

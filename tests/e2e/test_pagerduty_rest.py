@@ -95,14 +95,15 @@ async def test_an_ack_and_a_resolve_made_in_pagerduty_reach_the_group_within_a_s
         tmp_path, fake_pd, rest, proxy_process):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    await serve(proxy_process, flags(tmp_path, rest, port, RULES, "1s"))
+    await serve(proxy_process, flags(tmp_path, rest, port, RULES.replace("repeat_interval: 3s",
+                                                                         "repeat_interval: 6s"), "1s"))
     await fire(base, "web1")
     await wait_for(lambda: len(triggers(fake_pd)) == 1, timeout=10)
     key = triggers(fake_pd)[0]["dedup_key"]
     rest.acknowledge(key, "Jane Doe")  # in PagerDuty's UI; the webhook is lost
     g = await until_group(base, key, lambda g: pd_state(g).get("status") == "acknowledged", 4)
     assert pd_state(g)["by"] == "Jane Doe" and pd_state(g)["incident"] == "PINC0001"
-    await asyncio.sleep(4)  # past repeat_interval (3s): acknowledged holds the repeat
+    await asyncio.sleep(6.5)  # past repeat_interval (6s): acknowledged holds the repeat
     assert len(triggers(fake_pd)) == 1
     rest.resolve(key)
     await until_group(base, key, lambda g: pd_state(g).get("status") == "resolved", 4)
