@@ -5,8 +5,9 @@ decreasing order, each at most once: 30s, 5m, 4h, 1h30m, 1d, 2w, 1y, 500ms. `1.5
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
-__all__ = ["parse_duration"]
+__all__ = ["header_seconds", "parse_duration"]
 
 _UNITS = (("y", 365 * 86400.0), ("w", 604800.0), ("d", 86400.0), ("h", 3600.0), ("m", 60.0),
           ("s", 1.0), ("ms", 0.001))
@@ -23,3 +24,13 @@ def parse_duration(text: object) -> float:
     if m is None or not any(m.groups()):
         raise ValueError(f"{text!r} is not a duration (e.g. 30s, 5m, 4h, 1h30m)")
     return sum(int(n) * seconds for n, (_, seconds) in zip(m.groups(), _UNITS, strict=True) if n)
+
+
+def header_seconds(headers: Mapping[str, str] | None, name: str = "Retry-After") -> float | None:
+    """Seconds an HTTP answer's header gives (Retry-After, PagerDuty's ratelimit-reset);
+    None if absent or not a number of seconds (a Retry-After date)."""
+    raw = headers.get(name) if headers else None
+    try:
+        return max(0.0, float(raw)) if raw is not None else None
+    except ValueError:
+        return None

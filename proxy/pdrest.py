@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from proxy.durations import header_seconds
+
 __all__ = ["API_URL", "APIError", "PagerDutyAPI", "incident_time"]
 
 log = logging.getLogger("alert_proxy")
@@ -107,8 +109,8 @@ class PagerDutyAPI:
                         return orjson.loads(raw) if raw else {}
                     err = _error(resp.status, raw)
                     if resp.status == 429:
-                        wait = _seconds(resp.headers.get("ratelimit-reset")) or _seconds(
-                            resp.headers.get("Retry-After")) or self._backoff * 2 ** attempt
+                        wait = header_seconds(resp.headers, "ratelimit-reset") or header_seconds(
+                            resp.headers) or self._backoff * 2 ** attempt
                     elif resp.status >= 500 or resp.status == 408:
                         wait = self._backoff * 2 ** attempt
                     else:
@@ -174,10 +176,3 @@ def _error(status: int, raw: bytes) -> APIError:
     if isinstance(e, str):
         return APIError(status, e)
     return APIError(status, raw[:200].decode(errors="replace") or "no body")
-
-
-def _seconds(text: str | None) -> float:
-    try:
-        return max(0.0, float(text)) if text else 0.0
-    except ValueError:
-        return 0.0

@@ -28,7 +28,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -37,6 +37,7 @@ import orjson
 
 from proxy import logs
 from proxy.clock import Clock
+from proxy.durations import header_seconds
 from proxy.errors import StoreError
 from proxy.metrics import Metrics
 from proxy.model import OutEvent
@@ -104,15 +105,6 @@ def backoff(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with full jitter on the upper half: [d/2, d]."""
     d: float = min(cap, base * 2.0 ** max(0, attempt))
     return d / 2 + random.random() * d / 2
-
-
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from a Retry-After header given in seconds (None if absent or a date)."""
-    raw = headers.get("Retry-After") if headers else None
-    try:
-        return max(0.0, float(raw)) if raw is not None else None
-    except ValueError:
-        return None
 
 
 class Sender:
@@ -261,7 +253,7 @@ class Sender:
         elif d.verdict is Verdict.PAUSE:
             n = self._pauses.get(ev.routing_key, 0)
             self._pauses[ev.routing_key] = n + 1
-            delay = _retry_after(headers) or backoff(n, self.retry_base * 4, self.retry_cap)
+            delay = header_seconds(headers) or backoff(n, self.retry_base * 4, self.retry_cap)
             await self.store.pause(ev.routing_key, now + delay)
             await self.store.retry(ev, stamp, now + delay, error, count=False, now=now)
             self.metrics.rate_limited.labels(ev.key_name).inc()

@@ -28,6 +28,7 @@ from proxy.clock import Clock
 from proxy.errors import StoreError
 from proxy.ingest.pagerduty import IncidentEvent
 from proxy.metrics import Metrics
+from proxy.pdrest import incident_time
 from proxy.redact import mask
 from proxy.render import template_context
 from proxy.rules import RuleSet
@@ -57,13 +58,6 @@ def _words(seconds: float) -> str:
     return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
-def _time(text: Any) -> float:
-    try:
-        return datetime.fromisoformat(str(text)).timestamp()
-    except ValueError:
-        return 0.0
-
-
 def incident_context(ev: IncidentEvent, group_ctx: dict[str, Any] | None) -> dict[str, Any]:
     """What an action's templates see of an incident event (and of its group, if ours)."""
     data = ev.data or {}
@@ -82,7 +76,7 @@ def incident_context(ev: IncidentEvent, group_ctx: dict[str, Any] | None) -> dic
     when = datetime.fromtimestamp(ev.occurred_at).astimezone().isoformat() if ev.occurred_at else ""
     event = {"id": ev.id, "type": ev.event_type, "occurred_at": when, "agent": ev.agent,
              "note": data.get("content", "") if data.get("type") == "incident_note" else ""}
-    created = _time(incident["created_at"])
+    created = incident_time(incident["created_at"])
     ctx: dict[str, Any] = {"incident": incident, "event": event,
                            "duration": _words(ev.occurred_at - created) if created and ev.occurred_at else "",
                            "labels": {}, "group_labels": {}, "alerts": [], "num_firing": 0}

@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from proxy.durations import header_seconds
 from proxy.remediate import EXCERPT
 from proxy.rules.actions import Action
 
@@ -44,13 +45,6 @@ class Failed(Exception):
     def __init__(self, result: Result) -> None:
         super().__init__(result.error)
         self.result = result
-
-
-def _seconds(text: str | None) -> float | None:
-    try:
-        return max(0.0, float(text)) if text else None
-    except ValueError:
-        return None
 
 
 class Http:
@@ -86,7 +80,7 @@ class Http:
                 text = raw[:EXCERPT].decode(errors="replace").strip()
                 error = f"{what}: HTTP {r.status}: {text or r.reason}"
                 if r.status in (408, 420, 429) or r.status >= 500:
-                    raise Failed(Result("retry", error, _seconds(r.headers.get("Retry-After"))))
+                    raise Failed(Result("retry", error, header_seconds(r.headers)))
                 raise Failed(Result("dead", error))
         except TimeoutError:
             raise Failed(Result("retry", f"{what}: no answer within {timeout or self.timeout:g}s")) from None

@@ -95,16 +95,16 @@ def parse(raw: bytes) -> IncidentEvent | None:
     assert isinstance(data, dict)
     if event["resource_type"] != "incident":
         return None
+    agent = event.get("agent")
+    who = agent.get("summary") if isinstance(agent, dict) else None
+    who = who if isinstance(who, str) else ""
     ref = data.get("incident")
     if data.get("type", "incident") != "incident" and isinstance(ref, dict):
         # a note, a responder, a status update: about the incident it references
         if not isinstance(ref.get("id"), str):
             raise InputError(["'event.data.incident.id' is missing or not a string"])
-        agent = event.get("agent")
-        who = agent.get("summary") if isinstance(agent, dict) else None
         return IncidentEvent(id=event["id"], event_type=event["event_type"], occurred_at=occurred,
-                             incident_id=ref["id"], incident_key=None, status="",
-                             agent=who if isinstance(who, str) else "", data=data)
+                             incident_id=ref["id"], incident_key=None, status="", agent=who, data=data)
     for field in ("id", "status"):
         if not isinstance(data.get(field), str):
             errors.append(f"'event.data.{field}' is missing or not a string")
@@ -113,8 +113,6 @@ def parse(raw: bytes) -> IncidentEvent | None:
         errors.append("'event.data.incident_key' must be a string")
     if errors:
         raise InputError(errors)
-    agent = event.get("agent")
-    who = agent.get("summary") if isinstance(agent, dict) else None
     return IncidentEvent(id=event["id"], event_type=event["event_type"], occurred_at=occurred,
                          incident_id=data["id"], incident_key=incident_key, status=data["status"],
-                         agent=who if isinstance(who, str) else "", data=data)
+                         agent=who, data=data)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.sender import Outcome, Verdict, _retry_after, backoff, classify
+from proxy.durations import header_seconds
+from proxy.sender import Outcome, Verdict, backoff, classify
 
 
 @pytest.mark.parametrize("status,outcome,verdict", [
@@ -32,4 +33,5 @@ def test_backoff_doubles_with_jitter_and_a_cap():
     ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, None), ({}, None), (None, None),
 ])
 def test_retry_after(headers, want):
-    assert _retry_after(headers) == want
+    assert header_seconds(headers) == want
+    assert header_seconds({"ratelimit-reset": "20"}, "ratelimit-reset") == 20.0  # PagerDuty's REST API
