@@ -18,21 +18,13 @@ import aiohttp
 import pytest
 
 from tests.conftest import ROOT, wait_for, write_rules
-from tests.e2e.test_loop import FixEndpoint, fire, triggers
+from tests.e2e.test_loop import RULES, FixEndpoint, fire, triggers
 from tests.support.fakepd_rest import FakePagerDutyREST
 from tests.support.net import free_port, wait_port
 
 pytestmark = pytest.mark.e2e
 TOKEN = "u+restToken-4f9a8b7c6d5e"
 ADMIN = "admin-token-3c4d"
-RULES = """
-defaults:
-  routing_key: ${PD_ROUTING_KEY}
-  group_by: [alertname]
-  group_wait: 500ms
-  group_interval: 1s
-  repeat_interval: 3s
-"""
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
+from tests.support.net import serve_app
+
 COMPONENT_STATUSES = ("operational", "under_maintenance", "degraded_performance", "partial_outage",
                       "major_outage", "")
 
@@ -283,12 +285,7 @@ class FakeTargets:
         r.add_patch("/v1/pages/{page}/components/{cid}", self._sp_component)
         r.add_post("/v1/pages/{page}/incidents", self._sp_incident)
         r.add_patch("/v1/pages/{page}/incidents/{iid}", self._sp_incident)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        sock = site._server.sockets[0]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self._runner, self.url = await serve_app(app)
         return self.url
 
     async def stop(self) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.support.net import serve_app
+
 SEVERITIES = ("critical", "error", "warning", "info")
 TOP_FIELDS = {"routing_key", "event_action", "dedup_key", "payload", "images", "links",
               "client", "client_url"}
@@ -242,12 +244,7 @@ class FakePagerDuty:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post("/v2/enqueue", self._handle)
         app.router.add_post("/v2/change/enqueue", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        sock = site._server.sockets[0]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self._runner, self.url = await serve_app(app, port)
         return self.url
 
     async def stop(self) -> None:

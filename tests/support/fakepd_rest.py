@@ -29,6 +29,7 @@ import orjson
 from aiohttp import web
 
 from tests.support.fakepd import FakePagerDuty
+from tests.support.net import serve_app
 
 ACCEPT = "application/vnd.pagerduty+json;version=2"
 NEEDS_FROM = ("POST /incidents/{id}/notes", "PUT /incidents/{id}")
@@ -268,12 +269,7 @@ class FakePagerDutyREST:
         app.router.add_post("/incidents/{id}/notes", self._post_note)
         app.router.add_get("/abilities", self._abilities)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        sock = site._server.sockets[0]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self._runner, self.url = await serve_app(app)
         return self.url
 
     async def stop(self) -> None:
