@@ -36,14 +36,13 @@ class RestSettings:
 class PagerDutyLink:
     def __init__(self, settings: RestSettings, store: Store, incidents: Incidents,
                  rules: Callable[[], RuleSet], clock: Clock, metrics: Metrics) -> None:
-        self.settings, self.metrics, self.clock = settings, metrics, clock
         self.api: PagerDutyAPI | None = None
         self.notes: Notes | None = None
         self.sync: Sync | None = None
         if settings.token:
             self.api = PagerDutyAPI(settings.token, settings.from_email, settings.url)
             self.notes = Notes(store, rules, self.api, clock, metrics)
-            self.sync = Sync(store, incidents, self.api, metrics, self.notes)
+            self.sync = Sync(store, incidents, self.api, metrics, clock, self.notes)
 
     def delivered(self, dedup_key: str) -> None:
         """The sender delivered a trigger."""
@@ -59,7 +58,6 @@ class PagerDutyLink:
             log.warning("PagerDuty sync failed; trying again at the next interval", extra={
                 "fields": {"error": str(e)}})
             return
-        self.metrics.pd_sync_last.set(self.clock.now())
         if changes:
             log.info("PagerDuty sync done", extra={"fields": {"changed": len(changes)}})
 
@@ -84,7 +82,6 @@ class PagerDutyLink:
         except APIError as e:
             return json_response({"status": "error", "message": f"PagerDuty's REST API: {e}",
                                   "errors": [str(e)]}, 502)
-        self.metrics.pd_sync_last.set(self.clock.now())
         return json_response({"status": "success", "changes": [
             {"dedup_key": c.dedup_key, "incident": c.incident, "was": c.was, "now": c.now, "by": c.by}
             for c in changes]})

@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.clock import Clock
 from proxy.incidents import Incidents
 from proxy.ingest.pagerduty import IncidentEvent
 from proxy.metrics import Metrics
@@ -59,14 +60,20 @@ def believed(g: Group) -> str:
 
 
 class Sync:
-    def __init__(self, store: Store, incidents: Incidents, api: PagerDutyAPI,
-                 metrics: Metrics | None = None, notes: Notes | None = None) -> None:
+    def __init__(self, store: Store, incidents: Incidents, api: PagerDutyAPI, metrics: Metrics,
+                 clock: Clock, notes: Notes | None = None) -> None:
         self.store, self.incidents, self.api, self.metrics = store, incidents, api, metrics
-        self.notes = notes
+        self.clock, self.notes = clock, notes
 
     async def run(self) -> list[Change]:
         """One pass; the changes it made. APIError or StoreError when it could not finish
         (what it changed before stays changed)."""
+        changes = await self._pass()
+        self.metrics.pd_sync_changes.inc(len(changes))
+        self.metrics.pd_sync_last.set(self.clock.now())
+        return changes
+
+    async def _pass(self) -> list[Change]:
         heads = {g.key: g for g in await self.store.heads()}
         groups = {k: v for k, v in ((k, believed(g)) for k, g in heads.items()) if v}
         changes: list[Change] = []
@@ -100,8 +107,6 @@ class Sync:
                 change = await self._apply(key, was, status, inc)
                 if change is not None:
                     changes.append(change)
-        if self.metrics is not None:
-            self.metrics.pd_sync_changes.inc(len(changes))
         return changes
 
     async def _apply(self, key: str, was: str, status: str, inc: Any) -> Change | None:
