@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -22,6 +21,7 @@ import aiohttp
 import orjson
 
 from proxy.durations import header_seconds
+from proxy.pacing import Pacer
 
 __all__ = ["API_URL", "APIError", "PagerDutyAPI", "incident_time"]
 
@@ -59,9 +59,7 @@ class PagerDutyAPI:
                  backoff: float = 1.0) -> None:
         self.url, self.from_email = url.rstrip("/"), from_email
         self._token = token
-        self._gap = 60.0 / per_minute
-        self._next = 0.0  # monotonic time of the next request's turn
-        self._lock = asyncio.Lock()
+        self._pace = Pacer(60.0 / per_minute)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._tries, self._backoff = tries, backoff
         self._session: aiohttp.ClientSession | None = None
@@ -71,15 +69,6 @@ class PagerDutyAPI:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    async def _turn(self) -> None:
-        """Pace requests evenly under PER_MINUTE."""
-        async with self._lock:
-            now = time.monotonic()
-            wait = self._next - now
-            self._next = max(now, self._next) + self._gap
-        if wait > 0:
-            await asyncio.sleep(wait)
 
     async def request(self, method: str, path: str, params: list[tuple[str, str]] | None = None,
                       body: Any = None) -> Any:
@@ -99,7 +88,7 @@ class PagerDutyAPI:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         err = APIError(0, "no try made")
         for attempt in range(self._tries):
-            await self._turn()
+            await self._pace.turn()
             self.requests += 1
             try:
                 async with self._session.request(method, self.url + path, params=params,

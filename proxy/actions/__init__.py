@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -28,6 +27,7 @@ from proxy.clock import Clock
 from proxy.errors import StoreError
 from proxy.ingest.pagerduty import IncidentEvent
 from proxy.metrics import Metrics
+from proxy.pacing import Pacer
 from proxy.pdrest import incident_time
 from proxy.redact import mask
 from proxy.render import template_context
@@ -99,8 +99,7 @@ class Actions:
     def __init__(self, store: Store, rules: Callable[[], RuleSet], clock: Clock, metrics: Metrics) -> None:
         self.store, self.rules, self.clock, self.metrics = store, rules, clock, metrics
         self.http = Http()
-        self._next: dict[str, float] = {}  # target -> monotonic time of its next turn
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._pacers: dict[str, Pacer] = {}  # per target
 
     def configured(self) -> bool:
         return bool(self.rules().actions)
@@ -162,13 +161,8 @@ class Actions:
 
     async def _turn(self, target: str) -> None:
         gap = GAP.get(target.split(" ")[0], 0.0)
-        if not gap:
-            return
-        async with self._locks.setdefault(target, asyncio.Lock()):
-            wait = self._next.get(target, 0.0) - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._next[target] = time.monotonic() + gap
+        if gap:
+            await self._pacers.setdefault(target, Pacer(gap)).turn()
 
     async def _end(self, job: Job, name: str, ctx: dict[str, Any], r: Result) -> None:
         now = self.clock.now()
