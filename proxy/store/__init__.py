@@ -21,8 +21,8 @@ def from_url(url: str, prefix: str = "alert-proxy") -> Store:
     from proxy.store.redis_url import SCHEMES
 
     if url.startswith(SCHEMES):
-        from proxy.store.redis import RedisStore
+        from proxy.store.redis_parts import PartitionedStore
 
-        return RedisStore(url, prefix=prefix)
+        return PartitionedStore(url, prefix=prefix)
     raise ConfigError([f"--store: {url!r} is not a store URL (memory://, sqlite:///path/state.db, "
                        "redis://host:port/db, rediss://, redis+sentinel://, redis+cluster://)"])

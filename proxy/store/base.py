@@ -130,6 +130,14 @@ class KeyStats:
     sent_in_window: int
 
 
+def add_key(keys: dict[str, KeyStats], name: str, k: KeyStats) -> None:
+    """`k` into `keys` under its name: routing keys that share a name (the metrics' label)
+    add up."""
+    m = keys.get(name)
+    keys[name] = k if m is None else KeyStats(m.depth + k.depth, min(m.oldest_enqueued_at, k.oldest_enqueued_at),
+                                              m.sent_in_window + k.sent_in_window)
+
+
 @dataclass(slots=True)
 class Stats:
     """What the metrics show: counters kept by the store, O(routing keys) to read."""

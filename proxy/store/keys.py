@@ -1,6 +1,7 @@
 """Redis key names, all in one place: the Lua scripts never build one, they get every
 key they touch in KEYS (Redis Cluster requires it). Every key starts with the
-hash-tagged prefix `{prefix}`, so a whole proxy's keys live in one Cluster slot.
+hash-tagged prefix `{prefix}`, so a whole store's keys live in one Cluster slot (a
+partition's prefix is its tag: redis_parts.py).
 Routing keys never appear in key names: `rid` is a hash.
 
     windows  g:<k> (hash: the group's fields)   ga:<k> (hash fp -> alert JSON)

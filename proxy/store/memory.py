@@ -29,6 +29,7 @@ from proxy.store.base import (
     Resolved,
     Stats,
     Window,
+    add_key,
     capped,
 )
 from proxy.store.codec import split_status
@@ -243,7 +244,7 @@ class MemoryStore(MemoryOutbox, MemoryJobs):
             if not k.depth and not sent:
                 continue
             oldest = k.age[0][0] if k.depth and k.age else now
-            keys[k.name] = KeyStats(k.depth, oldest, sent)
+            add_key(keys, k.name, KeyStats(k.depth, oldest, sent))
         return Stats(groups_open=len(self._groups), dead=len(self._dead), keys=keys,
                      oldest_due=self._oldest_due())
 

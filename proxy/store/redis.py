@@ -34,6 +34,7 @@ from proxy.store.base import (
     Stats,
     Take,
     Window,
+    add_key,
 )
 from proxy.store.redis_oncall import OnCall
 from proxy.store.redis_url import connect
@@ -47,9 +48,19 @@ class RedisStore(OnCall):
     round trip); else the answer is 503 and the sender retries. Behind Sentinel, with
     N = 1, a failover loses nothing that was answered 2xx."""
 
-    def __init__(self, url: str, prefix: str = "alert-proxy") -> None:
+    def __init__(self, url: str, prefix: str = "alert-proxy", *,
+                 shared: RedisStore | None = None) -> None:
+        """`prefix`: the hash tag of every key (a partition's tag: redis_parts.py).
+        `shared`: a store on the same Redis whose client and scripts this one uses."""
         self.url = url
         self.n = keys.Names(prefix)
+        self._s: dict[str, Any]
+        self._replicas: int
+        self._wait_ms: int
+        if shared is not None:
+            self._r, self._s = shared._r, shared._s
+            self._replicas, self._wait_ms = shared._replicas, shared._wait_ms
+            return
         plain, self._replicas, self._wait_ms = rc.wait_option(url)
         self._r = connect(plain)
         self._s = {name: self._r.register_script(rc.lua(name)) for name in rc.LIBS}
@@ -335,7 +346,7 @@ class RedisStore(OnCall):
             depth, oldest, sent = raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]
             if not depth and not sent:
                 continue
-            out[rc.text(names[r])] = KeyStats(int(depth), float(oldest[0][1]) if oldest else now, int(sent))
+            add_key(out, rc.text(names[r]), KeyStats(int(depth), float(oldest[0][1]) if oldest else now, int(sent)))
         dues = [float(z[0][1]) for z in (due_u, due_n) if z]
         return Stats(groups_open=int(urgent) + int(other), dead=int(dead), keys=out,
                      oldest_due=min(dues) if dues else None)

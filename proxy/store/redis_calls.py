@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import orjson
 from redis.exceptions import RedisError
 
-from proxy.errors import StoreError
+from proxy.errors import ConfigError, StoreError
 from proxy.model import Group, GroupAlert, OutEvent
 from proxy.state import GroupState
 from proxy.store import keys
@@ -142,11 +142,30 @@ class Keys:
 
 def wait_option(url: str) -> tuple[str, int, int]:
     """`?wait_replicas=N[&wait_timeout_ms=T]`: (the URL without them, N, T)."""
+    plain, (n, t) = _pop_ints(url, ("wait_replicas", 0), ("wait_timeout_ms", 1000))
+    return plain, n, t
+
+
+def partitions_option(url: str) -> tuple[str, int]:
+    """`?partitions=N`: (the URL without it, N). A Cluster's default is 16, anything
+    else's 1 (one slot: keys.py)."""
+    default = 16 if urlsplit(url).scheme.endswith("+cluster") else 1
+    plain, (n,) = _pop_ints(url, ("partitions", default))
+    if not 1 <= n <= 256:
+        raise ConfigError([f"--store: partitions={n}: give 1 to 256"])
+    return plain, n
+
+
+def _pop_ints(url: str, *names: tuple[str, int]) -> tuple[str, list[int]]:
     u = urlsplit(url)
     q = parse_qs(u.query)
-    n = int(q.pop("wait_replicas", ["0"])[0])
-    t = int(q.pop("wait_timeout_ms", ["1000"])[0])
-    return urlunsplit(u._replace(query=urlencode(q, doseq=True))), n, t
+    out = []
+    for name, default in names:
+        raw = q.pop(name, [str(default)])[0]
+        if not raw.isdigit():
+            raise ConfigError([f"--store: {name}={raw!r} is not a whole number"])
+        out.append(int(raw))
+    return urlunsplit(u._replace(query=urlencode(q, doseq=True))), out
 
 
 def group(key: str, f: list[bytes], alerts: list[bytes], statuses: list[bytes]) -> Group:

@@ -4,8 +4,8 @@
     rediss://host:port/db?ssl_ca_certs=ca.pem&ssl_certfile=c.pem&ssl_keyfile=k.pem
                                                         TLS (CA, client certificate)
     redis+sentinel://[:password@]h1:p1,h2:p2/service/db  Sentinel: follows the master
-    redis+cluster://[:password@]h1:p1,h2:p2              a Cluster (every key of one proxy
-                                                         sits in one slot: keys.py)
+    redis+cluster://[:password@]h1:p1,h2:p2[?partitions=16]  a Cluster (the store in
+                                                         partitions: redis_parts.py)
     unix:///run/redis.sock?db=0                          a local socket
 
 TLS options (`ssl_*` query parameters) work with the Sentinel and Cluster forms too

@@ -374,6 +374,16 @@ async def test_stats_come_from_counters(store):
     assert k.depth == 2 and k.oldest_enqueued_at == T0 and k.sent_in_window == 1
 
 
+async def test_keys_that_share_a_name_add_up(store):
+    """The metrics are labelled by a key's name: two keys named alike count together."""
+    await store.enqueue([ev("d"), ev("e", rk=KEY2), ev("f", rk=KEY2)])
+    t = await store.take(KEY2, T0 + 1, 30, WIN)
+    assert t.event is not None
+    await store.done(t.event, t.stamp, T0 + 1)
+    k = (await store.stats(T0 + 2, WIN)).keys["PD"]
+    assert (k.depth, k.sent_in_window) == (2, 1)
+
+
 async def test_first_time_is_once_while_remembered(store):
     assert await store.first_time("webhook-1", T0, 60) is True
     assert await store.first_time("webhook-1", T0 + 1, 60) is False

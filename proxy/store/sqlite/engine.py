@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from proxy.errors import StoreError, StoreFull
-from proxy.store.base import COUNT_HOURS, JOB_KEPT, MEMO_KEPT, KeyStats, Stats, Window, capped
+from proxy.store.base import (
+    COUNT_HOURS,
+    JOB_KEPT,
+    MEMO_KEPT,
+    KeyStats,
+    Stats,
+    Window,
+    add_key,
+    capped,
+)
 from proxy.store.semantics import heartbeat as beat_rule
 from proxy.store.sqlite.schema import open_file
 from proxy.store.sqlite.tables import Change
@@ -87,7 +96,7 @@ class Engine(Windows):
             if not depth and not sent:
                 continue
             oldest = c.execute("SELECT MIN(enqueued_at) FROM outbox WHERE rk = ?", (rk,)).fetchone()[0]
-            keys[self.counts.names.get(rk, "?")] = KeyStats(depth, oldest if oldest is not None else now, sent)
+            add_key(keys, self.counts.names.get(rk, "?"), KeyStats(depth, oldest if oldest is not None else now, sent))
         dues = [d for (d,) in c.execute("SELECT MIN(due) FROM groups WHERE urgent = 1 UNION ALL "
                                         "SELECT MIN(due) FROM groups WHERE urgent = 0") if d is not None]
         return Stats(groups_open=self.counts.groups, dead=self.counts.dead, keys=keys,
