@@ -127,12 +127,20 @@ class Bench:
                 store = f"sqlite://{self.work}/bench-{mode}.db"
             try:
                 for batch in (1, 64):
-                    with self.proxy(store) as (base, _):
+                    with self.proxy(store) as (base, p):
                         url = base + "/v1/alertmanager"
                         self.wrk(url, "webhook", batch, duration=1)
                         before = self.redis_calls(server)
+                        cpu0 = cpu_seconds(p.pid), redis_cpu(server)
                         r = self.wrk(url, "webhook", batch)
                         extra: dict[str, Any] = {}
+                        # sizing: alerts per CPU-second of the proxy (its SQLite child
+                        # included) and of redis-server
+                        used = cpu_seconds(p.pid) - cpu0[0]
+                        extra["alerts_per_proxy_cpu_s"] = round(r["alerts_per_s"] * r["duration_us"] / 1e6 / max(used, 1e-3))
+                        if server:
+                            used = redis_cpu(server) - cpu0[1]
+                            extra["alerts_per_redis_cpu_s"] = round(r["alerts_per_s"] * r["duration_us"] / 1e6 / max(used, 1e-3))
                         if r["non2xx"]:  # which answers: the proxy counts what it refused
                             extra["refused"] = self.refused(base)
                         if server:
@@ -177,6 +185,35 @@ class Bench:
                 if line.startswith("cmdstat_evalsha"):
                     evalsha += calls
         return evalsha, total
+
+    def ratios(self) -> None:
+        """The throughput targets as ratios within this run (bench/RESULTS.md "Targets")."""
+        rows = {r["what"]: r for r in self.rows}
+
+        def get(what: str, field: str) -> float | None:
+            r = rows.get(what)
+            return float(r[field]) if r else None
+
+        def ratio(name: str, a: float | None, b: float | None, goal: str) -> None:
+            if a is None or not b:
+                return
+            self.notes.setdefault("ratios", {})[name] = round(a / b, 2)
+            print(f"  {name}: {a / b:.2f} (goal {goal})", flush=True)
+
+        print("ratios in this run", flush=True)
+        am = get("Alertmanager 0.25 API, 64 alerts/request", "alerts_per_s")
+        ratio("memory 1/req vs bare", get("proxy memory, 1 alert(s)/request", "rps"),
+              get("bare aiohttp+orjson, 1 alert/request", "rps"), ">= 0.65")
+        ratio("memory 64/req vs Alertmanager", get("proxy memory, 64 alert(s)/request", "alerts_per_s"),
+              am, ">= 2")
+        ratio("sqlite 1/req vs memory", get("proxy sqlite, 1 alert(s)/request", "rps"),
+              get("proxy memory, 1 alert(s)/request", "rps"), ">= 0.5")
+        ratio("sqlite 1/req p99 vs memory", get("proxy sqlite, 1 alert(s)/request", "p99_us"),
+              get("proxy memory, 1 alert(s)/request", "p99_us"), "<= 3")
+        ratio("sqlite 64/req vs Alertmanager", get("proxy sqlite, 64 alert(s)/request", "alerts_per_s"),
+              am, ">= 1")
+        ratio("redis 64/req vs Alertmanager", get("proxy redis, 64 alert(s)/request", "alerts_per_s"),
+              am, "-")
 
     def alertmanager(self) -> None:
         if not shutil.which("prometheus-alertmanager"):
@@ -315,6 +352,27 @@ def _max_in_window(times: list[float], window: float = 60.0) -> int:
     return best
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children, alive ones (/proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(k)) for k in kids)
+
+
+def redis_cpu(server: RedisServer | None) -> float:
+    """redis-server's CPU seconds so far (INFO cpu)."""
+    if server is None:
+        return 0.0
+    out = subprocess.run(["redis-cli", "-p", str(server.port), "info", "cpu"], capture_output=True,
+                         text=True, check=False).stdout
+    return sum(float(line.split(":")[1]) for line in out.splitlines()
+               if line.startswith(("used_cpu_sys:", "used_cpu_user:")))
+
+
 def rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -336,6 +394,7 @@ def main() -> int:
         b = Bench(args.quick, Path(tmp))
         b.throughput()
         b.alertmanager()
+        b.ratios()
         b.flatness()
         b.memory()
         b.page_latency()
