@@ -95,7 +95,8 @@ class SqliteStore:
                      marks: Sequence[tuple[str, str]] = (), max_groups: int = 1 << 62) -> Recorded:
         if not entries and not resolved and not marks:
             return Recorded()
-        rows = [(e.group_key, e.meta, e.fingerprint, e.alert_json, e.group_wait, e.group_interval,
+        rows = [(e.group_key, (e.meta.rule, e.meta.routing_key, e.meta.key_name, e.meta.group_labels),
+                 e.fingerprint, e.alert_json, e.group_wait, e.group_interval,
                  e.resolve_wait, e.max_alerts, e.urgent) for e in entries]
         return Recorded(*await self._do(Engine.record, rows, list(resolved), now, list(marks), max_groups))
 

@@ -10,14 +10,16 @@ from typing import Any
 import orjson
 
 from proxy.errors import StoreFull
-from proxy.model import OutEvent
+from proxy.model import GroupMeta, OutEvent
 from proxy.store.base import TOMBSTONE_TTL, Entry, Resolved
 from proxy.store.semantics import claimable, put_alert
 from proxy.store.sqlite.outbox import Outbox
 from proxy.store.sqlite.schema import GROUP_COLS, HEAD_COLS, Head, Rows, chunks, marks
 
 _Put = tuple[str, str, str, bool]  # an alert into a group: fingerprint, status, JSON, whole JSON
-EntryRow = tuple[Any, ...]  # an Entry's fields in order (pickled 5x faster than the dataclass)
+EntryRow = tuple[Any, ...]
+"""An Entry's fields in order, its meta a tuple too: a slotted dataclass pickles through
+dataclasses.fields() each time, 5x slower, and the main process is the one that is busy."""
 CommitRow = tuple[str, int, bool, float, tuple[Any, ...] | None, list[tuple[Any, ...]]]
 """A flush's commit of one group: key, version read, delete, tombstone until, the new
 values of the group's row (due, triggered, grown, last_trigger_at, last_flush_at, state,
@@ -31,7 +33,7 @@ class Windows(Outbox):
                mark: Sequence[tuple[str, str]], max_groups: int) -> tuple[int, int, int]:
         """A whole request in a fixed number of statements, whatever its number of groups:
         (resolves sent for groups that are gone, alerts fired, alerts resolved)."""
-        entries = [Entry(*row) for row in rows]
+        entries = [Entry(row[0], GroupMeta(*row[1]), *row[2:]) for row in rows]
         c = self.c
         c.execute("DELETE FROM tombs WHERE until <= ?", (now,))
         if mark:
