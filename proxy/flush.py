@@ -88,7 +88,8 @@ class Flusher:
                     now, claiming = claims.popleft()
                     groups = await claiming
                     continue
-                if len(groups) == FLUSH_BATCH and not self.behind:
+                if len(groups) >= FLUSH_BATCH and not self.behind:  # (a store in partitions
+                    # claims up to a batch from each)
                     self._claim_ahead(claims, t0, budget_s)
                     await asyncio.sleep(0)  # the claims are sent before Python plans
                 plans = await self.policy.plan(groups, now)
