@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from proxy.errors import StoreFull
-from proxy.model import GroupMeta, OutEvent
+from proxy.model import OutEvent
 from proxy.store import Window
 from proxy.store.sqlite.engine import Engine, revive
 from proxy.store.sqlite.schema import groups_of
@@ -16,7 +16,7 @@ T0 = 1_700_000_000.0
 
 
 def row(key: str, fp: str) -> tuple[object, ...]:
-    return (key, GroupMeta("r", KEY, "PD", {"k": key}), fp,
+    return (key, ("r", KEY, "PD", {"k": key}), fp,
             f'{{"fingerprint": "{fp}", "status": "firing", "labels": {{"fp": "{fp}"}}}}',
             30.0, 300.0, 60.0, 10, False)
 
