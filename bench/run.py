@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.net import free_port, wait_port
+from tests.support.procs import children
 from tests.support.redis_server import RedisServer
 from tests.support.storm import outage, post_batches
 
@@ -136,11 +137,10 @@ class Bench:
                         extra: dict[str, Any] = {}
                         # sizing: alerts per CPU-second of the proxy (its SQLite child
                         # included) and of redis-server
-                        used = cpu_seconds(p.pid) - cpu0[0]
-                        extra["alerts_per_proxy_cpu_s"] = round(r["alerts_per_s"] * r["duration_us"] / 1e6 / max(used, 1e-3))
+                        alerts = r["alerts_per_s"] * r["duration_us"] / 1e6
+                        extra["alerts_per_proxy_cpu_s"] = round(alerts / max(cpu_seconds(p.pid) - cpu0[0], 1e-3))
                         if server:
-                            used = redis_cpu(server) - cpu0[1]
-                            extra["alerts_per_redis_cpu_s"] = round(r["alerts_per_s"] * r["duration_us"] / 1e6 / max(used, 1e-3))
+                            extra["alerts_per_redis_cpu_s"] = round(alerts / max(redis_cpu(server) - cpu0[1], 1e-3))
                         if r["non2xx"]:  # which answers: the proxy counts what it refused
                             extra["refused"] = self.refused(base)
                         if server:
@@ -352,15 +352,15 @@ def _max_in_window(times: list[float], window: float = 60.0) -> int:
     return best
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its children, alive ones (/proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(cpu_seconds(int(k)) for k in kids)
+    """CPU seconds of the proxy so far, its store's process included."""
+    return sum(process_cpu(p) for p in (pid, *children(pid)))
 
 
 def redis_cpu(server: RedisServer | None) -> float:

@@ -43,13 +43,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PD_ROUTING_KEY", "0123456789abcdef0123456789abcdef")
 
-from bench.run import Bench, rss
+from bench.run import Bench, cpu_seconds, process_cpu, rss
 from tests.support.net import free_port
 from tests.support.procs import children
 from tests.support.redis_server import RedisServer
 
 GROUP_WAIT = 1.0
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def alert_body(start: int, n: int, severity: str = "info", name: str = "Scale") -> bytes:
@@ -89,12 +88,12 @@ async def flush_in_process(store_url: str, n: int, prefix: str,
     recorded = n / (time.perf_counter() - t)
     clock.advance(5)
     server_pids = [server_pid] if server_pid else sorted(set(children(os.getpid())) - others)  # SQLite's
-    cpu0, server0 = time.process_time(), sum(map(_cpu, server_pids))
+    cpu0, server0 = time.process_time(), sum(map(process_cpu, server_pids))
     t = time.perf_counter()
     while await p.flush_due() or p.behind:
         pass
     took = time.perf_counter() - t
-    cpu, server = time.process_time() - cpu0, sum(map(_cpu, server_pids)) - server0
+    cpu, server = time.process_time() - cpu0, sum(map(process_cpu, server_pids)) - server0
     await store.close()
     logs.close()
     shutil.rmtree(work)
@@ -103,18 +102,7 @@ async def flush_in_process(store_url: str, n: int, prefix: str,
             **({"flush_store_cpu_us_per_group": round(server / n * 1e6, 1)} if server_pids else {})}
 
 
-def _cpu(pid: int) -> float:
-    """CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 # -- the real process ---------------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds of the proxy so far, its store's process included."""
-    return sum(_cpu(p) for p in (pid, *children(pid)))
-
-
 def tree_rss(pid: int) -> int:
     return sum(rss(p) for p in (pid, *children(pid)))
 
