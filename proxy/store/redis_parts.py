@@ -70,10 +70,6 @@ def tags(prefix: str, n: int) -> list[str]:
     return out
 
 
-def _index(text: str, n: int) -> int:
-    return int(keys.rid(text)[:8], 16) % n
-
-
 class PartitionedStore:
     def __init__(self, url: str, prefix: str = "alert-proxy") -> None:
         plain, self.count = rc.partitions_option(url)
@@ -84,12 +80,16 @@ class PartitionedStore:
         self._checked = False
 
     # -- where things go ---------------------------------------------------------------------
+    def _at(self, text: str) -> int:
+        """The partition of a routing key (or a mark)."""
+        return int(keys.rid(text)[:8], 16) % self.count if self.count > 1 else 0
+
     def _of(self, routing_key: str) -> RedisStore:
-        return self.parts[_index(routing_key, self.count)] if self.count > 1 else self.parts[0]
+        return self.parts[self._at(routing_key)]
 
     def _local(self, ev: OutEvent) -> tuple[RedisStore, OutEvent]:
         """An event's partition, and the event with that partition's seq."""
-        return self._of(ev.routing_key), dataclasses.replace(ev, seq=ev.seq // self.count)
+        return self._of(ev.routing_key), ev if self.count == 1 else dataclasses.replace(ev, seq=ev.seq // self.count)
 
     def _shown(self, i: int, ev: OutEvent) -> OutEvent:
         ev.seq = ev.seq * self.count + i
@@ -121,15 +121,14 @@ class PartitionedStore:
         self._checked = True
 
     async def _held(self, count: int) -> int:
-        n = 0
-        for tag in tags(self.prefix, count):
-            names = keys.Names(tag)
-            async with self.parts[0]._r.pipeline(transaction=False) as pipe:
+        """Groups, events and dead letters in a layout of `count` partitions."""
+        async with self.parts[0]._r.pipeline(transaction=False) as pipe:
+            for tag in tags(self.prefix, count):
+                names = keys.Names(tag)
                 pipe.hlen(names.heads)
                 pipe.hlen(names.ob_items)
                 pipe.hlen(names.ob_dead)
-                n += sum(int(x) for x in await rc.wrapped(pipe.execute)())
-        return n
+            return sum(int(x) for x in await rc.wrapped(pipe.execute)())
 
     # -- windows -------------------------------------------------------------------------
     async def record(self, entries: Sequence[Entry], resolved: Sequence[Resolved], now: float,
@@ -139,16 +138,16 @@ class PartitionedStore:
             return await self.parts[0].record(entries, resolved, now, marks, max_groups)
         es: dict[int, list[Entry]] = {}
         for e in entries:
-            es.setdefault(_index(e.meta.routing_key, self.count), []).append(e)
+            es.setdefault(self._at(e.meta.routing_key), []).append(e)
         ms: dict[int, list[tuple[str, str]]] = {}
         for mark, fp in marks:
-            ms.setdefault(_index(mark, self.count), []).append((mark, fp))
+            ms.setdefault(self._at(mark), []).append((mark, fp))
         rs: dict[int, list[Resolved]] = {}
         held = await self._holding([r.fingerprint for r in resolved])
         for r in resolved:
             cands: dict[int, list[tuple[str, OutEvent]]] = {}
             for c in r.candidates:
-                cands.setdefault(_index(c[1].routing_key, self.count), []).append(c)
+                cands.setdefault(self._at(c[1].routing_key), []).append(c)
             for i in set(cands) | held.get(r.fingerprint, set()):
                 rs.setdefault(i, []).append(dataclasses.replace(r, candidates=cands.get(i, [])))
         busy = sorted(set(es) | set(ms) | set(rs))
@@ -180,7 +179,7 @@ class PartitionedStore:
         await self._check()
         by: dict[int, list[str]] = {}
         for m in marks:
-            by.setdefault(_index(m, self.count), []).append(m)
+            by.setdefault(self._at(m), []).append(m)
         out: dict[str, set[str]] = {}
         for found in await asyncio.gather(*(self.parts[i].marked(ms) for i, ms in by.items())):
             out.update(found)
@@ -197,10 +196,14 @@ class PartitionedStore:
         stray: list[tuple[int, OutEvent]] = []  # (none today: a group's events are its key's)
         local = []
         for j, c in enumerate(commits):
-            i = _index(c.group.routing_key, self.count)
+            i = self._at(c.group.routing_key)
             by.setdefault(i, []).append(j)
-            own = [e for e in c.events if _index(e.routing_key, self.count) == i]
-            stray += [(j, e) for e in c.events if _index(e.routing_key, self.count) != i]
+            own = []
+            for e in c.events:
+                if self._at(e.routing_key) == i:
+                    own.append(e)
+                else:
+                    stray.append((j, e))
             local.append(dataclasses.replace(c, events=own) if len(own) < len(c.events) else c)
         out = [False] * len(commits)
         results = await asyncio.gather(*(self.parts[i].commit([local[j] for j in js], durable)
@@ -234,7 +237,7 @@ class PartitionedStore:
         await self._check()
         by: dict[int, list[OutEvent]] = {}
         for e in events:
-            by.setdefault(_index(e.routing_key, self.count), []).append(e)
+            by.setdefault(self._at(e.routing_key), []).append(e)
         await asyncio.gather(*(self.parts[i].enqueue(es) for i, es in by.items()))
 
     async def outbox_keys(self) -> list[str]:
@@ -242,10 +245,10 @@ class PartitionedStore:
 
     async def take(self, routing_key: str, now: float, lease: float, window: Window) -> Take:
         await self._check()
-        part = self._of(routing_key)
-        t = await part.take(routing_key, now, lease, window)
+        i = self._at(routing_key)
+        t = await self.parts[i].take(routing_key, now, lease, window)
         if t.event is not None:
-            self._shown(self.parts.index(part), t.event)
+            self._shown(i, t.event)
         return t
 
     async def done(self, ev: OutEvent, stamp: int, now: float) -> None:
