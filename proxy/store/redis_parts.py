@@ -11,6 +11,9 @@ What goes where:
   its fingerprint or its marks (one pipelined EXISTS round trip finds them);
 - silences, heartbeats, jobs, memos, figures and webhook ids: partition 0 (whose tag is
   the same in every layout).
+`--max-groups` bounds the total: a partition may open groups up to the limit less what the
+others hold, their counts read (one pipelined round trip) at most SIZES_EVERY seconds ago,
+so the total can pass the limit by what the other partitions opened within that time.
 Every replica claims due groups and takes events from every partition.
 
 Outbox sequence numbers are made unique across partitions here: a partition's seq s is
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -51,6 +55,8 @@ from proxy.store.redis import RedisStore
 __all__ = ["PartitionedStore", "tags"]
 
 T = TypeVar("T")
+SIZES_EVERY = 1.0  # s: how old the other partitions' group counts may be (--max-groups)
+NO_LIMIT = 1 << 50  # RedisStore's own ceiling of max_groups
 
 
 def tags(prefix: str, n: int) -> list[str]:
@@ -78,6 +84,8 @@ class PartitionedStore:
         self.parts = [first, *(RedisStore(plain, t, shared=first) for t in tags(prefix, self.count)[1:])]
         self.n = first.n  # partition 0's names (silences, jobs...; tests)
         self._checked = False
+        self._sizes = [0] * self.count  # open groups per partition, read at _sized_at
+        self._sized_at = -SIZES_EVERY
 
     # -- where things go ---------------------------------------------------------------------
     def _at(self, text: str) -> int:
@@ -151,17 +159,35 @@ class PartitionedStore:
             for i in set(cands) | held.get(r.fingerprint, set()):
                 rs.setdefault(i, []).append(dataclasses.replace(r, candidates=cands.get(i, [])))
         busy = sorted(set(es) | set(ms) | set(rs))
+        limits = await self._limits(max_groups, busy)
         out = await asyncio.gather(*(self.parts[i].record(es.get(i, []), rs.get(i, []), now, ms.get(i, []),
-                                                          max_groups) for i in busy),
+                                                          limits[i]) for i in busy),
                                    return_exceptions=True)
         for x in out:  # (the others wrote: a retry of the request records nothing twice)
             if isinstance(x, StoreFull):
-                raise x
+                raise StoreFull(max_groups)
         for x in out:
             if isinstance(x, BaseException):
                 raise x
         done = [x for x in out if isinstance(x, Recorded)]
         return Recorded(*(sum(getattr(x, f) for x in done) for f in ("lost", "fired", "resolved")))
+
+    async def _limits(self, max_groups: int, busy: Sequence[int]) -> dict[int, int]:
+        """Each busy partition's share of --max-groups: the limit less the groups the
+        others hold (their due sets, as record.lua counts its own)."""
+        if max_groups >= NO_LIMIT:
+            return dict.fromkeys(busy, max_groups)
+        t = time.monotonic()
+        if t - self._sized_at >= SIZES_EVERY:
+            async with self.parts[0]._r.pipeline(transaction=False) as pipe:
+                for p in self.parts:
+                    pipe.zcard(p.n.due_urgent)
+                    pipe.zcard(p.n.due_other)
+                found = [int(x) for x in await rc.wrapped(pipe.execute)()]
+            self._sizes = [found[2 * i] + found[2 * i + 1] for i in range(self.count)]
+            self._sized_at = t
+        total = sum(self._sizes)
+        return {i: max(0, max_groups - (total - self._sizes[i])) for i in busy}
 
     async def _holding(self, fps: Sequence[str]) -> dict[str, set[int]]:
         """The partitions holding each fingerprint in a group or a mark's sources."""

@@ -3,6 +3,7 @@ memory, SQLite, and real redis-servers: plain, TLS, Sentinel, Cluster)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import orjson
@@ -424,6 +425,29 @@ async def test_max_groups_refuses_a_new_group_but_not_alerts_of_open_ones(store)
     assert sorted((await store.load("g1")).alerts) == ["a"]  # nothing of the refused request
     await store.record([entry("g1", "c")], [], T0, max_groups=2)
     assert sorted((await store.load("g1")).alerts) == ["a", "c"]
+
+
+async def test_max_groups_bounds_the_groups_of_every_routing_key_together(store, monkeypatch):
+    """The limit is the whole store's: on a Cluster the routing keys' groups sit in
+    different partitions, and one partition's room is the limit less what the others hold
+    (read at most redis_parts.SIZES_EVERY seconds ago; here, at every request)."""
+    from proxy.errors import StoreFull
+    from proxy.store import redis_parts
+
+    monkeypatch.setattr(redis_parts, "SIZES_EVERY", 0.0)
+    keys = [f"{i:032x}" for i in range(1, 9)]  # 8 keys: on 16 partitions, several of them
+
+    def keyed(i: int, fp: str) -> Entry:
+        return dataclasses.replace(entry(f"g{i}", fp), meta=GroupMeta("r", keys[i], f"K{i}", {"alertname": f"g{i}"}))
+
+    for i in range(6):
+        await store.record([keyed(i, f"a{i}")], [], T0, max_groups=6)
+    for i in (6, 7):
+        with pytest.raises(StoreFull, match="holds 6 open groups"):
+            await store.record([keyed(i, f"a{i}")], [], T0, max_groups=6)
+    assert len(await store.groups()) == 6
+    await store.record([keyed(0, "b0"), keyed(5, "b5")], [], T0, max_groups=6)  # open ones still take alerts
+    assert sorted((await store.load("g5")).alerts) == ["a5", "b5"]
 
 
 async def test_sqlite_lease_ends_with_its_process_and_an_unsynced_flush_is_kept(tmp_path):
