@@ -230,7 +230,7 @@ class Proxy:
                       parse: Callable[[Any], list[Alert]]) -> web.Response:
         body = await read_json(request, self.settings.auth, source, self.settings.body_timeout)
         alerts = await _parsed(request, parse, body)
-        await self.pipeline.accept(alerts)
+        await self.pipeline.accept_shared(alerts)
         return json_response({"status": "success", "alerts": len(alerts)})
 
     @source("alertmanager")
@@ -297,7 +297,7 @@ class Proxy:
                 raise NotJSON(f"'Message' is not JSON (source {name!r} maps JSON messages)") from None
             envelope = {k: env.get(k, "") for k in ("Subject", "TopicArn", "MessageId", "Timestamp")}
         alerts = await _parsed(request, webhook.parse, mapping, body, envelope)
-        await self.pipeline.accept(alerts)
+        await self.pipeline.accept_shared(alerts)
         return json_response({"status": "success", "alerts": len(alerts)})
 
     @source("pagerduty")

@@ -35,12 +35,13 @@ from proxy.model import Action, Alert, GroupAlert, OutEvent
 from proxy.remediate import Caller, HttpCaller
 from proxy.remediation import Remediations
 from proxy.rules import RuleSet
-from proxy.rules.engine import own_identity_key
+from proxy.rules.engine import SUPPRESS_REASONS, own_identity_key
 from proxy.rules.types import Heartbeat
 from proxy.silences import Silences
 from proxy.stages import Stages
 from proxy.stats import Tally
 from proxy.store import Entry, Resolved, Store
+from proxy.together import Together
 
 __all__ = ["Pipeline"]
 
@@ -70,8 +71,15 @@ class Pipeline:
         self.stages = Stages(lambda: self.rules, store, clock, metrics, self.tally,
                              self.remediations, self.incidents, self.silences)
         self.flusher = Flusher(store, clock, self.stages, lambda: self.on_enqueue())
+        self._together: Together[Alert] = Together(self.accept)
 
     # -- in --------------------------------------------------------------------------
+    async def accept_shared(self, alerts: Sequence[Alert]) -> None:
+        """`accept`, in one call with the other requests of the same source that reach it
+        in the same turn of the event loop (together.py)."""
+        if alerts:
+            await self._together(alerts[0].source, alerts)
+
     async def accept(self, alerts: Sequence[Alert]) -> None:
         """Rules, then the windows: the alerts are in the store when this returns.
 
@@ -108,7 +116,6 @@ class Pipeline:
             labels = alert.labels
             counts["in_alertname|" + labels.get("alertname", "-")] += 1
             if reason:
-                self.metrics.suppressed.labels(reason).inc()
                 counts["suppressed|" + reason] += 1
             else:
                 counts["in_rule|" + placements[0].rule.name] += 1
@@ -130,6 +137,9 @@ class Pipeline:
             done = await self.store.record(entries[i:i + RECORD_PART], resolved[i:i + RECORD_PART],
                                            now, marks if not i else (), self.max_groups)
             lost, fired, gone = lost + done.lost, fired + done.fired, gone + done.resolved
+        for reason in SUPPRESS_REASONS:  # (once recorded: a shared call that failed is made again)
+            if n := counts.get("suppressed|" + reason):
+                self.metrics.suppressed.labels(reason).inc(n)
         counts["fired"] += fired  # transitions, apart from deliveries (in|<source>)
         counts["resolved"] += gone
         if lost:
@@ -179,7 +189,7 @@ class Pipeline:
         """An Events v2 event: a trigger or a resolve is an alert; an acknowledge follows
         up on the groups that hold its dedup_key."""
         if ev.alert is not None:
-            await self.accept([ev.alert])
+            await self.accept_shared([ev.alert])
             return
         now = self.clock.now()
         fp = events_v2.fingerprint(ev.routing_key, ev.dedup_key)
