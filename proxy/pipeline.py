@@ -1,7 +1,9 @@
 """The proxy's path, from what senders post to what PagerDuty gets. No HTTP here: app.py
 parses requests and calls in.
 
-    accept(alerts)   rules.place (match, route, drop) -> store.record (windows, atomically)
+    accept(alerts)   rules.place (match, route, drop) -> store.record (windows, atomically);
+                     HTTP requests come in through accept_shared: the small requests of one
+                     turn of the event loop share one call (together.py)
     flush_due()      flush.Flusher: claim due groups -> stages.Stages, in order: mute,
                      decide, remediate, fold, incident, render, advance -> store.commit
                      (group state + outbox, atomically) -> follow
