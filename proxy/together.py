@@ -63,17 +63,19 @@ class Together(Generic[T]):
             await fut
             return
         batch = self._open[key] = _Batch(items)
-        try:
-            await asyncio.sleep(0)  # the turn's other callers join
-        finally:
-            if self._open.get(key) is batch:
-                del self._open[key]
-        await self._lead(batch.calls)
+        await self._lead(key, batch)
 
-    async def _lead(self, calls: list[Call[T]]) -> None:
-        """The shared call; the leader's own failure is raised, the others' set."""
-        others = calls[1:]
+    async def _lead(self, key: str, batch: _Batch[T]) -> None:
+        """Let the turn's other callers join, then the shared call; the leader's own
+        failure is raised, the others' set."""
+        calls = batch.calls
         try:
+            try:
+                await asyncio.sleep(0)
+            finally:
+                if self._open.get(key) is batch:
+                    del self._open[key]
+            others = calls[1:]
             if others and await self._shared(calls):
                 return
             for items, fut in others:
@@ -85,7 +87,7 @@ class Together(Generic[T]):
                     _settle(fut, None)
             await self._run(calls[0][0])
         finally:
-            for _, fut in others:  # the leader was cancelled (the loop is closing): not taken
+            for _, fut in calls[1:]:  # the leader was cancelled (the loop is closing): not taken
                 _settle(fut, StoreError("the request was cut off before its alerts were stored: "
                                         "send it again"))
 

@@ -71,3 +71,19 @@ async def test_callers_of_a_cancelled_leader_are_told_their_alerts_were_not_stor
     lead.cancel()
     with pytest.raises(StoreError, match="send it again"):
         await other
+
+
+async def test_callers_that_joined_a_leader_cancelled_before_its_call_are_told_too():
+    from proxy.errors import StoreError
+
+    runs = Runs()
+    t = Together(runs)
+    lead = asyncio.ensure_future(t("k", ["a"]))
+    other = asyncio.ensure_future(t("k", ["b"]))
+    await asyncio.sleep(0)  # both have run: the leader waits for the turn's others, one joined
+    lead.cancel()
+    with pytest.raises(StoreError, match="send it again"):
+        await asyncio.wait_for(other, 5)  # (it waited for ever)
+    assert runs.calls == [] and lead.cancelled()
+    await t("k", ["c"])  # the next turn leads a batch of its own
+    assert runs.calls == [["c"]]
