@@ -45,6 +45,18 @@ def test_a_batch_is_one_transaction_and_a_failing_operation_is_undone_alone(tmp_
     again.close()
 
 
+def test_max_groups_counts_the_groups_opened_earlier_in_the_same_transaction(tmp_path):
+    """Requests that come together share a transaction: the second one's limit sees the
+    groups the first opened (the counts themselves move at the commit)."""
+    engine = Engine.open(tmp_path / "state.db", "NORMAL")
+    answers = engine.run([(Engine.record, ([row(f"g{i}", f"a{i}")], [], T0, [], 2), True) for i in range(4)])
+    assert [ok for ok, _, _ in answers] == [True, True, False, False]
+    assert engine.counts.groups == 2 and len(engine.groups()[0]) == 2
+    (ok, _, _), = engine.run([(Engine.record, ([row("g0", "b")], [], T0, [], 2), True)])
+    assert ok  # alerts of open groups are still taken
+    engine.close()
+
+
 def test_claims_are_leases_held_by_the_engine(tmp_path):
     engine = Engine.open(tmp_path / "state.db", "NORMAL")
     engine.run([(Engine.record, ([row("g1", "a"), row("g2", "b")], [], T0, [], 10), True)])

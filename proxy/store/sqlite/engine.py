@@ -67,12 +67,14 @@ class Engine(Windows):
                 c.execute(f"PRAGMA synchronous={sync}")
                 self.synced = sync
             c.execute("BEGIN IMMEDIATE")
+            self.opened = 0
             for op, args, _ in batch:
                 self.changes = []
                 c.execute("SAVEPOINT job")
                 try:
                     answers.append((True, op(self, *args), self.changes))
                     c.execute("RELEASE job")
+                    self.opened += sum(n for what, _, n in self.changes if what == "groups")
                 except Exception as e:  # noqa: BLE001 - any failure is this job's alone: undone, told to its caller
                     c.execute("ROLLBACK TO job")
                     c.execute("RELEASE job")

@@ -51,6 +51,9 @@ class Tables:
         self.c = c
         self.counts = Counts()
         self.changes: list[Change] = []
+        # groups opened (or closed) by the operations of this transaction before the one
+        # under way: counts.groups takes them at the commit, --max-groups must see them now
+        self.opened = 0
 
     def count(self, what: str, n: int, rk: str = "", name: str = "") -> None:
         """A change of the counts, applied once the operation's transaction commits."""

@@ -79,7 +79,7 @@ class Windows(Outbox):
         """New groups for the entries that have none."""
         if not new:
             return
-        if self.counts.groups + len(new) > max_groups:
+        if self.counts.groups + self.opened + len(new) > max_groups:
             raise StoreFull(max_groups)
         self.c.executemany(f"INSERT INTO groups ({GROUP_COLS}) VALUES "
                            "(?,?,?,?,?,?,?,?,?,?,0,0,0,0,0,0,?,0,'{}')",
