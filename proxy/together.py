@@ -4,8 +4,9 @@ Most senders post one alert per request (Datadog, Grafana, Events v2 clients), a
 comes as many such requests at once. A pipeline call has a cost of its own besides each
 alert's (the rules' pass, the store call, the figures; measured in a running proxy it is
 most of a one-alert request's), so the requests of one source that reach the pipeline in
-the same turn of the event loop share one call: the first schedules it, the others join,
-and each still returns only once its own alerts are in the store.
+the same turn of the event loop share one call: the first leads (it yields to the loop
+once, the turn's others join), then makes the call, and each still returns only once its
+own alerts are in the store.
 
 A refusal stays the request's own: when a shared call fails, each request of it is
 accepted again on its own (a store's record is all or nothing per call, and a part
