@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -55,6 +55,7 @@ from proxy.store.redis import RedisStore
 __all__ = ["PartitionedStore", "tags"]
 
 T = TypeVar("T")
+X = TypeVar("X")
 SIZES_EVERY = 1.0  # s: how old the other partitions' group counts may be (--max-groups)
 NO_LIMIT = 1 << 50  # RedisStore's own ceiling of max_groups
 
@@ -91,6 +92,13 @@ class PartitionedStore:
     def _at(self, text: str) -> int:
         """The partition of a routing key (or a mark)."""
         return int(keys.rid(text)[:8], 16) % self.count if self.count > 1 else 0
+
+    def _split(self, items: Iterable[X], key: Callable[[X], str]) -> dict[int, list[X]]:
+        """`items` by the partition of their routing key (or mark), in their order."""
+        by: dict[int, list[X]] = {}
+        for x in items:
+            by.setdefault(self._at(key(x)), []).append(x)
+        return by
 
     def _of(self, routing_key: str) -> RedisStore:
         return self.parts[self._at(routing_key)]
@@ -144,18 +152,12 @@ class PartitionedStore:
         await self._check()
         if self.count == 1:
             return await self.parts[0].record(entries, resolved, now, marks, max_groups)
-        es: dict[int, list[Entry]] = {}
-        for e in entries:
-            es.setdefault(self._at(e.meta.routing_key), []).append(e)
-        ms: dict[int, list[tuple[str, str]]] = {}
-        for mark, fp in marks:
-            ms.setdefault(self._at(mark), []).append((mark, fp))
+        es = self._split(entries, lambda e: e.meta.routing_key)
+        ms = self._split(marks, lambda m: m[0])
         rs: dict[int, list[Resolved]] = {}
         held = await self._holding([r.fingerprint for r in resolved])
         for r in resolved:
-            cands: dict[int, list[tuple[str, OutEvent]]] = {}
-            for c in r.candidates:
-                cands.setdefault(self._at(c[1].routing_key), []).append(c)
+            cands = self._split(r.candidates, lambda c: c[1].routing_key)
             for i in set(cands) | held.get(r.fingerprint, set()):
                 rs.setdefault(i, []).append(dataclasses.replace(r, candidates=cands.get(i, [])))
         busy = sorted(set(es) | set(ms) | set(rs))
@@ -203,9 +205,7 @@ class PartitionedStore:
 
     async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
         await self._check()
-        by: dict[int, list[str]] = {}
-        for m in marks:
-            by.setdefault(self._at(m), []).append(m)
+        by = self._split(marks, lambda m: m)
         out: dict[str, set[str]] = {}
         for found in await asyncio.gather(*(self.parts[i].marked(ms) for i, ms in by.items())):
             out.update(found)
@@ -261,9 +261,7 @@ class PartitionedStore:
     # -- outbox ----------------------------------------------------------------------------
     async def enqueue(self, events: Sequence[OutEvent]) -> None:
         await self._check()
-        by: dict[int, list[OutEvent]] = {}
-        for e in events:
-            by.setdefault(self._at(e.routing_key), []).append(e)
+        by = self._split(events, lambda e: e.routing_key)
         await asyncio.gather(*(self.parts[i].enqueue(es) for i, es in by.items()))
 
     async def outbox_keys(self) -> list[str]:
