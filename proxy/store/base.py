@@ -28,7 +28,7 @@ from typing import Protocol
 
 from proxy.model import Group, GroupMeta, OutEvent
 
-__all__ = ["CHANGES_KEPT", "COUNT_FIELDS", "COUNT_HOURS", "JOB_KEPT", "MEMO_KEPT", "TOMBSTONE_TTL", "BudgetStore", "Commit", "Entry",
+__all__ = ["ALL_ALERTS", "CHANGES_KEPT", "COUNT_FIELDS", "COUNT_HOURS", "JOB_KEPT", "MEMO_KEPT", "TOMBSTONE_TTL", "BudgetStore", "Commit", "Entry",
            "Job", "JobStore", "KeyStats",
            "OutboxStore", "Resolved", "Stats", "Store", "Take", "Window", "WindowStore"]
 
@@ -40,6 +40,7 @@ CHANGES_KEPT = 20  # status changes remembered per alert (flap detection)
 # an event delivered again (or by two replicas' subscriptions) adds nothing.
 JOB_KEPT = 7 * 86400.0
 MEMO_KEPT = 30 * 86400.0  # a memo (an incident's Jira issue) is kept this long
+ALL_ALERTS = 1 << 50  # claim_due's bound on alerts when none is given
 
 
 @dataclass(slots=True)
@@ -163,10 +164,13 @@ class WindowStore(Protocol):
         """The fingerprints of firing source alerts that left each mark."""
         ...
 
-    async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
+    async def claim_due(self, now: float, lease: float, limit: int,
+                        alerts: int = ALL_ALERTS) -> list[Group]:
         """Atomically take up to `limit` groups due at `now`, urgent lane first, pushing
         their due time to now + lease so that no other replica takes them meanwhile;
-        returns them loaded."""
+        returns them loaded. The claim ends before a group whose alerts would take the
+        alerts it holds past `alerts` (semantics.claim_takes; the first group is always
+        taken)."""
         ...
 
     async def commit(self, commits: Sequence[Commit], durable: bool = True) -> list[bool]:

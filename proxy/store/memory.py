@@ -20,6 +20,7 @@ from proxy.errors import StoreFull
 from proxy.model import Group, GroupAlert, OutEvent
 from proxy.state import GroupState
 from proxy.store.base import (
+    ALL_ALERTS,
     COUNT_HOURS,
     TOMBSTONE_TTL,
     Commit,
@@ -35,7 +36,7 @@ from proxy.store.base import (
 from proxy.store.codec import split_status
 from proxy.store.memory_jobs import MemoryJobs
 from proxy.store.memory_outbox import MemoryOutbox
-from proxy.store.semantics import Beat, Put, heartbeat, put_alert
+from proxy.store.semantics import Beat, Put, claim_takes, heartbeat, put_alert
 
 __all__ = ["MemoryStore"]
 
@@ -165,7 +166,8 @@ class MemoryStore(MemoryOutbox, MemoryJobs):
         await self.enqueue(lost)
         return Recorded(len(lost), len(fired), len(gone - fired))
 
-    async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
+    async def claim_due(self, now: float, lease: float, limit: int,
+                        alerts: int = ALL_ALERTS) -> list[Group]:
         """Leases wait in a queue of their own (only the groups in flight), so the due heaps
         hold one entry per group; a lease that ends uncommitted makes its group due. Leases
         all last `lease` (the flush's), so the queue is in order of their end: dropping the
@@ -178,12 +180,18 @@ class MemoryStore(MemoryOutbox, MemoryJobs):
             if w is not None and w.head.due == end:  # its flusher never committed
                 self._schedule(w.head, end)
         out: list[Group] = []
+        held = 0
         for heap in self._due:
             while heap and heap[0][0] <= now and len(out) < limit:
-                due, key = heapq.heappop(heap)
+                due, key = heap[0]
                 w = self._groups.get(key)
                 if w is None or w.head.due != due or (heap is self._due[1]) == w.head.urgent:
+                    heapq.heappop(heap)
                     continue  # a stale entry
+                if not claim_takes(len(out), held, len(w.status), alerts):
+                    return out
+                heapq.heappop(heap)
+                held += len(w.status)
                 w.head.due = now + lease
                 leases.append((w.head.due, key))
                 out.append(w.group())

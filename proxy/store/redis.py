@@ -22,6 +22,7 @@ from proxy.state import GroupState
 from proxy.store import keys
 from proxy.store import redis_calls as rc
 from proxy.store.base import (
+    ALL_ALERTS,
     CHANGES_KEPT,
     COUNT_FIELDS,
     COUNT_HOURS,
@@ -144,10 +145,11 @@ class RedisStore(OnCall):
         return {m: {rc.text(fp) for fp in fps} for m, fps in zip(marks, raw, strict=True)}
 
     @rc.wrapped
-    async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
+    async def claim_due(self, now: float, lease: float, limit: int,
+                        alerts: int = ALL_ALERTS) -> list[Group]:
         n = self.n
-        ks = [rc.text(k) for k in await self._run("claim_due", [n.due_urgent, n.due_other], now,
-                                                  lease, limit)]
+        ks = [rc.text(k) for k in await self._run("claim_due", [n.due_urgent, n.due_other, n.sizes],
+                                                  now, lease, limit, alerts)]
         groups = await self._load(ks)
         gone = set(ks) - {g.key for g in groups}
         if gone:  # expired by their TTL

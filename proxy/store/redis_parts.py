@@ -39,6 +39,7 @@ from proxy.model import Group, OutEvent
 from proxy.store import keys
 from proxy.store import redis_calls as rc
 from proxy.store.base import (
+    ALL_ALERTS,
     Commit,
     Entry,
     Job,
@@ -211,8 +212,11 @@ class PartitionedStore:
             out.update(found)
         return out
 
-    async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
-        return [g for found in await self._each(lambda p: p.claim_due(now, lease, limit)) for g in found]
+    async def claim_due(self, now: float, lease: float, limit: int,
+                        alerts: int = ALL_ALERTS) -> list[Group]:
+        """Up to `limit` groups and `alerts` alerts from each partition."""
+        return [g for found in await self._each(lambda p: p.claim_due(now, lease, limit, alerts))
+                for g in found]
 
     async def commit(self, commits: Sequence[Commit], durable: bool = True) -> list[bool]:
         await self._check()

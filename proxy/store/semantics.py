@@ -8,6 +8,7 @@ what each answers at every step.
     put_alert     the scheduling rule (store.base): one alert into one group
     claimable     a group may be claimed: due, and not under another flusher's lease
                   (claim order: urgent groups first, then by due time, equal times by key)
+    claim_takes   a claim takes the next group unless its alerts would pass the bound
     coalesces     a new trigger replaces the pending trigger last in its line
     budget_wait   the per-key window: how long before an event of this priority may go
     ready         a line's head goes now, or waits for its not_before
@@ -24,7 +25,8 @@ from proxy.model import URGENT
 from proxy.store.base import Window
 from proxy.store.codec import join_status, split_status
 
-__all__ = ["Beat", "Head", "Put", "budget_wait", "claimable", "coalesces", "heartbeat", "put_alert", "ready"]
+__all__ = ["Beat", "Head", "Put", "budget_wait", "claim_takes", "claimable", "coalesces", "heartbeat",
+           "put_alert", "ready"]
 
 
 class Head(Protocol):
@@ -91,6 +93,14 @@ def put_alert(h: Head, prev: str | None, status: str, full: bool, max_alerts: in
 def claimable(due: float, lease_end: float, now: float) -> bool:
     """A group may be claimed now: it is due, and no flusher's lease on it runs."""
     return due <= now and lease_end <= now
+
+
+def claim_takes(taken: int, held: int, n_alerts: int, alerts: int) -> bool:
+    """A claim that has `taken` groups holding `held` alerts takes the next claimable one,
+    of `n_alerts`, unless that would take it past `alerts`: then the claim ends there (the
+    first group is always taken). Large groups are claimed a few at a time, so that one
+    claim's load stays short."""
+    return taken == 0 or held + n_alerts <= alerts
 
 
 def coalesces(action: str, last_action: str | None, last_lease_end: float, now: float) -> bool:

@@ -107,6 +107,22 @@ async def test_urgent_lane_is_claimed_first(store):
     assert g.key == "late"
 
 
+async def test_a_claim_ends_before_a_group_whose_alerts_pass_its_bound(store):
+    """Large groups are claimed a few at a time (semantics.claim_takes): a claim takes
+    groups in order while their alerts stay within `alerts`; the first whatever its size;
+    the urgent lane counts too."""
+    sizes = {"a": 3, "b": 2, "c": 1, "d": 3}
+    for i, (g, n) in enumerate(sizes.items()):
+        await store.record([entry(g, f"{g}{j}", wait=1 + i) for j in range(n)], [], T0)
+    await store.record([entry("u", "u0", wait=5, urgent=True)], [], T0)
+    assert [g.key for g in await store.claim_due(T0 + 10, 30, 10, alerts=3)] == ["u"]  # 1+3 > 3
+    assert [g.key for g in await store.claim_due(T0 + 10, 30, 10, alerts=2)] == ["a"]  # the first, at 3
+    claimed = await store.claim_due(T0 + 10, 30, 10, alerts=3)
+    assert [(g.key, len(g.alerts)) for g in claimed] == [("b", 2), ("c", 1)]
+    assert [g.key for g in await store.claim_due(T0 + 10, 30, 10, alerts=0)] == ["d"]
+    assert await store.claim_due(T0 + 10, 30, 10, alerts=0) == []
+
+
 async def test_resolved_alert_for_unknown_group_is_ignored(store):
     assert (await store.record([], [resolved("zz")], T0)).lost == 0
     assert await store.groups() == []

@@ -30,6 +30,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 from proxy.errors import StoreError
 from proxy.model import Group, OutEvent
 from proxy.store.base import (
+    ALL_ALERTS,
     TOMBSTONE_TTL,
     Commit,
     Entry,
@@ -103,8 +104,9 @@ class SqliteStore:
     async def marked(self, marks: Sequence[str]) -> dict[str, set[str]]:
         return await self._do(Engine.marked, list(marks))
 
-    async def claim_due(self, now: float, lease: float, limit: int) -> list[Group]:
-        groups = groups_of(await self._unsynced(Engine.claim_due, now, lease, limit))  # it writes nothing
+    async def claim_due(self, now: float, lease: float, limit: int,
+                        alerts: int = ALL_ALERTS) -> list[Group]:
+        groups = groups_of(await self._unsynced(Engine.claim_due, now, lease, limit, alerts))  # it writes nothing
         for g in groups:
             g.due = now + lease
         return groups

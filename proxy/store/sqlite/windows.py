@@ -11,8 +11,8 @@ import orjson
 
 from proxy.errors import StoreFull
 from proxy.model import GroupMeta, OutEvent
-from proxy.store.base import TOMBSTONE_TTL, Entry, Resolved
-from proxy.store.semantics import claimable, put_alert
+from proxy.store.base import ALL_ALERTS, TOMBSTONE_TTL, Entry, Resolved
+from proxy.store.semantics import claim_takes, claimable, put_alert
 from proxy.store.sqlite.outbox import Outbox
 from proxy.store.sqlite.schema import GROUP_COLS, HEAD_COLS, Head, Rows, chunks, marks
 
@@ -175,18 +175,23 @@ class Windows(Outbox):
                 out[m].add(fp)
         return out
 
-    def claim_due(self, now: float, lease: float, limit: int) -> Rows:
+    def claim_due(self, now: float, lease: float, limit: int, alerts: int = ALL_ALERTS) -> Rows:
         """The due groups, urgent ones first, none under another flusher's lease. The leases
         live here, not in the file: a claim writes nothing, and a group whose flusher died is
         due again at the restart."""
         leased = self.leased
         keys: list[str] = []
+        held = 0
         for lane in (1, 0):
-            for (k, due) in self.c.execute(
-                    "SELECT key, due FROM groups WHERE urgent = ? AND due <= ? ORDER BY due, key LIMIT ?",
-                    (lane, now, limit - len(keys) + len(leased))) if len(keys) < limit else ():
+            for (k, due, n) in self.c.execute(
+                    "SELECT key, due, n_alerts FROM groups WHERE urgent = ? AND due <= ? ORDER BY due, key "
+                    "LIMIT ?", (lane, now, limit - len(keys) + len(leased))) if len(keys) < limit else ():
                 if claimable(due, leased.get(k, 0.0), now):
+                    if not claim_takes(len(keys), held, n, alerts):
+                        limit = len(keys)  # the claim ends here, in both lanes
+                        break
                     keys.append(k)
+                    held += n
                     if len(keys) >= limit:
                         break
         for k in [k for k, end in leased.items() if end <= now]:
