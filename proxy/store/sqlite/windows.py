@@ -28,29 +28,31 @@ key), its events' rows (schema.event_row)."""
 
 class Windows(Outbox):
     leased: dict[str, float]  # group key -> lease end (claim_due); the engine's, not the file's
+    _read: dict[str, tuple[Any, ...]]  # (record's own: _heads to _put_many)
 
     def record(self, rows: Sequence[EntryRow], resolved: Sequence[Resolved], now: float,
                mark: Sequence[tuple[str, str]], max_groups: int) -> tuple[int, int, int]:
         """A whole request in a fixed number of statements, whatever its number of groups:
         (resolves sent for groups that are gone, alerts fired, alerts resolved)."""
-        entries = [Entry(row[0], GroupMeta(*row[1]), *row[2:]) for row in rows]
         c = self.c
         c.execute("DELETE FROM tombs WHERE until <= ?", (now,))
         if mark:
             c.executemany("INSERT OR IGNORE INTO marks (mark, fp) VALUES (?, ?)", mark)
         puts: dict[str, list[_Put]] = {}  # group key -> its alerts
         caps: dict[str, int] = {}  # group key -> max_alerts
-        first: dict[str, Entry] = {}
-        for e in entries:
-            puts.setdefault(e.group_key, []).append((e.fingerprint, "firing", e.alert_json, True))
-            caps[e.group_key] = e.max_alerts
-            first.setdefault(e.group_key, e)
+        first: dict[str, EntryRow] = {}
+        for row in rows:  # (an Entry object each costs more than the rest of its row's work)
+            key = row[0]
+            puts.setdefault(key, []).append((row[2], "firing", row[3], True))
+            caps[key] = row[7]
+            first.setdefault(key, row)
         held = self._resolves(resolved, puts, caps)
         heads = self._heads(list(puts))
-        self._open([e for k, e in first.items() if k not in heads], heads, now, max_groups)
-        for e in entries:
-            if e.urgent and e.group_key in heads:
-                heads[e.group_key].urgent = True
+        self._open([Entry(row[0], GroupMeta(*row[1]), *row[2:]) for k, row in first.items() if k not in heads],
+                   heads, now, max_groups)
+        for row in rows:
+            if row[8] and row[0] in heads:
+                heads[row[0]].urgent = True
         fired, resolved_ = self._put_many(heads, puts, caps, now)
         lost = self._gone([(k, ev) for r in resolved if r.fingerprint not in held
                            for k, ev in r.candidates], now)
@@ -113,11 +115,14 @@ class Windows(Outbox):
         return lost
 
     def _heads(self, keys: list[str]) -> dict[str, Head]:
+        """The groups' heads, and in `_read` what _put_many may have to write back of each."""
         out: dict[str, Head] = {}
+        read = self._read = {}
         for chunk in chunks(keys):
             for row in self.c.execute(f"SELECT {HEAD_COLS} FROM groups WHERE key IN ({marks(len(chunk))})",
                                       chunk):
                 out[row[0]] = Head(*row)
+                read[row[0]] = (row[1], row[2], row[4], row[6], row[7], row[9])
         return out
 
     def _held(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
@@ -161,10 +166,19 @@ class Windows(Outbox):
             c.executemany("INSERT INTO alerts (gkey, fp, status, json) VALUES (?, ?, ?, ?)", inserts)
         if updates:
             c.executemany("UPDATE alerts SET status = ?, json = ? WHERE gkey = ? AND fp = ?", updates)
-        c.executemany("UPDATE groups SET due = ?, urgent = ?, grown = ?, overflow = ?, version = ?, "
-                      "last_seen = ?, n_alerts = ? WHERE key = ?",
-                      [(g.due, int(g.urgent), int(g.grown), g.overflow, g.version, g.last_seen,
-                        g.n_alerts, key) for key, g in heads.items() if key in puts])
+        moved, seen = [], []  # groups that changed; groups that only saw their alerts again
+        for key, g in heads.items():
+            if key in puts:
+                now_is = (g.due, int(g.urgent), int(g.grown), g.overflow, g.version, g.n_alerts)
+                if now_is == self._read.get(key):
+                    seen.append((g.last_seen, key))  # (the due index is left alone)
+                else:
+                    moved.append((*now_is, g.last_seen, key))
+        if moved:
+            c.executemany("UPDATE groups SET due = ?, urgent = ?, grown = ?, overflow = ?, version = ?, "
+                          "n_alerts = ?, last_seen = ? WHERE key = ?", moved)
+        if seen:
+            c.executemany("UPDATE groups SET last_seen = ? WHERE key = ?", seen)
         return fired, resolved
 
     def marked(self, mark: Sequence[str]) -> dict[str, set[str]]:
