@@ -257,6 +257,25 @@ class Bench:
         print(f"memory per open alert: {(rss1 - rss0) / n:.0f} B ({n} alerts, RSS "
               f"{rss0 / 1e6:.0f} -> {rss1 / 1e6:.0f} MB)", flush=True)
 
+    def intake_during_flush(self) -> None:
+        """Events v2 intake while 100 groups of 1,000 alerts fall due at once: a flush of
+        large groups must not hold intake (flush.FLUSH_ALERTS). Against the Events v2 rows
+        above, where nothing falls due on memory://."""
+        n, gw, secs = (10_000, 3, 4) if self.quick else (100_000, 10, 10)
+        print(f"Events v2 intake while 100 groups of {n // 100:,} alerts fall due", flush=True)
+        alerts = [{"labels": {"alertname": f"Big{i % 100}", "instance": f"i{i}"}, "fingerprint": f"b{i}"}
+                  for i in range(n)]
+        for mode in ("memory", "sqlite"):
+            store = "memory://" if mode == "memory" else f"sqlite://{self.work}/bench-flush.db"
+            with self.proxy(store, gw=f"{gw}s") as (base, _):
+                t0 = time.monotonic()
+                statuses = asyncio.run(post_batches(base + "/v1/alertmanager", alerts, "firing", 500))
+                assert {s for _, s in statuses} == {200}, statuses[:3]
+                filled = time.monotonic() - t0
+                r = self.wrk(base + "/v2/enqueue", "events_v2", 1, duration=secs)
+                self.row(f"proxy {mode}, Events v2 while large groups fall due", r,
+                         due_after_s=round(gw - filled, 1))  # (within the measurement)
+
     # -- page latency and egress --------------------------------------------------------
     def page_latency(self) -> None:
         samples = 10 if self.quick else 100
@@ -397,6 +416,7 @@ def main() -> int:
         b.ratios()
         b.flatness()
         b.memory()
+        b.intake_during_flush()
         b.page_latency()
         if args.quick:
             b.egress("cascade", outage(kinds=("Down",), services=6, instances=10), 1.0)
