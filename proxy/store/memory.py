@@ -188,10 +188,11 @@ class MemoryStore(MemoryOutbox, MemoryJobs):
                 if w is None or w.head.due != due or (heap is self._due[1]) == w.head.urgent:
                     heapq.heappop(heap)
                     continue  # a stale entry
-                if not claim_takes(len(out), held, len(w.status), alerts):
+                n = len(w.status)
+                if not claim_takes(len(out), held, n, alerts):
                     return out
                 heapq.heappop(heap)
-                held += len(w.status)
+                held += n
                 w.head.due = now + lease
                 leases.append((w.head.due, key))
                 out.append(w.group())

@@ -28,7 +28,6 @@ key), its events' rows (schema.event_row)."""
 
 class Windows(Outbox):
     leased: dict[str, float]  # group key -> lease end (claim_due); the engine's, not the file's
-    _read: dict[str, tuple[Any, ...]]  # (record's own: _heads to _put_many)
 
     def record(self, rows: Sequence[EntryRow], resolved: Sequence[Resolved], now: float,
                mark: Sequence[tuple[str, str]], max_groups: int) -> tuple[int, int, int]:
@@ -48,12 +47,13 @@ class Windows(Outbox):
             first.setdefault(key, row)
         held = self._resolves(resolved, puts, caps)
         heads = self._heads(list(puts))
+        read = {k: _written(h) for k, h in heads.items()}  # as the file holds them
         self._open([Entry(row[0], GroupMeta(*row[1]), *row[2:]) for k, row in first.items() if k not in heads],
                    heads, now, max_groups)
         for row in rows:
             if row[8] and row[0] in heads:
                 heads[row[0]].urgent = True
-        fired, resolved_ = self._put_many(heads, puts, caps, now)
+        fired, resolved_ = self._put_many(heads, read, puts, caps, now)
         lost = self._gone([(k, ev) for r in resolved if r.fingerprint not in held
                            for k, ev in r.candidates], now)
         self.enqueue(lost)
@@ -115,14 +115,11 @@ class Windows(Outbox):
         return lost
 
     def _heads(self, keys: list[str]) -> dict[str, Head]:
-        """The groups' heads, and in `_read` what _put_many may have to write back of each."""
         out: dict[str, Head] = {}
-        read = self._read = {}
         for chunk in chunks(keys):
             for row in self.c.execute(f"SELECT {HEAD_COLS} FROM groups WHERE key IN ({marks(len(chunk))})",
                                       chunk):
                 out[row[0]] = Head(*row)
-                read[row[0]] = (row[1], row[2], row[4], row[6], row[7], row[9])
         return out
 
     def _held(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
@@ -135,8 +132,8 @@ class Windows(Outbox):
                     have[(gkey, fp)] = (st, js)
         return have
 
-    def _put_many(self, heads: dict[str, Head], puts: dict[str, list[_Put]], caps: dict[str, int],
-                  now: float) -> tuple[set[str], set[str]]:
+    def _put_many(self, heads: dict[str, Head], read: dict[str, tuple[Any, ...]],
+                  puts: dict[str, list[_Put]], caps: dict[str, int], now: float) -> tuple[set[str], set[str]]:
         """Alerts into their groups, by the scheduling rule (store/semantics.py): one read of
         the alerts the groups already hold, then one batch of writes of each kind. The
         fingerprints that fired and that resolved."""
@@ -169,8 +166,8 @@ class Windows(Outbox):
         moved, seen = [], []  # groups that changed; groups that only saw their alerts again
         for key, g in heads.items():
             if key in puts:
-                now_is = (g.due, int(g.urgent), int(g.grown), g.overflow, g.version, g.n_alerts)
-                if now_is == self._read.get(key):
+                now_is = _written(g)
+                if now_is == read.get(key):  # (a group opened just now is not in `read`)
                     seen.append((g.last_seen, key))  # (the due index is left alone)
                 else:
                     moved.append((*now_is, g.last_seen, key))
@@ -259,3 +256,8 @@ class Windows(Outbox):
     def groups_of(self, fingerprint: str) -> Rows:
         return self.load([k for (k,) in self.c.execute(
             "SELECT gkey FROM alerts WHERE fp = ? ORDER BY gkey", (fingerprint,))])
+
+
+def _written(h: Head) -> tuple[Any, ...]:
+    """What record writes back of a group besides last_seen, in the UPDATE's order."""
+    return (h.due, int(h.urgent), int(h.grown), h.overflow, h.version, h.n_alerts)
