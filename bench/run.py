@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,8 +48,8 @@ defaults:
 
 
 class Bench:
-    def __init__(self, quick: bool, workdir: Path) -> None:
-        self.quick, self.work = quick, workdir
+    def __init__(self, quick: bool, workdir: Path, rounds: int = 3) -> None:
+        self.quick, self.work, self.rounds = quick, workdir, rounds
         self.duration = 2 if quick else 10
         self.rows: list[dict[str, Any]] = []
         self.notes: dict[str, Any] = {}
@@ -110,53 +111,68 @@ class Bench:
 
     # -- ingest throughput ------------------------------------------------------------
     def throughput(self) -> None:
+        """Every server at 1 and 64 alerts per request, in rounds: a round measures the bare
+        handler, each store and Alertmanager once, minutes apart at most, so each ratio is
+        taken within a round (the VM's speed drifts from minute to minute, by a third from
+        one hour to the next) and `ratios` reports its median over the rounds."""
         print("ingest throughput", flush=True)
+        for i in range(self.rounds):
+            if self.rounds > 1:
+                print(f" round {i + 1} of {self.rounds}", flush=True)
+            self.bare(i)
+            for mode in ("memory", "sqlite", "redis"):
+                self.store_round(mode, i, events_v2=i == 0)
+            self.alertmanager(i)
+
+    def bare(self, rnd: int) -> None:
         port = free_port()
         with self.process([sys.executable, str(ROOT / "bench" / "bare.py"), str(port)], "bare", port):
             url = f"http://127.0.0.1:{port}/v1/alertmanager"
             self.wrk(url, "webhook", 1, duration=1)
-            self.row("bare aiohttp+orjson, 1 alert/request", self.wrk(url, "webhook", 1))
-            self.row("bare aiohttp+orjson, 64 alerts/request", self.wrk(url, "webhook", 64))
-        for mode in ("memory", "sqlite", "redis"):
-            server = None
-            store = "memory://"
-            if mode == "redis":
-                server = RedisServer(self.work / "redis-tp", free_port())
-                server.start()
-                store = server.url
-            elif mode == "sqlite":
-                store = f"sqlite://{self.work}/bench-{mode}.db"
-            try:
-                for batch in (1, 64):
-                    with self.proxy(store) as (base, p):
-                        url = base + "/v1/alertmanager"
-                        self.wrk(url, "webhook", batch, duration=1)
-                        before = self.redis_calls(server)
-                        cpu0 = cpu_seconds(p.pid), redis_cpu(server)
-                        r = self.wrk(url, "webhook", batch)
-                        extra: dict[str, Any] = {}
-                        # sizing: alerts per CPU-second of the proxy (its SQLite child
-                        # included) and of redis-server
-                        alerts = r["alerts_per_s"] * r["duration_us"] / 1e6
-                        extra["alerts_per_proxy_cpu_s"] = round(alerts / max(cpu_seconds(p.pid) - cpu0[0], 1e-3))
-                        if server:
-                            extra["alerts_per_redis_cpu_s"] = round(alerts / max(redis_cpu(server) - cpu0[1], 1e-3))
-                        if r["non2xx"]:  # which answers: the proxy counts what it refused
-                            extra["refused"] = self.refused(base)
-                        if server:
-                            after = self.redis_calls(server)
-                            n = max(1, r["requests"])
-                            # EVALSHA: round trips of the ingest path (+ ~25/s of background
-                            # loops); commands: everything Redis ran, inside the scripts too
-                            extra["redis_evalsha_per_req"] = round((after[0] - before[0]) / n, 2)
-                            extra["redis_cmds_per_req"] = round((after[1] - before[1]) / n, 2)
-                        self.row(f"proxy {mode}, {batch} alert(s)/request", r, **extra)
+            self.row("bare aiohttp+orjson, 1 alert/request", self.wrk(url, "webhook", 1), round=rnd)
+            self.row("bare aiohttp+orjson, 64 alerts/request", self.wrk(url, "webhook", 64), round=rnd)
+
+    def store_round(self, mode: str, rnd: int, events_v2: bool) -> None:
+        server = None
+        store = "memory://"
+        if mode == "redis":
+            server = RedisServer(self.work / f"redis-tp-{rnd}", free_port())
+            server.start()
+            store = server.url
+        elif mode == "sqlite":
+            store = f"sqlite://{self.work}/bench-{mode}-{rnd}.db"
+        try:
+            for batch in (1, 64):
+                with self.proxy(store) as (base, p):
+                    url = base + "/v1/alertmanager"
+                    self.wrk(url, "webhook", batch, duration=1)
+                    before = self.redis_calls(server)
+                    cpu0 = cpu_seconds(p.pid), redis_cpu(server)
+                    r = self.wrk(url, "webhook", batch)
+                    extra: dict[str, Any] = {"round": rnd}
+                    # sizing: alerts per CPU-second of the proxy (its SQLite child
+                    # included) and of redis-server
+                    alerts = r["alerts_per_s"] * r["duration_us"] / 1e6
+                    extra["alerts_per_proxy_cpu_s"] = round(alerts / max(cpu_seconds(p.pid) - cpu0[0], 1e-3))
+                    if server:
+                        extra["alerts_per_redis_cpu_s"] = round(alerts / max(redis_cpu(server) - cpu0[1], 1e-3))
+                    if r["non2xx"]:  # which answers: the proxy counts what it refused
+                        extra["refused"] = self.refused(base)
+                    if server:
+                        after = self.redis_calls(server)
+                        n = max(1, r["requests"])
+                        # EVALSHA: round trips of the ingest path (+ ~25/s of background
+                        # loops); commands: everything Redis ran, inside the scripts too
+                        extra["redis_evalsha_per_req"] = round((after[0] - before[0]) / n, 2)
+                        extra["redis_cmds_per_req"] = round((after[1] - before[1]) / n, 2)
+                    self.row(f"proxy {mode}, {batch} alert(s)/request", r, **extra)
+            if events_v2:
                 with self.proxy(store) as (base, _):
                     url = base + "/v2/enqueue"
                     self.row(f"proxy {mode}, Events v2 /v2/enqueue", self.wrk(url, "events_v2", 1))
-            finally:
-                if server:
-                    server.stop()
+        finally:
+            if server:
+                server.stop()
 
     @staticmethod
     def refused(base: str) -> dict[str, int]:
@@ -187,35 +203,40 @@ class Bench:
         return evalsha, total
 
     def ratios(self) -> None:
-        """The throughput targets as ratios within this run (bench/RESULTS.md "Targets")."""
-        rows = {r["what"]: r for r in self.rows}
+        """The throughput targets (bench/RESULTS.md "Targets"): each ratio taken within one
+        round, then its median over the rounds; with the medians of the figures behind them."""
+        def get(rnd: int, what: str, field: str) -> float | None:
+            return next((float(r[field]) for r in self.rows
+                         if r["what"] == what and r.get("round") == rnd), None)
 
-        def get(what: str, field: str) -> float | None:
-            r = rows.get(what)
-            return float(r[field]) if r else None
+        bare, am = "bare aiohttp+orjson, 1 alert/request", "Alertmanager 0.25 API, 64 alerts/request"
+        mem1, mem64 = "proxy memory, 1 alert(s)/request", "proxy memory, 64 alert(s)/request"
+        sql1, sql64 = "proxy sqlite, 1 alert(s)/request", "proxy sqlite, 64 alert(s)/request"
+        pairs = [("memory 1/req vs bare", (mem1, "rps"), (bare, "rps"), ">= 0.65"),
+                 ("memory 64/req vs Alertmanager", (mem64, "alerts_per_s"), (am, "alerts_per_s"), ">= 2"),
+                 ("sqlite 1/req vs memory", (sql1, "rps"), (mem1, "rps"), ">= 0.5"),
+                 ("sqlite 1/req p99 vs memory", (sql1, "p99_us"), (mem1, "p99_us"), "<= 3"),
+                 ("sqlite 64/req vs Alertmanager", (sql64, "alerts_per_s"), (am, "alerts_per_s"), ">= 1"),
+                 ("redis 64/req vs Alertmanager", ("proxy redis, 64 alert(s)/request", "alerts_per_s"),
+                  (am, "alerts_per_s"), "-")]
+        print(f"medians over {self.rounds} round(s)", flush=True)
+        for what in (bare, mem1, sql1, am, mem64, sql64):
+            figs = [r for r in self.rows if r["what"] == what and "round" in r]
+            if figs:
+                print(f"  {what}: {statistics.median(r['alerts_per_s'] for r in figs):.0f} alerts/s, "
+                      f"p99 {statistics.median(r['p99_us'] for r in figs) / 1000:.1f} ms", flush=True)
+        print("ratios in this run (median of the rounds'; each round's)", flush=True)
+        for name, (wa, fa), (wb, fb), goal in pairs:
+            per = [x / y for rnd in range(self.rounds)
+                   if (x := get(rnd, wa, fa)) is not None and (y := get(rnd, wb, fb))]
+            if not per:
+                continue
+            self.notes.setdefault("ratios", {})[name] = round(statistics.median(per), 2)
+            self.notes.setdefault("ratio_rounds", {})[name] = [round(x, 2) for x in per]
+            print(f"  {name}: {statistics.median(per):.2f} (goal {goal}; "
+                  f"{', '.join(f'{x:.2f}' for x in per)})", flush=True)
 
-        def ratio(name: str, a: float | None, b: float | None, goal: str) -> None:
-            if a is None or not b:
-                return
-            self.notes.setdefault("ratios", {})[name] = round(a / b, 2)
-            print(f"  {name}: {a / b:.2f} (goal {goal})", flush=True)
-
-        print("ratios in this run", flush=True)
-        am = get("Alertmanager 0.25 API, 64 alerts/request", "alerts_per_s")
-        ratio("memory 1/req vs bare", get("proxy memory, 1 alert(s)/request", "rps"),
-              get("bare aiohttp+orjson, 1 alert/request", "rps"), ">= 0.65")
-        ratio("memory 64/req vs Alertmanager", get("proxy memory, 64 alert(s)/request", "alerts_per_s"),
-              am, ">= 2")
-        ratio("sqlite 1/req vs memory", get("proxy sqlite, 1 alert(s)/request", "rps"),
-              get("proxy memory, 1 alert(s)/request", "rps"), ">= 0.5")
-        ratio("sqlite 1/req p99 vs memory", get("proxy sqlite, 1 alert(s)/request", "p99_us"),
-              get("proxy memory, 1 alert(s)/request", "p99_us"), "<= 3")
-        ratio("sqlite 64/req vs Alertmanager", get("proxy sqlite, 64 alert(s)/request", "alerts_per_s"),
-              am, ">= 1")
-        ratio("redis 64/req vs Alertmanager", get("proxy redis, 64 alert(s)/request", "alerts_per_s"),
-              am, "-")
-
-    def alertmanager(self) -> None:
+    def alertmanager(self, rnd: int) -> None:
         if not shutil.which("prometheus-alertmanager"):
             print("  (prometheus-alertmanager not installed: skipped)")
             return
@@ -223,13 +244,13 @@ class Bench:
         cfg = self.work / "am.yml"
         cfg.write_text("route: {receiver: none, group_wait: 30s}\nreceivers: [{name: none}]\n")
         with self.process(["prometheus-alertmanager", f"--config.file={cfg}",
-                           f"--storage.path={self.work / 'am-data'}",
+                           f"--storage.path={self.work / f'am-data-{rnd}'}",
                            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
                            "--log.level=warn"], "alertmanager", port):
             time.sleep(1)
             url = f"http://127.0.0.1:{port}/api/v2/alerts"
             self.wrk(url, "am_api", 64, duration=1)
-            self.row("Alertmanager 0.25 API, 64 alerts/request", self.wrk(url, "am_api", 64))
+            self.row("Alertmanager 0.25 API, 64 alerts/request", self.wrk(url, "am_api", 64), round=rnd)
 
     # -- per-alert cost and memory ------------------------------------------------------
     def flatness(self) -> None:
@@ -402,17 +423,21 @@ def rss(pid: int) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="a short smoke run (the test suite's)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="rounds of the throughput figures, whose ratios are taken within a "
+                         "round (default 3; 1 with --quick)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"), help="where results.json goes")
     args = ap.parse_args()
+    if args.rounds is not None and args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     for tool in ("wrk", "redis-server"):
         if not shutil.which(tool):
             print(f"bench: {tool} is not installed (apt-get install wrk redis-server)", file=sys.stderr)
             return 2
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="alert-proxy-bench-") as tmp:
-        b = Bench(args.quick, Path(tmp))
+        b = Bench(args.quick, Path(tmp), args.rounds or (1 if args.quick else 3))
         b.throughput()
-        b.alertmanager()
         b.ratios()
         b.flatness()
         b.memory()
