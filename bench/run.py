@@ -1,4 +1,4 @@
-"""The benchmark: `python -m bench.run [--quick]` (see README). Starts everything it needs
+"""The benchmark: `python -m bench.run [--quick] [--rounds N]` (see README). Starts everything it needs
 on 127.0.0.1 (bare aiohttp baseline, the proxy in memory and redis modes, redis-server,
 Alertmanager, a fake PagerDuty), drives load with wrk, and prints one table.
 
