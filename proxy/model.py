@@ -93,7 +93,7 @@ class GroupAlert:
         return self.alert.labels
 
     def to_json(self) -> str:
-        return orjson.dumps({**self.alert.to_dict(), "placed_severity": self.severity}).decode()
+        return orjson.dumps(self.to_dict()).decode()
 
     @classmethod
     def from_json(cls, text: str | bytes, status: str, changes: tuple[float, ...] = ()) -> GroupAlert:
@@ -104,7 +104,9 @@ class GroupAlert:
 
     def to_dict(self) -> JsonObject:
         """As the status API shows it."""
-        return {**self.alert.to_dict(), "placed_severity": self.severity}
+        d = self.alert.to_dict()  # (a dict of its own)
+        d["placed_severity"] = self.severity
+        return d
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,7 +125,7 @@ class Pipeline:
             for p in placements:
                 r = p.rule
                 entries.append(Entry(
-                    group_key=p.group_key, meta=p.group_meta(), fingerprint=alert.fingerprint,
+                    group_key=p.group_key, meta=p.meta, fingerprint=alert.fingerprint,
                     alert_json=GroupAlert(p.alert, p.severity).to_json(), group_wait=r.group_wait,
                     group_interval=r.group_interval,
                     resolve_wait=r.group_interval if r.resolve_wait is None else r.resolve_wait,

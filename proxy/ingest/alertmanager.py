@@ -45,7 +45,8 @@ def parse(body: Any) -> list[Alert]:
         annotations = a.get("annotations") or {}
         if type(annotations) is not dict or not all(type(v) is str for v in annotations.values()):
             annotations = str_map(annotations, f"{where}.annotations", errors)
-        starts, ends, fp, gen = (a.get(k) or "" for k in _TEXT_FIELDS)
+        starts, ends = a.get("startsAt") or "", a.get("endsAt") or ""  # (no loop: per alert)
+        fp, gen = a.get("fingerprint") or "", a.get("generatorURL") or ""
         if not (type(starts) is str and type(ends) is str and type(fp) is str and type(gen) is str):
             starts, ends, fp, gen = (opt_str(a, k, f"{where}.{k}", errors) for k in _TEXT_FIELDS)
         fp = fp or fingerprint_of(labels)

@@ -23,6 +23,8 @@ __all__ = ["STORM_RULE", "SUPPRESS_REASONS", "Placement", "RuleSet", "group_dedu
 
 STORM_RULE = "(storm)"  # the rule of a routing key's storm incident (see pipeline); not a name ops can use
 
+IDENTS = 65536  # groups whose identity a RuleSet keeps at hand
+
 SUPPRESS_REASONS = ("dropped", "no_routing_key", "inhibited", "maintenance")
 _BUILTIN_SEVERITY_MAP = {
     "page": "critical", "fatal": "critical", "high": "error", "err": "error",
@@ -41,12 +43,12 @@ class Placement:
     routing_key: str
     key_name: str
     group_key: str  # the group's PagerDuty dedup_key
-    group_labels: dict[str, str]
+    meta: GroupMeta  # what the store keeps about the group besides its alerts (shared: read only)
     severity: str
 
-    def group_meta(self) -> GroupMeta:
-        """What the store keeps about the group besides its alerts."""
-        return GroupMeta(self.rule.name, self.routing_key, self.key_name, self.group_labels)
+    @property
+    def group_labels(self) -> dict[str, str]:
+        return self.meta.group_labels
 
 
 def group_dedup_key(rule_name: str, routing_key: str, labels: dict[str, str]) -> str:
@@ -78,6 +80,9 @@ class RuleSet:
         self.actions = {a.name: a for a in rules.actions}  # on PagerDuty's incident events
         self._beating = [hb for hb in rules.heartbeats if hb.matchers]
         self._by_name = {r.name: r for _, r in self.walk()}
+        # (rule, routing key, its group_by values) -> the group's dedup_key and meta: one
+        # sort and hash per group, not per alert (bounded: emptied when it is full)
+        self._idents: dict[tuple[int, str, str, tuple[str | None, ...]], tuple[str, GroupMeta]] = {}
         self._by_name[STORM_RULE] = replace(
             self.defaults, name=STORM_RULE, matchers=[], group_wait=0.0, resolve_wait=0.0,
             on_growth="update", min_alerts=0, for_=0.0, flap=None, stale_after=0.0,
@@ -116,6 +121,28 @@ class RuleSet:
             if value:
                 labels[name] = value
         return replace(alert, labels=labels)
+
+    def _group(self, rule: Rule, rk: str, name: str, alert: Alert) -> tuple[str, GroupMeta]:
+        """The dedup_key and meta of the group `rule` puts the alert in on routing key `rk`."""
+        labels = alert.labels
+        if rule.group_by == ALL_LABELS:
+            glabels = dict(labels)
+        else:
+            ident = (id(rule), rk, name, tuple(map(labels.get, rule.group_by)))
+            if alert.dedup_key is None and (known := self._idents.get(ident)) is not None:
+                return known
+            glabels = {k: labels.get(k, "") for k in rule.group_by}
+        if alert.dedup_key is not None and not any(glabels.values()):
+            # an Events v2 event without the grouping labels keeps its own identity
+            # (Alertmanager's pagerduty_configs already grouped it upstream)
+            glabels = {"fingerprint": alert.fingerprint}
+            return own_identity_key(rk, alert.fingerprint), GroupMeta(rule.name, rk, name, glabels)
+        found = group_dedup_key(rule.name, rk, glabels), GroupMeta(rule.name, rk, name, glabels)
+        if rule.group_by != ALL_LABELS:
+            if len(self._idents) >= IDENTS:
+                self._idents.clear()
+            self._idents[ident] = found
+        return found
 
     def severity(self, rule: Rule, alert: Alert) -> str:
         """The rule's severity; else its `severity:` template over the alert, or the
@@ -177,16 +204,6 @@ class RuleSet:
                 rk, name = alert.routing_key, mask(alert.routing_key)
             if not rk:
                 continue
-            if rule.group_by == ALL_LABELS:
-                glabels = dict(alert.labels)
-            else:
-                glabels = {k: alert.labels.get(k, "") for k in rule.group_by}
-            if alert.dedup_key is not None and not any(glabels.values()):
-                # an Events v2 event without the grouping labels keeps its own identity
-                # (Alertmanager's pagerduty_configs already grouped it upstream)
-                glabels = {"fingerprint": alert.fingerprint}
-                key = own_identity_key(rk, alert.fingerprint)
-            else:
-                key = group_dedup_key(rule.name, rk, glabels)
-            out.append(Placement(alert, rule, rk, name, key, glabels, self.severity(rule, alert)))
+            out.append(Placement(alert, rule, rk, name, *self._group(rule, rk, name, alert),
+                                 self.severity(rule, alert)))
         return out, (None if out else "no_routing_key")

@@ -7,7 +7,7 @@ import pytest
 
 from proxy.model import Alert
 from proxy.rules import RuleSet, load_rules
-from proxy.rules.engine import group_dedup_key
+from proxy.rules.engine import Placement, group_dedup_key, own_identity_key
 from proxy.rules.matchers import matchers_from_mapping, matches_all, parse_matcher
 from tests.conftest import KEY, KEY2, write_rules
 
@@ -93,6 +93,42 @@ def test_group_identity_is_a_stable_hash(rules):
     [q], _ = rules.place(am(alertname="X", instance="b"))
     assert p.group_key == q.group_key == group_dedup_key("defaults", KEY, {"alertname": "X"})
     assert len(p.group_key) == 64
+
+
+@pytest.mark.parametrize("kept", [1, 2, 65536])
+def test_a_group_identity_kept_at_hand_is_the_one_placing_computes(tmp_path, monkeypatch, kept):
+    """RuleSet keeps groups' identities (dedup_key, meta) by their group_by values: a kept
+    one, and one computed again once the bound emptied them, are the same as a fresh
+    RuleSet's; a label that is missing and one that is empty name the same group; and an
+    Events v2 event without the grouping labels keeps its own identity even after an alert
+    of those same (empty) values was placed."""
+    monkeypatch.setattr("proxy.rules.engine.IDENTS", kept)
+    path = str(write_rules(tmp_path, RULES))
+    rules = RuleSet(load_rules([path]))
+    alerts = [am(alertname="X", instance="a"), am(alertname="Y"), am(alertname="X", instance="b"),
+              am(instance="c"), am(alertname="", instance="d"), am(team="db", cluster="c1"),
+              am(team="db", cluster="c2", alertname="X"), am(alertname="Y", severity="critical"),
+              Alert(fingerprint="ev:2", status="firing", labels={"alertname": "X"}, source="events_v2",
+                    routing_key=KEY2),  # the sender's own key, no dedup_key
+              Alert(fingerprint="ev:3", status="firing", labels={"alertname": "X"}, source="events_v2",
+                    routing_key=KEY2[:4] + "0" * 24 + KEY2[-4:])]  # another key, masked the same
+    ev = Alert(fingerprint="ev:1", status="firing", labels={"other": "z"}, source="events_v2",
+               routing_key=KEY2, dedup_key="d")
+
+    def seen(placed: tuple[list[Placement], str | None]) -> list[tuple[object, ...]]:
+        return [(p.group_key, p.rule.name, p.routing_key, p.key_name, p.group_labels, p.meta)
+                for p in placed[0]] + [placed[1]]
+
+    for a in [*alerts, ev, *alerts, ev]:
+        assert seen(rules.place(a)) == seen(RuleSet(load_rules([path])).place(a)), a
+    assert len(rules._idents) <= kept
+    assert rules.place(am(instance="c"))[0][0].group_key == rules.place(am(alertname=""))[0][0].group_key
+    plain = Alert(fingerprint="ev:4", status="firing", labels={"other": "z"}, source="events_v2",
+                  routing_key=KEY2)  # no dedup_key: grouped by its (empty) alertname
+    [q], _ = rules.place(plain)
+    [p], _ = rules.place(ev)  # the same rule, key and (empty) values: its own identity still
+    assert q.group_labels == {"alertname": ""} and p.group_labels == {"fingerprint": "ev:1"}
+    assert p.group_key == own_identity_key(KEY2, "ev:1") != q.group_key
 
 
 def test_events_v2_sender_keeps_its_key_unless_a_rule_names_one(rules):
