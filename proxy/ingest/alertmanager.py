@@ -12,6 +12,7 @@ __all__ = ["parse"]
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 _TEXT_FIELDS = ("startsAt", "endsAt", "fingerprint", "generatorURL")
+_is_str = str.__instancecheck__  # all(map(_is_str, ...)): half the time of a generator, per alert
 
 
 def parse(body: Any) -> list[Alert]:
@@ -35,7 +36,7 @@ def parse(body: Any) -> list[Alert]:
             errors.append(f"'{where}.status' must be \"firing\" or \"resolved\"")
             continue
         labels = a.get("labels")
-        if type(labels) is not dict or not all(type(v) is str for v in labels.values()):
+        if type(labels) is not dict or not all(map(_is_str, labels.values())):
             if labels is None:
                 errors.append(f"'{where}.labels' is missing")
             labels = str_map(labels, f"{where}.labels", errors)
@@ -43,7 +44,7 @@ def parse(body: Any) -> list[Alert]:
             errors.append(f"'{where}.labels' is empty (an alert needs at least one label, such "
                           "as alertname, to be grouped and routed)")
         annotations = a.get("annotations") or {}
-        if type(annotations) is not dict or not all(type(v) is str for v in annotations.values()):
+        if type(annotations) is not dict or not all(map(_is_str, annotations.values())):
             annotations = str_map(annotations, f"{where}.annotations", errors)
         starts, ends = a.get("startsAt") or "", a.get("endsAt") or ""  # (no loop: per alert)
         fp, gen = a.get("fingerprint") or "", a.get("generatorURL") or ""
