@@ -2,7 +2,8 @@
 
 `RuleSet.place(alert)` is pure: it returns where the alert goes (one Placement per
 matching rule) or why it goes nowhere (a suppression reason, a fixed set used as a
-metric label)."""
+metric label). The groups' identities it keeps at hand only save it work: the same alert
+gets the same answer (tests/unit/test_rules.py holds it to a fresh RuleSet's)."""
 
 from __future__ import annotations
 
