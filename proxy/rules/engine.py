@@ -124,26 +124,32 @@ class RuleSet:
         return replace(alert, labels=labels)
 
     def _group(self, rule: Rule, rk: str, name: str, alert: Alert) -> tuple[str, GroupMeta]:
+        """`_identity`, kept at hand by its group_by values for the alerts whose identity
+        is nothing else (not all labels; no sender's dedup_key, which may stand in)."""
+        if rule.group_by == ALL_LABELS or alert.dedup_key is not None:
+            return self._identity(rule, rk, name, alert)
+        ident = (id(rule), rk, name, tuple(map(alert.labels.get, rule.group_by)))
+        known = self._idents.get(ident)
+        if known is None:
+            if len(self._idents) >= IDENTS:
+                self._idents.clear()
+            known = self._idents[ident] = self._identity(rule, rk, name, alert)
+        return known
+
+    @staticmethod
+    def _identity(rule: Rule, rk: str, name: str, alert: Alert) -> tuple[str, GroupMeta]:
         """The dedup_key and meta of the group `rule` puts the alert in on routing key `rk`."""
         labels = alert.labels
         if rule.group_by == ALL_LABELS:
             glabels = dict(labels)
         else:
-            ident = (id(rule), rk, name, tuple(map(labels.get, rule.group_by)))
-            if alert.dedup_key is None and (known := self._idents.get(ident)) is not None:
-                return known
             glabels = {k: labels.get(k, "") for k in rule.group_by}
         if alert.dedup_key is not None and not any(glabels.values()):
             # an Events v2 event without the grouping labels keeps its own identity
             # (Alertmanager's pagerduty_configs already grouped it upstream)
             glabels = {"fingerprint": alert.fingerprint}
             return own_identity_key(rk, alert.fingerprint), GroupMeta(rule.name, rk, name, glabels)
-        found = group_dedup_key(rule.name, rk, glabels), GroupMeta(rule.name, rk, name, glabels)
-        if rule.group_by != ALL_LABELS:
-            if len(self._idents) >= IDENTS:
-                self._idents.clear()
-            self._idents[ident] = found
-        return found
+        return group_dedup_key(rule.name, rk, glabels), GroupMeta(rule.name, rk, name, glabels)
 
     def severity(self, rule: Rule, alert: Alert) -> str:
         """The rule's severity; else its `severity:` template over the alert, or the
