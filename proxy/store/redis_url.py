@@ -96,7 +96,7 @@ def connect(url: str) -> Any:
                                "(redis+sentinel://host:port/service/db)"])
         db = int(parts[1]) if len(parts) > 1 else 0
         hosts = _hosts(u.netloc, url)
-        sentinel = Sentinel(hosts, sentinel_kwargs={**_TIMEOUTS}, password=password, db=db, **opts)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(hosts, sentinel_kwargs={**_TIMEOUTS}, password=password, db=db, **opts)  # type: ignore[no-untyped-call, unused-ignore]  # (typed from redis 8)
         managed = SentinelManagedSSLConnection if tls else SentinelManagedConnection
         return sentinel.master_for(parts[0], connection_class=_packed(managed), **_TIMEOUTS)
     if u.scheme.endswith("+cluster"):

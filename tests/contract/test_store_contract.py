@@ -191,6 +191,24 @@ async def test_last_seen_follows_every_refresh(store):
     assert g is not None and g.last_seen == T0 + 100 and g.version == v
 
 
+async def test_a_repeat_keeps_the_newest_json_and_a_bare_resolve_keeps_it_too(store):
+    """A repeat whose JSON changed (an annotation, a new summary) is stored; an unchanged
+    one leaves the alert as it is; an Events v2 resolve (its fingerprint alone) changes the
+    status and keeps the JSON the group had."""
+    e = entry("g1", "a")
+    await store.record([e], [], T0)
+    newer = dataclasses.replace(e, alert_json=e.alert_json.replace('"labels"', '"summary":"disk 97%","labels"'))
+    for t, sent, summary in ((1, newer, "disk 97%"), (2, newer, "disk 97%"), (3, e, ""), (4, e, ""),
+                             (5, newer, "disk 97%")):
+        await store.record([sent], [], T0 + t)
+        g = await store.load("g1")
+        assert g is not None and g.alerts["a"].alert.summary == summary, t
+    await store.record([], [resolved("a")], T0 + 6)
+    g = await store.load("g1")
+    assert g is not None and g.alerts["a"].status == "resolved"
+    assert g.alerts["a"].alert.summary == "disk 97%"
+
+
 async def test_max_alerts_counts_overflow(store):
     await store.record([entry("g1", str(i)) for i in range(5)], [], T0)
     g = await store.load("g1")
@@ -581,6 +599,38 @@ async def test_sqlite_file_from_before_autoincrement_is_carried_over(tmp_path):
     conn = sqlite3.connect(path)
     assert "AUTOINCREMENT" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'stamps'").fetchone()[0]
     conn.close()
+
+
+async def test_sqlite_file_from_before_the_json_hash_is_carried_over(tmp_path):
+    """A file whose alerts have no JSON hash (`jh`) gets the column and the covering index
+    at start: its alerts are kept, a changed repeat is stored and resolves find them."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = from_url(f"sqlite://{path}")
+    e = entry("g1", "a")
+    await old.record([e, entry("g1", "b")], [], T0)
+    await old.close()
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        ALTER TABLE alerts RENAME TO a;
+        CREATE TABLE alerts (gkey TEXT NOT NULL, fp TEXT NOT NULL, status TEXT NOT NULL,
+          json TEXT NOT NULL, PRIMARY KEY (gkey, fp)) WITHOUT ROWID;
+        INSERT INTO alerts SELECT gkey, fp, status, json FROM a; DROP TABLE a;
+        CREATE INDEX alerts_fp ON alerts(fp);
+    """)
+    conn.close()
+    store = from_url(f"sqlite://{path}")
+    newer = dataclasses.replace(e, alert_json=e.alert_json.replace('"labels"', '"summary":"disk 97%","labels"'))
+    assert await store.record([newer, entry("g1", "b")], [], T0 + 1) == Recorded(0, 0, 0)
+    assert await store.record([], [resolved("b")], T0 + 2) == Recorded(0, 0, 1)
+    g = await store.load("g1")
+    assert g is not None and g.alerts["a"].alert.summary == "disk 97%" and g.alerts["b"].status == "resolved"
+    await store.close()
+    conn = sqlite3.connect(path)
+    names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'alerts'")}
+    conn.close()
+    assert "alerts_held" in names and "alerts_fp" not in names
 
 
 async def test_a_late_answer_settles_its_own_stamp_not_a_newer_one(store):

@@ -1,4 +1,4 @@
-"""The SQLite file: where it is (the URL), its tables, the one migration, and the rows the
+"""The SQLite file: where it is (the URL), its tables, its migrations, and the rows the
 tables hold turned into the model's objects and back. No state: every function here is
 used by the engine (store process) or by the facade (proxy process) alike."""
 
@@ -38,8 +38,8 @@ CREATE TABLE IF NOT EXISTS groups (
 CREATE INDEX IF NOT EXISTS groups_due ON groups(urgent, due);
 CREATE TABLE IF NOT EXISTS alerts (
   gkey TEXT NOT NULL, fp TEXT NOT NULL, status TEXT NOT NULL, json TEXT NOT NULL,
-  PRIMARY KEY (gkey, fp)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS alerts_fp ON alerts(fp);
+  jh INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (gkey, fp)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alerts_held ON alerts(fp, status, jh);
 CREATE TABLE IF NOT EXISTS tombs (key TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tombs_until ON tombs(until);
 CREATE TABLE IF NOT EXISTS marks (mark TEXT NOT NULL, fp TEXT NOT NULL, PRIMARY KEY (mark, fp))
@@ -158,6 +158,7 @@ def open_file(path: Path, sync: str) -> sqlite3.Connection:
     # one transaction. In memory it stays at a few MB at most.
     conn.execute("PRAGMA temp_store=MEMORY")
     number_once(conn)
+    hash_alerts(conn)
     conn.executescript(SCHEMA)
     return conn
 
@@ -188,6 +189,24 @@ def number_once(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def hash_alerts(conn: sqlite3.Connection) -> None:
+    """The alerts' rows carry a hash of their JSON (`jh`), in the fingerprint index with
+    their status, so that recording an alert a group holds reads the index alone, not the
+    table too (windows.Windows._held; ~3 µs less per alert). Files written before have
+    neither: the column is added (0: not known, so each alert's next repeat is written
+    once) and the index replaced."""
+    cols = [row[1] for row in conn.execute("PRAGMA table_info(alerts)")]
+    if cols and "jh" not in cols:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("ALTER TABLE alerts ADD COLUMN jh INTEGER NOT NULL DEFAULT 0")
+            conn.execute("DROP INDEX IF EXISTS alerts_fp")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
 
 # -- rows -----------------------------------------------------------------------------------
