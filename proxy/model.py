@@ -55,12 +55,30 @@ class Alert:
         """What a group keeps of the alert (never the routing key: it is a secret); empty
         fields are left out (`from_dict` fills them in)."""
         d: JsonObject = {"fingerprint": self.fingerprint, "status": self.status,
-                             "labels": self.labels, "source": self.source}
-        for name in ("annotations", "summary", "severity", "starts_at", "ends_at", "custom_details",
-                     "links", "images", "dedup_key", "client", "client_url"):
-            value = getattr(self, name)
-            if value:
-                d[name] = value
+                         "labels": self.labels, "source": self.source}
+        # (one test per field, not a loop of getattr: this runs for every alert recorded)
+        if self.annotations:
+            d["annotations"] = self.annotations
+        if self.summary:
+            d["summary"] = self.summary
+        if self.severity:
+            d["severity"] = self.severity
+        if self.starts_at:
+            d["starts_at"] = self.starts_at
+        if self.ends_at:
+            d["ends_at"] = self.ends_at
+        if self.custom_details:
+            d["custom_details"] = self.custom_details
+        if self.links:
+            d["links"] = self.links
+        if self.images:
+            d["images"] = self.images
+        if self.dedup_key:
+            d["dedup_key"] = self.dedup_key
+        if self.client:
+            d["client"] = self.client
+        if self.client_url:
+            d["client_url"] = self.client_url
         return d
 
     @classmethod

@@ -110,3 +110,23 @@ def test_an_annotated_incident_event_is_about_the_incident_it_references():
     assert ev is not None and ev.event_type == "incident.annotated" and ev.incident_id == "PGR0VU2"
     assert ev.incident_key is None and ev.status == "" and ev.agent == "Tenex Engineer"
     assert ev.data is not None and ev.data["content"] == "I sure am glad we are using PagerDuty!"
+
+
+def test_an_alert_as_its_group_keeps_it_has_every_field_but_the_routing_key():
+    """Alert.to_dict names its fields one by one (it runs for every alert): a field added
+    to Alert and not to it would be lost when the alert is stored. Every field set comes
+    back through to_dict/from_dict, empty ones are left out, the routing key (a secret)
+    never."""
+    import dataclasses
+
+    from proxy.model import Alert
+
+    values = {f.name: (["x"] if f.type.startswith("list") else {"k": "v"} if f.type.startswith(("dict", "Json"))
+                       else "firing" if f.name == "status" else f"{f.name}-value")
+              for f in dataclasses.fields(Alert)}
+    full = Alert(**values)
+    d = full.to_dict()
+    assert "routing_key" not in d
+    assert Alert.from_dict(dict(d)) == dataclasses.replace(full, routing_key=None)
+    bare = Alert(fingerprint="f", status="firing", labels={"a": "b"}, source="s")
+    assert bare.to_dict() == {"fingerprint": "f", "status": "firing", "labels": {"a": "b"}, "source": "s"}
