@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 
-from prometheus_client import Counter
+from prometheus_client import Counter as Metric
 
 from proxy import render
 from proxy.clock import Clock
@@ -63,7 +63,7 @@ class Pipeline:
         self.rules, self.store, self.clock, self.metrics = rules, store, clock, metrics
         self.tally = tally or Tally()  # the noise figures (stats.py)
         self.max_groups = max_groups
-        self._received: dict[str, Counter] = {}  # source -> its alerts_received child (labels() locks)
+        self._received: dict[str, Metric] = {}  # source -> its alerts_received child (labels() locks)
         self.on_enqueue = on_enqueue  # the sender's wake-up call
         self.remediations = Remediations(store, clock, metrics, caller or HttpCaller(),
                                          lambda: self.on_enqueue())
@@ -99,6 +99,8 @@ class Pipeline:
         counts: defaultdict[str, float] = defaultdict(float)
         bad_times: list[str] = []
         beats: dict[str, Heartbeat] = {}
+        names: list[str] = []  # (counted once at the end: Counter counts in C)
+        placed: list[tuple[str, str]] = []  # (rule, service) of each alert placed
         for i, alert in enumerate(alerts):
             if i % 250 == 249:
                 await asyncio.sleep(0)  # thousands of alerts in one request: others get a turn
@@ -115,13 +117,11 @@ class Pipeline:
             if rules.inhibit:
                 marks += [(m, alert.fingerprint) for m in rules.source_marks(alert.labels)]
             placements, reason = rules.place(alert)
-            labels = alert.labels
-            counts["in_alertname|" + labels.get("alertname", "-")] += 1
+            names.append(alert.labels.get("alertname", "-"))
             if reason:
                 counts["suppressed|" + reason] += 1
             else:
-                counts["in_rule|" + placements[0].rule.name] += 1
-                counts["in_service|" + placements[0].alert.labels.get("service", "-")] += 1
+                placed.append((placements[0].rule.name, placements[0].alert.labels.get("service", "-")))
             for p in placements:
                 r = p.rule
                 entries.append(Entry(
@@ -130,6 +130,11 @@ class Pipeline:
                     group_interval=r.group_interval,
                     resolve_wait=r.group_interval if r.resolve_wait is None else r.resolve_wait,
                     max_alerts=r.max_alerts, urgent=p.severity == "critical"))
+        for name, times in Counter(names).items():
+            counts["in_alertname|" + name] += times
+        for (rule, service), times in Counter(placed).items():
+            counts["in_rule|" + rule] += times
+            counts["in_service|" + service] += times
         for hb in beats.values():
             await self.heartbeats.seen(hb, now)
         lost = fired = gone = 0

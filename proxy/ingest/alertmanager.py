@@ -27,29 +27,28 @@ def parse(body: Any) -> list[Alert]:
         raise InputError(errors + ["'alerts' is missing or not an array"])
     alerts: list[Alert] = []
     for i, a in enumerate(raw):
-        where = f"alerts[{i}]"
         if not isinstance(a, dict):
-            errors.append(f"'{where}' must be an object")
+            errors.append(f"'alerts[{i}]' must be an object")
             continue
         status = a.get("status")
         if status not in ("firing", "resolved"):
-            errors.append(f"'{where}.status' must be \"firing\" or \"resolved\"")
+            errors.append(f"'alerts[{i}].status' must be \"firing\" or \"resolved\"")
             continue
         labels = a.get("labels")
         if type(labels) is not dict or not all(map(_is_str, labels.values())):
             if labels is None:
-                errors.append(f"'{where}.labels' is missing")
-            labels = str_map(labels, f"{where}.labels", errors)
-        if a.get("labels") == {}:
-            errors.append(f"'{where}.labels' is empty (an alert needs at least one label, such "
+                errors.append(f"'alerts[{i}].labels' is missing")
+            labels = str_map(labels, f"alerts[{i}].labels", errors)
+        if not labels and a.get("labels") == {}:
+            errors.append(f"'alerts[{i}].labels' is empty (an alert needs at least one label, such "
                           "as alertname, to be grouped and routed)")
         annotations = a.get("annotations") or {}
         if type(annotations) is not dict or not all(map(_is_str, annotations.values())):
-            annotations = str_map(annotations, f"{where}.annotations", errors)
+            annotations = str_map(annotations, f"alerts[{i}].annotations", errors)
         starts, ends = a.get("startsAt") or "", a.get("endsAt") or ""  # (no loop: per alert)
         fp, gen = a.get("fingerprint") or "", a.get("generatorURL") or ""
         if not (type(starts) is str and type(ends) is str and type(fp) is str and type(gen) is str):
-            starts, ends, fp, gen = (opt_str(a, k, f"{where}.{k}", errors) for k in _TEXT_FIELDS)
+            starts, ends, fp, gen = (opt_str(a, k, f"alerts[{i}].{k}", errors) for k in _TEXT_FIELDS)
         fp = fp or fingerprint_of(labels)
         alerts.append(
             Alert(
