@@ -147,7 +147,7 @@ class Windows(Outbox):
         the alerts the groups already hold, then one batch of writes of each kind. The
         fingerprints that fired and that resolved."""
         have = self._held({(k, fp) for k, alerts in puts.items() if k in heads for fp, *_ in alerts})
-        inserts, updates, statuses = [], [], []
+        inserts, updates = [], []
         fired: set[str] = set()
         resolved: set[str] = set()
         for key, alerts in puts.items():
@@ -166,17 +166,13 @@ class Windows(Outbox):
                     new = (put.status or old[0], _jh(js) if put.json else old[1])
                     if new != old:  # (an unchanged repeat writes nothing)
                         have[(key, fp)] = new
-                        if put.json:
-                            updates.append((new[0], js, new[1], key, fp))
-                        else:
-                            statuses.append((new[0], key, fp))
+                        updates.append((new[0], js if put.json else None, new[1], key, fp))
         c = self.c
         if inserts:
             c.executemany("INSERT INTO alerts (gkey, fp, status, json, jh) VALUES (?, ?, ?, ?, ?)", inserts)
-        if updates:
-            c.executemany("UPDATE alerts SET status = ?, json = ?, jh = ? WHERE gkey = ? AND fp = ?", updates)
-        if statuses:
-            c.executemany("UPDATE alerts SET status = ? WHERE gkey = ? AND fp = ?", statuses)
+        if updates:  # (in order; a status alone keeps the JSON)
+            c.executemany("UPDATE alerts SET status = ?, json = COALESCE(?, json), jh = ? "
+                          "WHERE gkey = ? AND fp = ?", updates)
         moved, seen = [], []  # groups that changed; groups that only saw their alerts again
         for key, g in heads.items():
             if key in puts:
