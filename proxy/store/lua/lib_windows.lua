@@ -19,15 +19,17 @@ local function gload(G)
   t.version, t.overflow, t.n = tonumber(t.version), tonumber(t.overflow), tonumber(t.n)
   t.last_flush_at, t.group_interval = tonumber(t.last_flush_at), tonumber(t.group_interval)
   t.resolve_wait, t.ttl_at = tonumber(t.resolve_wait), tonumber(t.ttl_at or '0')
+  t.n0 = t.n  -- (the size as read: written back only if it changed)
   return t
 end
 
--- Write the fields back (and the size to `sizes`, the console's count); refresh the TTLs
+-- Write the fields back (and the size to `sizes`, the console's and the claim's count, if
+-- it changed); refresh the TTLs
 -- at most once a day (they are a week).
 local function gsave(G, t, now, ttl, k, sizes)
   redis.call('HSET', G.g, 'version', t.version, 'overflow', t.overflow, 'n', t.n,
     'grown', t.grown, 'last_seen', t.last_seen, 'urgent', t.urgent)
-  redis.call('HSET', sizes, k, t.n)
+  if t.n ~= t.n0 then redis.call('HSET', sizes, k, t.n) end
   if now - t.ttl_at > 86400 then
     redis.call('HSET', G.g, 'ttl_at', string.format('%.17g', now))
     redis.call('EXPIRE', G.g, ttl)
@@ -71,7 +73,8 @@ local function put_alert(G, t, k, fp, status, json, full, max_alerts, now, fpkey
     redis.call('HSET', G.gs, fp, status)
     t.n = t.n + 1
   else
-    if full then redis.call('HSET', G.ga, fp, json) end
+    -- (an alert sent again unchanged writes nothing: the AOF and the replicas never see it)
+    if full and redis.call('HGET', G.ga, fp) ~= json then redis.call('HSET', G.ga, fp, json) end
     local prev, changes = split_status(raw)
     if prev == status then return end
     redis.call('HSET', G.gs, fp, with_change(status, changes, now, kept))

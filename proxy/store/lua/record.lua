@@ -37,24 +37,23 @@ end
 if #miss_g > 0 or #miss_m > 0 then
   return cjson.encode({missing = {groups = miss_g, marks = miss_m}})
 end
-local opening, counted = 0, {}
+-- Each group's fields are read once (T: false for a group that is not open).
+local T = {}
+local function fields(k)
+  if T[k] == nil then T[k] = gload(G(k)) or false end
+  return T[k]
+end
+local opening = 0
 for _, e in ipairs(R.e) do
-  if not counted[e[1]] then
-    counted[e[1]] = true
-    if redis.call('EXISTS', KEYS[R.g[e[1]][1]]) == 0 then opening = opening + 1 end
-  end
+  if T[e[1]] == nil and not fields(e[1]) then opening = opening + 1 end
 end
 if opening > 0 and redis.call('ZCARD', DUE_U) + redis.call('ZCARD', DUE_N) + opening > R.max then
   return cjson.encode({full = R.max})
 end
 
--- 2. Firing entries, opening groups as needed. Each group's fields are read once (T).
+-- 2. Firing entries, opening groups as needed.
 -- `changed`: fingerprint -> fired | resolved, each alert once (Recorded).
-local T, changed = {}, {}
-local function fields(k)
-  if T[k] == nil then T[k] = gload(G(k)) or false end
-  return T[k]
-end
+local changed = {}
 for _, e in ipairs(R.e) do
   local k, fp = e[1], e[2]
   local g = G(k)
@@ -70,8 +69,9 @@ for _, e in ipairs(R.e) do
       'state', '{}', 'n', '0', 'ttl_at', '0')
     redis.call('ZADD', urgent == '1' and DUE_U or DUE_N, now + m[5], k)
     redis.call('HSET', KEYS[7], k, m[8])
-    T[k] = gload(g)
-    t = T[k]
+    t = gload(g)
+    t.n0 = -1  -- (its size is written whatever it holds)
+    T[k] = t
   end
   if e[6] and t.urgent ~= '1' then
     local due = redis.call('ZSCORE', DUE_N, k)

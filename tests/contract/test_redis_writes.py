@@ -1,0 +1,47 @@
+"""What a record writes on a real redis-server, counted by its INFO commandstats: an alert
+sent again unchanged (Alertmanager resends a group's alerts on every group_interval) writes
+only its group's fields, so neither the AOF nor a replica sees its JSON, status or size."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from proxy.store import from_url
+from tests.contract.test_store_contract import T0, entry
+from tests.support.redis_server import cli
+
+WRITES = ("hset", "hdel", "sadd", "srem", "expire", "zadd", "zrem", "set", "del")
+
+
+def writes(port: int) -> dict[str, int]:
+    """Write commands run since the last `CONFIG RESETSTAT` (in scripts included)."""
+    out = {}
+    for line in cli(port, "info", "commandstats").splitlines():
+        name = line.split(":", 1)[0].removeprefix("cmdstat_")
+        if name in WRITES:
+            out[name] = int(line.split("calls=")[1].split(",")[0])
+    return out
+
+
+async def test_an_unchanged_repeat_writes_only_its_groups_fields(own_redis):
+    store = from_url(own_redis.url, prefix="w")
+    try:
+        first = entry("g1", "a")
+        await store.record([first, entry("g2", "b")], [], T0)
+        cli(own_redis.port, "config", "resetstat")
+        await store.record([first, entry("g2", "b")], [], T0 + 1)
+        assert writes(own_redis.port) == {"hset": 2}  # last_seen of g1 and g2, nothing else
+
+        cli(own_redis.port, "config", "resetstat")
+        changed = dataclasses.replace(first, alert_json=first.alert_json.replace(
+            '"labels"', '"summary":"disk 97%","labels"'))
+        await store.record([changed], [], T0 + 2)
+        assert writes(own_redis.port) == {"hset": 2}  # g1's fields and the alert's new JSON
+        g = await store.load("g1")
+        assert g is not None and g.alerts["a"].alert.summary == "disk 97%" and g.last_seen == T0 + 2
+
+        cli(own_redis.port, "config", "resetstat")
+        await store.record([entry("g1", "c")], [], T0 + 3)  # a new alert: its size changes too
+        assert writes(own_redis.port)["hset"] == 4  # fields, JSON, status, size
+    finally:
+        await store.close()
