@@ -42,6 +42,7 @@ from proxy.store.redis_url import connect
 
 __all__ = ["RedisStore"]
 
+OPEN_KNOWN = 65536  # groups a store remembers it saw open (RedisStore._open)
 
 class RedisStore(OnCall):
     """`wait_replicas=N` in the URL: a write that a 2xx answer depends on (recording
@@ -55,6 +56,9 @@ class RedisStore(OnCall):
         `shared`: a store on the same Redis whose client and scripts this one uses."""
         self.url = url
         self.n = keys.Names(prefix)
+        # Groups this store saw open: a record sends what opens a group (its meta) only for
+        # the others; if one closed since, the script asks for it (bounded: emptied when full)
+        self._open: set[str] = set()
         self._s: dict[str, Any]
         self._replicas: int
         self._wait_ms: int
@@ -90,29 +94,40 @@ class RedisStore(OnCall):
             return Recorded()
         n = self.n
         kl = rc.Keys([n.due_urgent, n.due_other, *self._outbox_fixed(), n.heads, n.sizes])
-        groups: dict[str, list[Any]] = {}
+        groups: dict[str, list[Any]] = {}  # key -> [i_g, i_ga, i_gs, i_tomb (0: unused), meta]
+        opening: dict[str, Entry] = {}  # the groups' first entries
 
-        def group(k: str, meta: list[Any] | None = None) -> None:
-            if k not in groups:
-                groups[k] = [*kl.many(n.group(k)), False]
-            if meta is not None and groups[k][4] is False:
-                groups[k][4] = meta
+        def group(k: str, tomb: bool = False) -> list[Any]:
+            found = groups.get(k)
+            if found is None:
+                g, ga, gs, tb = n.group(k)
+                found = groups[k] = [kl.idx(g), kl.idx(ga), kl.idx(gs), kl.idx(tb) if tomb else 0, False]
+            elif tomb and not found[3]:
+                found[3] = kl.idx(n.group(k)[3])
+            return found
+
+        def meta(k: str) -> None:
+            e, m = opening[k], opening[k].meta
+            group(k)[4] = [m.rule, m.routing_key, m.key_name, orjson.dumps(m.group_labels).decode(),
+                           e.group_wait, e.group_interval, e.resolve_wait,
+                           rc.head(m.rule, m.key_name, m.group_labels, now, False, GroupState())]
 
         mk: dict[str, int] = {}
         es = []
         for e in entries:
-            m = e.meta
-            group(e.group_key, [m.rule, m.routing_key, m.key_name,
-                                orjson.dumps(m.group_labels).decode(), e.group_wait,
-                                e.group_interval, e.resolve_wait,
-                                rc.head(m.rule, m.key_name, m.group_labels, now, False, GroupState())])
-            es.append([e.group_key, e.fingerprint, kl.idx(n.fingerprint(e.fingerprint)),
+            k = e.group_key
+            if k not in opening:
+                opening[k] = e
+                group(k)
+                if k not in self._open:
+                    meta(k)
+            es.append([k, e.fingerprint, kl.idx(n.fingerprint(e.fingerprint)),
                        e.alert_json, e.max_alerts, e.urgent])
         rs = []
         for r in resolved:
             cands = []
             for ck, ev in r.candidates:
-                group(ck)
+                group(ck, tomb=True)
                 cands.append([ck, rc.event_json(ev), kl.outbox(n, ev.routing_key)])
             rs.append([r.fingerprint, kl.idx(n.fingerprint(r.fingerprint)),
                        kl.idx(n.marks_of(r.fingerprint)), r.alert_json, r.full, cands])
@@ -125,13 +140,19 @@ class RedisStore(OnCall):
                    "max": min(max_groups, 1 << 50), "g": groups, "e": es, "r": rs, "m": ms, "mk": mk}
             out = await self._run("record", kl.keys, orjson.dumps(req), durable=True)
             if isinstance(out, list):
+                if len(self._open) + len(opening) > OPEN_KNOWN:
+                    self._open.clear()
+                self._open.update(opening)
                 return Recorded(*(int(x) for x in out))
             answer = orjson.loads(out)
             if "full" in answer:
                 raise StoreFull(max_groups)
-            missing = answer["missing"]  # groups or marks only the script knew
-            for k in missing.get("groups") or []:
+            missing = answer["missing"]  # groups or marks only the script knew; groups it
+            for k in missing.get("groups") or []:  # would open, whose meta was left out
                 group(k)
+            for k in missing.get("meta") or []:
+                self._open.discard(k)
+                meta(k)
             for m in missing.get("marks") or []:
                 mk[m] = kl.idx(n.mark(m))
         raise StoreError("redis: record: the groups of a resolved alert kept changing")

@@ -1,13 +1,15 @@
 """What a record writes on a real redis-server, counted by its INFO commandstats: an alert
 sent again unchanged (Alertmanager resends a group's alerts on every group_interval) writes
-only its group's fields, so neither the AOF nor a replica sees its JSON, status or size."""
+only its group's fields, so neither the AOF nor a replica sees its JSON, status or size; and
+what opens a group is sent only for a group the proxy has not seen open, so a group another
+replica closed meanwhile is asked for and opened again whole."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from proxy.store import from_url
-from tests.contract.test_store_contract import T0, entry
+from tests.contract.test_store_contract import T0, entry, flushed
 from tests.support.redis_server import cli
 
 WRITES = ("hset", "hdel", "sadd", "srem", "expire", "zadd", "zrem", "set", "del")
@@ -45,3 +47,24 @@ async def test_an_unchanged_repeat_writes_only_its_groups_fields(own_redis):
         assert writes(own_redis.port)["hset"] == 4  # fields, JSON, status, size
     finally:
         await store.close()
+
+
+async def test_a_group_another_replica_closed_opens_again_whole(own_redis):
+    one, other = from_url(own_redis.url, prefix="w"), from_url(own_redis.url, prefix="w")
+    try:
+        await one.record([entry("g1", "a")], [], T0)
+        await one.record([entry("g1", "a")], [], T0 + 1)  # seen open: sent without its meta
+        assert await flushed(other, "g1", T0 + 30, delete=True, trigger=False)
+        assert await one.load("g1") is None
+        cli(own_redis.port, "config", "resetstat")
+        await one.record([entry("g1", "a")], [], T0 + 40)
+        evalsha = next(ln for ln in cli(own_redis.port, "info", "commandstats").splitlines()
+                       if ln.startswith("cmdstat_evalsha"))
+        assert "calls=2," in evalsha  # asked for the group's meta, then opened it
+        g = await one.load("g1")
+        assert g is not None and g.rule == "r" and g.group_labels == {"alertname": "g1"}
+        assert g.opened_at == T0 + 40 and list(g.alerts) == ["a"]
+        assert [h.key for h in await one.heads()] == ["g1"]
+    finally:
+        await one.close()
+        await other.close()

@@ -2,18 +2,21 @@
 -- KEYS: 1 due:u, 2 due:n, 3 ob:items, 4 ob:seq, 5 ob:keys, 6 ob:names, 7 heads, 8 sizes,
 --   then the keys the request names by index in ARGV[1].
 -- ARGV[1]: JSON {now, ttl, tomb, kept, max (open groups at most),
---   g: {group key: [i_g, i_ga, i_gs, i_tomb, meta or false]}, meta = [rule, routing_key,
---      key_name, group_labels JSON, group_wait, group_interval, resolve_wait, head JSON]
+--   g: {group key: [i_g, i_ga, i_gs, i_tomb (0 but for candidates), meta or false]},
+--      meta = [rule, routing_key, key_name, group_labels JSON, group_wait, group_interval,
+--      resolve_wait, head JSON]
 --   e: [[group key, fp, i_fpkey, alert JSON, max_alerts, urgent]]          firing entries
 --   r: [[fp, i_fpkey, i_marks_of, alert JSON, full, [[group key, event, [i_lines, i_ready,
 --        i_wait, i_age]]...]]]                     resolved alerts with their candidates
 --   m: [[i_mark, i_marks_of, mark, fp]]                 inhibition marks of firing sources
 --   mk: {mark: i_mark}                                   every mark key declared}
--- A resolved alert's groups and marks are known only here (SMEMBERS): if one was not
--- declared, nothing is written and the answer is {"missing": {"groups": [...], "marks":
--- [...]}}; the caller declares them and calls again. If the entries would open more groups
--- than `max` allows, nothing is written and the answer is {"full": max}. Else returns
--- {resolves enqueued for lost groups, alerts fired, alerts resolved} (store.base.Recorded).
+-- A resolved alert's groups and marks are known only here (SMEMBERS), and so is whether a
+-- group is open: if one was not declared, or a group to open came without its meta (the
+-- caller sends it only for groups it has not seen open), nothing is written and the
+-- answer is {"missing": {"groups": [...], "marks": [...], "meta": [...]}}; the caller
+-- declares them and calls again. If the entries would open more groups than `max` allows,
+-- nothing is written and the answer is {"full": max}. Else returns {resolves enqueued for
+-- lost groups, alerts fired, alerts resolved} (store.base.Recorded).
 local R = cjson.decode(ARGV[1])
 local now, ttl, kept = R.now, R.ttl, R.kept
 local DUE_U, DUE_N = KEYS[1], KEYS[2]
@@ -34,18 +37,21 @@ for _, r in ipairs(R.r) do
     if not R.mk[m] then miss_m[#miss_m + 1] = m end
   end
 end
-if #miss_g > 0 or #miss_m > 0 then
-  return cjson.encode({missing = {groups = miss_g, marks = miss_m}})
-end
 -- Each group's fields are read once (T: false for a group that is not open).
 local T = {}
 local function fields(k)
   if T[k] == nil then T[k] = gload(G(k)) or false end
   return T[k]
 end
-local opening = 0
+local opening, miss_meta = 0, {}
 for _, e in ipairs(R.e) do
-  if T[e[1]] == nil and not fields(e[1]) then opening = opening + 1 end
+  if T[e[1]] == nil and not fields(e[1]) then
+    opening = opening + 1
+    if not R.g[e[1]][5] then miss_meta[#miss_meta + 1] = e[1] end
+  end
+end
+if #miss_g > 0 or #miss_m > 0 or #miss_meta > 0 then
+  return cjson.encode({missing = {groups = miss_g, marks = miss_m, meta = miss_meta}})
 end
 if opening > 0 and redis.call('ZCARD', DUE_U) + redis.call('ZCARD', DUE_N) + opening > R.max then
   return cjson.encode({full = R.max})
