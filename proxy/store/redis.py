@@ -56,9 +56,10 @@ class RedisStore(OnCall):
         `shared`: a store on the same Redis whose client and scripts this one uses."""
         self.url = url
         self.n = keys.Names(prefix)
-        # Groups this store saw open: a record sends what opens a group (its meta) only for
-        # the others; if one closed since, the script asks for it (bounded: emptied when full)
-        self._open: set[str] = set()
+        # Groups this proxy saw open: a record sends what opens a group (its meta) only for
+        # the others; if one closed since, the script asks for it (one set for the
+        # partitions, bounded: emptied when full)
+        self._open: set[str] = shared._open if shared is not None else set()
         self._s: dict[str, Any]
         self._replicas: int
         self._wait_ms: int
@@ -220,6 +221,9 @@ class RedisStore(OnCall):
         req = {"now": max(c.group.last_flush_at for c in commits), "ttl": rc.GROUP_TTL,
                "tomb": int(TOMBSTONE_TTL), "c": cs}
         out = await self._run("commit", kl.keys, orjson.dumps(req), *strs)
+        for c, done in zip(commits, out, strict=True):
+            if c.delete and done:
+                self._open.discard(c.group.key)  # (its next alert sends the meta at once)
         return [bool(x) for x in out]
 
     @rc.wrapped

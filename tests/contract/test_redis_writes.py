@@ -68,3 +68,18 @@ async def test_a_group_another_replica_closed_opens_again_whole(own_redis):
     finally:
         await one.close()
         await other.close()
+
+
+async def test_a_group_this_proxy_closed_opens_again_in_one_call(own_redis):
+    store = from_url(own_redis.url, prefix="w")
+    try:
+        await store.record([entry("g1", "a")], [], T0)
+        assert await flushed(store, "g1", T0 + 30, delete=True, trigger=False)
+        cli(own_redis.port, "config", "resetstat")
+        await store.record([entry("g1", "a")], [], T0 + 40)
+        assert "calls=1," in next(ln for ln in cli(own_redis.port, "info", "commandstats").splitlines()
+                                  if ln.startswith("cmdstat_evalsha"))
+        g = await store.load("g1")
+        assert g is not None and g.opened_at == T0 + 40
+    finally:
+        await store.close()
