@@ -42,7 +42,8 @@ from proxy.store.redis_url import connect
 
 __all__ = ["RedisStore"]
 
-OPEN_KNOWN = 65536  # groups a store remembers it saw open (RedisStore._open)
+OPEN_KNOWN = 65536  # groups a proxy remembers it saw open (RedisStore._open)
+
 
 class RedisStore(OnCall):
     """`wait_replicas=N` in the URL: a write that a 2xx answer depends on (recording
