@@ -149,8 +149,9 @@ class RedisStore(OnCall):
             answer = orjson.loads(out)
             if "full" in answer:
                 raise StoreFull(max_groups)
-            missing = answer["missing"]  # groups or marks only the script knew; groups it
-            for k in missing.get("groups") or []:  # would open, whose meta was left out
+            # groups or marks only the script knew; groups it would open whose meta was left out
+            missing = answer["missing"]
+            for k in missing.get("groups") or []:
                 group(k)
             for k in missing.get("meta") or []:
                 self._open.discard(k)

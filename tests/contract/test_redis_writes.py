@@ -10,19 +10,14 @@ import dataclasses
 
 from proxy.store import from_url
 from tests.contract.test_store_contract import T0, entry, flushed
-from tests.support.redis_server import cli
+from tests.support.redis_server import cli, command_calls
 
 WRITES = ("hset", "hdel", "sadd", "srem", "expire", "zadd", "zrem", "set", "del")
 
 
 def writes(port: int) -> dict[str, int]:
     """Write commands run since the last `CONFIG RESETSTAT` (in scripts included)."""
-    out = {}
-    for line in cli(port, "info", "commandstats").splitlines():
-        name = line.split(":", 1)[0].removeprefix("cmdstat_")
-        if name in WRITES:
-            out[name] = int(line.split("calls=")[1].split(",")[0])
-    return out
+    return {name: n for name, n in command_calls(port).items() if name in WRITES}
 
 
 async def test_an_unchanged_repeat_writes_only_its_groups_fields(own_redis):
@@ -58,9 +53,7 @@ async def test_a_group_another_replica_closed_opens_again_whole(own_redis):
         assert await one.load("g1") is None
         cli(own_redis.port, "config", "resetstat")
         await one.record([entry("g1", "a")], [], T0 + 40)
-        evalsha = next(ln for ln in cli(own_redis.port, "info", "commandstats").splitlines()
-                       if ln.startswith("cmdstat_evalsha"))
-        assert "calls=2," in evalsha  # asked for the group's meta, then opened it
+        assert command_calls(own_redis.port)["evalsha"] == 2  # asked for the group's meta, then opened it
         g = await one.load("g1")
         assert g is not None and g.rule == "r" and g.group_labels == {"alertname": "g1"}
         assert g.opened_at == T0 + 40 and list(g.alerts) == ["a"]
@@ -77,8 +70,7 @@ async def test_a_group_this_proxy_closed_opens_again_in_one_call(own_redis):
         assert await flushed(store, "g1", T0 + 30, delete=True, trigger=False)
         cli(own_redis.port, "config", "resetstat")
         await store.record([entry("g1", "a")], [], T0 + 40)
-        assert "calls=1," in next(ln for ln in cli(own_redis.port, "info", "commandstats").splitlines()
-                                  if ln.startswith("cmdstat_evalsha"))
+        assert command_calls(own_redis.port)["evalsha"] == 1
         g = await store.load("g1")
         assert g is not None and g.opened_at == T0 + 40
     finally:

@@ -16,7 +16,7 @@ from proxy.store import Entry, Window, from_url
 from tests.conftest import wait_for, write_rules
 from tests.support.net import free_port, wait_port
 from tests.support.proxies import all_resolved, until_accepted
-from tests.support.redis_server import RedisCluster, cli
+from tests.support.redis_server import RedisCluster, cli, command_calls
 
 TEAMS = 12
 KEYS = [hashlib.md5(f"team {t}".encode()).hexdigest() for t in range(TEAMS)]  # 32 characters
@@ -28,12 +28,8 @@ RULES = "defaults:\n  routing_key: ${PD_ROUTING_KEY}\n  group_wait: 1s\n  group_
 
 def _commands(port: int) -> int:
     """Commands a node ran (INFO and the cluster's own chatter aside)."""
-    total = 0
-    for line in cli(port, "info", "commandstats").splitlines():
-        if line.startswith("cmdstat_") and not line.startswith(
-                ("cmdstat_info", "cmdstat_ping", "cmdstat_cluster", "cmdstat_config", "cmdstat_command")):
-            total += int(line.split("calls=")[1].split(",")[0])
-    return total
+    return sum(n for name, n in command_calls(port).items()
+               if not name.startswith(("info", "ping", "cluster", "config", "command")))
 
 
 async def test_twelve_routing_keys_spread_over_three_masters(tmp_path, proxy_process, fake_pd):

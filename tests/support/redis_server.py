@@ -44,6 +44,17 @@ def cli(port: int, *args: str) -> str:
                           text=True, timeout=30, check=False).stdout
 
 
+def command_calls(port: int) -> dict[str, int]:
+    """Calls of each command since the server started or `CONFIG RESETSTAT` (INFO
+    commandstats; the commands scripts run included): {"hset": 12, ...}."""
+    out = {}
+    for line in cli(port, "info", "commandstats").splitlines():
+        if line.startswith("cmdstat_"):
+            name, stats = line.removeprefix("cmdstat_").split(":", 1)
+            out[name] = int(stats.split("calls=")[1].split(",")[0])
+    return out
+
+
 class RedisServer:
     """One redis-server: AOF on, fsync at every write (nothing acknowledged is lost)."""
 

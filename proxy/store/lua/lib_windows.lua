@@ -24,8 +24,7 @@ local function gload(G)
 end
 
 -- Write the fields back (and the size to `sizes`, the console's and the claim's count, if
--- it changed); refresh the TTLs
--- at most once a day (they are a week).
+-- it changed); refresh the TTLs at most once a day (they are a week).
 local function gsave(G, t, now, ttl, k, sizes)
   redis.call('HSET', G.g, 'version', t.version, 'overflow', t.overflow, 'n', t.n,
     'grown', t.grown, 'last_seen', t.last_seen, 'urgent', t.urgent)
