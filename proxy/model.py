@@ -157,7 +157,7 @@ class Group:
     last_flush_at: float = 0.0
     overflow: int = 0  # alerts refused by max_alerts
     version: int = 0  # bumped by every change: a commit of an older version is refused
-    last_seen: float = 0.0  # when a source last sent any of its alerts
+    last_seen: float = 0.0  # when a source last sent any of its alerts (to SEEN_STEP)
     urgent: bool = False  # holds a critical alert: flushed before the others
     state: GroupState = field(default_factory=GroupState)  # the pipeline's own; a blob to stores
     n_alerts: int = 0  # how many alerts it holds (set by the store; `alerts` may be left empty)
@@ -185,6 +185,10 @@ class Flush:
     next_due: float
 
 
+SEEN_STEP = 1.0
+"""Seconds: a group's last_seen moves in steps of at least this (store.base's rule), so a
+sender repeating a group's alerts many times a second writes the group once a second; it
+is up to SEEN_STEP older than the last refresh, and the stale check allows for that."""
 URGENT = 0  # the priority of a critical trigger: it may spend the budget's reserve
 
 

@@ -11,7 +11,11 @@ Scheduling rule applied by `record` (every store, atomically per request):
 - a new alert, or one whose status changes, bumps the group's version and is noted in the
   alert's `changes`; in a group flushed before it makes the group due at
   max(now, last_flush + group_interval) (resolve_wait for a resolve), if earlier;
-- every alert recorded refreshes the group's `last_seen`;
+- every alert recorded refreshes the group's `last_seen`, in steps of model.SEEN_STEP: a
+  refresh less than SEEN_STEP after the one stored leaves it (a sender that repeats a
+  group's alerts many times a second, as Prometheus's batches of 64 or an HA pair's twin
+  webhooks do, writes the group once a second, not per request; an unchanged repeat
+  within the step writes nothing at all). The stale check allows for the step;
 - an alert's stored JSON is replaced when the update is `full` (it has labels); an
   Events v2 resolve, which carries only its dedup_key, changes the status alone.
 

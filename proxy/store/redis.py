@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import StoreError, StoreFull
-from proxy.model import Group, OutEvent
+from proxy.model import SEEN_STEP, Group, OutEvent
 from proxy.state import GroupState
 from proxy.store import keys
 from proxy.store import redis_calls as rc
@@ -139,7 +139,7 @@ class RedisStore(OnCall):
             ms.append([mk[mark], kl.idx(n.marks_of(fp)), mark, fp])
         for _ in range(5):
             req = {"now": now, "ttl": rc.GROUP_TTL, "tomb": int(TOMBSTONE_TTL), "kept": CHANGES_KEPT,
-                   "max": min(max_groups, 1 << 50), "g": groups, "e": es, "r": rs, "m": ms, "mk": mk}
+                   "step": SEEN_STEP, "max": min(max_groups, 1 << 50), "g": groups, "e": es, "r": rs, "m": ms, "mk": mk}
             out = await self._run("record", kl.keys, orjson.dumps(req), durable=True)
             if isinstance(out, list):
                 if len(self._open) + len(opening) > OPEN_KNOWN:

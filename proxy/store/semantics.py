@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from proxy.model import URGENT
+from proxy.model import SEEN_STEP, URGENT
 from proxy.store.base import Window
 from proxy.store.codec import join_status, split_status
 
@@ -63,8 +63,10 @@ def put_alert(h: Head, prev: str | None, status: str, full: bool, max_alerts: in
               now: float) -> Put:
     """One alert into one group, by the scheduling rule of store.base: `prev` is its stored
     status (None: not in the group); `full`: the update carries its whole JSON (an Events
-    v2 resolve changes the status alone). Changes `h` in place."""
-    h.last_seen = now
+    v2 resolve changes the status alone). Changes `h` in place; last_seen moves in steps of
+    SEEN_STEP (model.py)."""
+    if now - h.last_seen >= SEEN_STEP:
+        h.last_seen = now
     if prev is None:
         if status != "firing":
             return _NOTHING  # a resolve for an alert the group never held

@@ -1,6 +1,7 @@
 """What a record writes on a real redis-server, counted by its INFO commandstats: an alert
 sent again unchanged (Alertmanager resends a group's alerts on every group_interval) writes
-only its group's fields, so neither the AOF nor a replica sees its JSON, status or size; and
+only its group's last_seen, and nothing at all within SEEN_STEP of the last one stored, so
+neither the AOF nor a replica sees its JSON, status or size; and
 what opens a group is sent only for a group the proxy has not seen open, so a group another
 replica closed meanwhile is asked for and opened again whole."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from proxy.model import SEEN_STEP
 from proxy.store import from_url
 from tests.contract.test_store_contract import T0, entry, flushed
 from tests.support.redis_server import cli, command_calls
@@ -20,13 +22,15 @@ def writes(port: int) -> dict[str, int]:
     return {name: n for name, n in command_calls(port).items() if name in WRITES}
 
 
-async def test_an_unchanged_repeat_writes_only_its_groups_fields(own_redis):
+async def test_an_unchanged_repeat_writes_only_its_groups_last_seen_once_a_step(own_redis):
     store = from_url(own_redis.url, prefix="w")
     try:
         first = entry("g1", "a")
         await store.record([first, entry("g2", "b")], [], T0)
         cli(own_redis.port, "config", "resetstat")
-        await store.record([first, entry("g2", "b")], [], T0 + 1)
+        await store.record([first, entry("g2", "b")], [], T0 + SEEN_STEP / 2)
+        assert writes(own_redis.port) == {}  # within the step: nothing
+        await store.record([first, entry("g2", "b")], [], T0 + SEEN_STEP)
         assert writes(own_redis.port) == {"hset": 2}  # last_seen of g1 and g2, nothing else
 
         cli(own_redis.port, "config", "resetstat")

@@ -11,7 +11,7 @@ import pytest
 
 from proxy import correlate
 from proxy.correlate import Page
-from proxy.model import Alert, Flush, GroupAlert, GroupMeta, OutEvent
+from proxy.model import SEEN_STEP, Alert, Flush, GroupAlert, GroupMeta, OutEvent
 from proxy.rules.types import Rule
 from proxy.state import GroupState, Incident
 from proxy.store import Commit, Entry, Recorded, Resolved, Window, from_url
@@ -183,12 +183,18 @@ async def test_status_changes_are_remembered_and_bounded(store):
     assert g.alerts["a"].changes[-1] == T0 + 29 and g.alerts["a"].status == "resolved"
 
 
-async def test_last_seen_follows_every_refresh(store):
+async def test_last_seen_follows_every_refresh_in_steps(store):
     await store.record([entry("g1", "a")], [], T0)
     v = (await store.load("g1")).version
     await store.record([entry("g1", "a")], [], T0 + 100)  # the same alert, unchanged
     g = await store.load("g1")
     assert g is not None and g.last_seen == T0 + 100 and g.version == v
+    await store.record([entry("g1", "a")], [], T0 + 100 + SEEN_STEP * 0.9)  # within the step: kept
+    assert (await store.load("g1")).last_seen == T0 + 100
+    await store.record([entry("g1", "b")], [], T0 + 100 + SEEN_STEP * 0.95)  # a change alone moves nothing
+    assert (await store.load("g1")).last_seen == T0 + 100
+    await store.record([entry("g1", "a")], [], T0 + 100 + SEEN_STEP)
+    assert (await store.load("g1")).last_seen == T0 + 100 + SEEN_STEP
 
 
 async def test_a_repeat_keeps_the_newest_json_and_a_bare_resolve_keeps_it_too(store):

@@ -10,6 +10,7 @@ import pytest
 from proxy.clock import ManualClock
 from proxy.ingest import alertmanager, datadog, events_v2
 from proxy.metrics import Metrics
+from proxy.model import SEEN_STEP
 from proxy.pipeline import Pipeline
 from proxy.rules import RuleSet, load_rules
 from proxy.store.memory import MemoryStore
@@ -159,6 +160,21 @@ async def test_stale_group_is_resolved_for_a_sender_that_never_resolves(tmp_path
     [(action, body)] = await step(p, 700)  # an hour after the refresh
     assert action == "resolve" and body["dedup_key"] == trig["dedup_key"]
     assert await p.store.groups() == []
+
+
+async def test_a_refresh_within_the_seen_step_never_makes_a_group_stale_early(tmp_path):
+    """last_seen moves in steps of SEEN_STEP (a refresh less than that after the stored one
+    is not written): the group still goes stale no earlier than stale_after after its last
+    refresh, and at most SEEN_STEP later."""
+    p = make(tmp_path, STALE.replace("1h", "1m"))
+    await send(p, am("BackupFailed"))
+    [(action, trig)] = await step(p, 30)
+    await send(p, am("BackupFailed"))  # stored as last_seen
+    await step(p, SEEN_STEP * 0.6)
+    await send(p, am("BackupFailed"))  # within the step: not stored, yet the last refresh
+    assert await step(p, 59.8) == []  # 59.8 s after it (the group is due: group_interval)
+    [(action, body)] = await step(p, SEEN_STEP)
+    assert action == "resolve" and body["dedup_key"] == trig["dedup_key"]
 
 
 STORM = """

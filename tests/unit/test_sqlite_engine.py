@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from proxy.errors import StoreFull
-from proxy.model import OutEvent
+from proxy.model import SEEN_STEP, OutEvent
 from proxy.store import Window
 from proxy.store.sqlite.engine import Engine, revive
 from proxy.store.sqlite.schema import groups_of
@@ -79,4 +79,19 @@ def test_a_broken_file_fails_the_batch_not_the_engine(tmp_path):
     (ok, n, _), = engine.run([(Engine.sent_in_window, (KEY, T0, Window()), True)])
     assert ok and n == 0
     assert isinstance(engine.c, sqlite3.Connection)
+    engine.close()
+
+
+def test_a_repeat_within_the_seen_step_changes_no_row(tmp_path):
+    """An alert sent again unchanged less than SEEN_STEP after the group's last_seen writes
+    nothing (no page of the file changes); after the step, the group's last_seen alone."""
+    engine = Engine.open(tmp_path / "state.db", "NORMAL")
+    rows = [row("g1", "a"), row("g2", "b")]
+    engine.run([(Engine.record, (rows, [], T0, [], 10), True)])
+    before = engine.c.total_changes
+    engine.run([(Engine.record, (rows, [], T0 + SEEN_STEP / 2, [], 10), True)])
+    assert engine.c.total_changes == before
+    engine.run([(Engine.record, (rows, [], T0 + SEEN_STEP, [], 10), True)])
+    assert engine.c.total_changes == before + 2  # each group's last_seen
+    assert {g.last_seen for g in groups_of(engine.groups())} == {T0 + SEEN_STEP}
     engine.close()

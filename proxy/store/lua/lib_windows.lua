@@ -20,14 +20,18 @@ local function gload(G)
   t.last_flush_at, t.group_interval = tonumber(t.last_flush_at), tonumber(t.group_interval)
   t.resolve_wait, t.ttl_at = tonumber(t.resolve_wait), tonumber(t.ttl_at or '0')
   t.n0 = t.n  -- (the size as read: written back only if it changed)
+  t.was = {t.version, t.overflow, t.last_seen, t.urgent}  -- (grown moves with version)
   return t
 end
 
--- Write the fields back (and the size to `sizes`, the console's and the claim's count, if
--- it changed); refresh the TTLs at most once a day (they are a week).
+-- Write the fields back if any changed (and the size to `sizes`, the console's and the
+-- claim's count, if it changed); refresh the TTLs at most once a day (they are a week).
 local function gsave(G, t, now, ttl, k, sizes)
-  redis.call('HSET', G.g, 'version', t.version, 'overflow', t.overflow, 'n', t.n,
-    'grown', t.grown, 'last_seen', t.last_seen, 'urgent', t.urgent)
+  local w = t.was
+  if t.version ~= w[1] or t.overflow ~= w[2] or t.last_seen ~= w[3] or t.urgent ~= w[4] then
+    redis.call('HSET', G.g, 'version', t.version, 'overflow', t.overflow, 'n', t.n,
+      'grown', t.grown, 'last_seen', t.last_seen, 'urgent', t.urgent)
+  end
   if t.n ~= t.n0 then redis.call('HSET', sizes, k, t.n) end
   if now - t.ttl_at > 86400 then
     redis.call('HSET', G.g, 'ttl_at', string.format('%.17g', now))
@@ -56,10 +60,11 @@ local function with_change(status, changes, now, kept)
 end
 
 -- One alert into one group (t: its fields from gload), by the scheduling rule of
--- store/base.py. fpkey: the fingerprint's set of groups (used when the alert is new here).
--- Returns 'fired' or 'resolved' when the alert's status changed (semantics.Put), else nil.
-local function put_alert(G, t, k, fp, status, json, full, max_alerts, now, fpkey, due_u, due_n, ttl, kept)
-  t.last_seen = string.format('%.17g', now)
+-- store/base.py; last_seen moves in steps of `step` (model.SEEN_STEP). fpkey: the
+-- fingerprint's set of groups (used when the alert is new here). Returns 'fired' or
+-- 'resolved' when the alert's status changed (semantics.Put), else nil.
+local function put_alert(G, t, k, fp, status, json, full, max_alerts, now, fpkey, due_u, due_n, ttl, kept, step)
+  if now - tonumber(t.last_seen) >= step then t.last_seen = string.format('%.17g', now) end
   local raw = redis.call('HGET', G.gs, fp)
   if not raw then
     if status ~= 'firing' then return end

@@ -1,7 +1,7 @@
 -- record: a whole request's alerts into their groups, atomically, in one round trip.
 -- KEYS: 1 due:u, 2 due:n, 3 ob:items, 4 ob:seq, 5 ob:keys, 6 ob:names, 7 heads, 8 sizes,
 --   then the keys the request names by index in ARGV[1].
--- ARGV[1]: JSON {now, ttl, tomb, kept, max (open groups at most),
+-- ARGV[1]: JSON {now, ttl, tomb, kept, step (model.SEEN_STEP), max (open groups at most),
 --   g: {group key: [i_g, i_ga, i_gs, i_tomb (0 but for candidates), meta or false]},
 --      meta = [rule, routing_key, key_name, group_labels JSON, group_wait, group_interval,
 --      resolve_wait, head JSON]
@@ -18,7 +18,7 @@
 -- nothing is written and the answer is {"full": max}. Else returns {resolves enqueued for
 -- lost groups, alerts fired, alerts resolved} (store.base.Recorded).
 local R = cjson.decode(ARGV[1])
-local now, ttl, kept = R.now, R.ttl, R.kept
+local now, ttl, kept, step = R.now, R.ttl, R.kept, R.step
 local DUE_U, DUE_N = KEYS[1], KEYS[2]
 local F = {items = KEYS[3], seq = KEYS[4], keys = KEYS[5], names = KEYS[6]}
 
@@ -85,7 +85,7 @@ for _, e in ipairs(R.e) do
     redis.call('ZREM', DUE_N, k)
     if due then redis.call('ZADD', DUE_U, due, k) end
   end
-  if put_alert(g, t, k, fp, 'firing', e[4], true, e[5], now, KEYS[e[3]], DUE_U, DUE_N, ttl, kept) then
+  if put_alert(g, t, k, fp, 'firing', e[4], true, e[5], now, KEYS[e[3]], DUE_U, DUE_N, ttl, kept, step) then
     changed[fp] = 'fired'
   end
 end
@@ -110,7 +110,7 @@ for _, r in ipairs(R.r) do
   for _, k in ipairs(held) do
     local t = fields(k)
     if t and put_alert(G(k), t, k, fp, 'resolved', r[4], r[5], 1e18, now, KEYS[r[2]], DUE_U, DUE_N,
-                       ttl, kept) then
+                       ttl, kept, step) then
       changed[fp] = changed[fp] or 'resolved'
     end
   end
