@@ -26,7 +26,7 @@ GROUP_TTL = 7 * 86400  # a group nobody touched for a week is forgotten
 LIBS = {"add_counts": "", "record": "lib_windows+lib_outbox", "claim_due": "", "commit": "lib_outbox",
          "enqueue": "lib_outbox", "take": "", "done": "lib_outbox", "dead": "lib_outbox",
          "retry": "lib_outbox", "release": "lib_outbox", "requeue": "lib_outbox", "pause": "", "load": "",
-        "heartbeat": "", "job_add": "", "job_claim": ""}
+        "heartbeat": "", "job_add": "", "job_claim": "", "layout": ""}
 
 
 def lua(name: str) -> str:

@@ -20,9 +20,14 @@ Outbox sequence numbers are made unique across partitions here: a partition's se
 shown as s * N + i (with N = 1, unchanged).
 
 Partition 0's tag is the prefix itself, so `partitions=1` is the single-slot layout of
-earlier versions, key for key. The layout is kept in `{prefix}:layout`; a proxy whose
-partitions differ from the data it finds refuses to work (StoreError, a 503, naming both)
-until the data is drained or the URL says the old number (README: "Redis Cluster")."""
+earlier versions, key for key. The layout is kept in `{prefix}:layout`, and the number of
+the proxies running on the prefix in `{prefix}:layout:live`, a key each of them refreshes
+(LIVE_EVERY) before it expires (LIVE_TTL); both are read and taken in one script
+(lua/layout.lua). A proxy whose partitions differ from the data it finds, or from a proxy
+that runs on the prefix, refuses to work (StoreError, a 503, naming both) until the data is
+drained and those proxies stopped, or its URL says their number (README: "Redis Cluster").
+A running proxy that finds the layout taken by another number (it was stopped, or paused
+past LIVE_TTL, meanwhile) refuses from then on."""
 
 from __future__ import annotations
 
@@ -58,6 +63,8 @@ __all__ = ["PartitionedStore", "tags"]
 T = TypeVar("T")
 X = TypeVar("X")
 SIZES_EVERY = 1.0  # s: how old the other partitions' group counts may be (--max-groups)
+LIVE_EVERY = 5.0  # s: how often a running proxy refreshes the layout's live key (claim_due)
+LIVE_TTL = 30  # s: how long the live key outlives the last refresh of a proxy using it
 NO_LIMIT = 1 << 50  # RedisStore's own ceiling of max_groups
 
 
@@ -86,6 +93,8 @@ class PartitionedStore:
         self.parts = [first, *(RedisStore(plain, t, shared=first) for t in tags(prefix, self.count)[1:])]
         self.n = first.n  # partition 0's names (silences, jobs...; tests)
         self._checked = False
+        self.live_every = LIVE_EVERY
+        self._live_at = 0.0  # when the live key was last refreshed (monotonic)
         self._sizes = [0] * self.count  # open groups per partition, read at _sized_at
         self._sized_at = -SIZES_EVERY
 
@@ -117,15 +126,24 @@ class PartitionedStore:
         return list(await asyncio.gather(*(call(p) for p in self.parts)))
 
     async def _check(self, write: bool = True) -> None:
-        """Refuse data laid out in another number of partitions (once per process).
-        `write=False` (a ping: `doctor` changes nothing) does not record the layout."""
-        if self._checked:
-            return
-        first = self.parts[0]
-        layout = f"{first.n.p}:layout"
-        raw = await rc.wrapped(first._r.get)(layout)
-        old = int(raw) if raw else 1
-        if old != self.count:
+        """Refuse data laid out in another number of partitions, or a running proxy set to
+        another number (once per process, then at each refresh). `write=False` (a ping:
+        `doctor` changes nothing) does not record the layout."""
+        if not self._checked:
+            await self._verify(write)
+
+    async def _verify(self, write: bool) -> None:
+        empty = ""  # a layout found holding nothing, which this one may replace
+        for _ in range(3):
+            how, *found = await self._layout(write, empty)
+            if how == "ok":
+                break
+            if how == "busy":
+                raise StoreError(
+                    f"redis: prefix {self.prefix!r} is in use by a proxy set to {found[0]} partition(s) "
+                    f"(seen within {LIVE_TTL} s) and this proxy is set to {self.count}: add "
+                    f"?partitions={found[0]} to --store, or stop those proxies first (README: Redis Cluster)")
+            old = int(found[0])
             held = await self._held(old)
             if held:
                 raise StoreError(
@@ -134,8 +152,29 @@ class PartitionedStore:
                     f"add ?partitions={old} to --store, or drain it first (README: Redis Cluster)")
             if not write:
                 return
-            await rc.wrapped(first._r.set)(layout, str(self.count))
-        self._checked = True
+            empty = found[0]
+        else:
+            raise StoreError(f"redis: prefix {self.prefix!r}: its layout kept changing (several proxies "
+                             "set to different numbers of partitions starting at once?)")
+        if write:
+            self._checked, self._live_at = True, time.monotonic()
+
+    async def _layout(self, take: bool, empty: str) -> list[str]:
+        first = self.parts[0]
+        out = await rc.wrapped(first._run)("layout", [f"{first.n.p}:layout", f"{first.n.p}:layout:live"],
+                                           self.count, LIVE_TTL, "take" if take else "read", empty)
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in out]
+
+    async def _refresh(self) -> None:
+        """Tell other proxies this one runs (every live_every seconds), and find whether the
+        layout is still this one's."""
+        if not self._checked or time.monotonic() - self._live_at < self.live_every:
+            return
+        try:
+            await self._verify(True)
+        except StoreError:
+            self._checked = False  # (every call refuses from now on, with the reason)
+            raise
 
     async def _held(self, count: int) -> int:
         """Groups, events and dead letters in a layout of `count` partitions."""
@@ -214,7 +253,9 @@ class PartitionedStore:
 
     async def claim_due(self, now: float, lease: float, limit: int,
                         alerts: int = ALL_ALERTS) -> list[Group]:
-        """Up to `limit` groups and `alerts` alerts from each partition."""
+        """Up to `limit` groups and `alerts` alerts from each partition. (Every replica's
+        flusher calls it each poll: the layout's live key is refreshed here.)"""
+        await self._refresh()
         return [g for found in await self._each(lambda p: p.claim_due(now, lease, limit, alerts))
                 for g in found]
 

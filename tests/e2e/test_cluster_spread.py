@@ -1,7 +1,7 @@
 """Redis Cluster spreads the load: the store's partitions (redis_parts.py) put each routing
 key's groups and outbox on one of a real 3-master cluster's masters, so with 12 routing
 keys every master does a share of the work; and a proxy refuses data laid out in another
-number of partitions, naming the fix."""
+number of partitions, or a running proxy set to another number, naming the fix."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from proxy.errors import StoreError
 from proxy.model import GroupMeta, OutEvent
 from proxy.store import Entry, Window, from_url
+from proxy.store.redis_parts import LIVE_TTL
 from tests.conftest import wait_for, write_rules
 from tests.support.net import free_port, wait_port
 from tests.support.proxies import all_resolved, until_accepted
@@ -77,6 +78,7 @@ async def test_data_in_another_layout_is_refused_by_name(own_redis, then):
     old = from_url(own_redis.url + f"?partitions={first}", prefix="layout")
     await old.record([_entry(f"g{i}", KEYS[i]) for i in range(6)], [], 1000.0)
     await old.close()
+    cli(own_redis.port, "del", "{layout}:layout:live")  # (its proxies stopped LIVE_TTL ago)
     new = from_url(own_redis.url + f"?partitions={then}", prefix="layout")
     refusal = rf"in {first} partition\(s\).*set to {then}: add \?partitions={first}"
     with pytest.raises(StoreError, match=refusal):
@@ -123,3 +125,48 @@ async def test_partitions_read_as_one_store(redis_cluster_server):
     [back] = await s.pending()
     assert (back.routing_key, back.dedup_key) == (again.routing_key, again.dedup_key)
     await s.close()
+
+
+@pytest.mark.parametrize("numbers", [(2, 4), (4, 1), (1, 8)])
+async def test_two_proxies_set_to_different_numbers_never_both_pass(own_redis, numbers):
+    """Started together on an empty prefix, one takes the layout and the other is refused:
+    never both (each checks and takes in one script)."""
+    prefix = f"race{numbers[0]}-{numbers[1]}"
+    stores = [from_url(own_redis.url + f"?partitions={n}", prefix=prefix) for n in numbers]
+    try:
+        out = await asyncio.gather(*(s.record([_entry(f"g{i}", KEYS[i]) for i in range(4)], [], 1000.0)
+                                     for s in stores), return_exceptions=True)
+        refused = [x for x in out if isinstance(x, StoreError)]
+        assert len(refused) == 1, out
+        won = numbers[out.index(next(x for x in out if not isinstance(x, BaseException)))]
+        assert f"in use by a proxy set to {won} partition(s)" in str(refused[0])
+        assert f"add ?partitions={won}" in str(refused[0])
+        assert cli(own_redis.port, "get", f"{{{prefix}}}:layout").strip() == str(won)
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_a_running_proxy_holds_its_layout_and_refuses_once_it_is_taken(own_redis):
+    """A proxy that runs keeps a live key (its flusher's claims refresh it): a proxy set to
+    another number is refused while it lives, even with no data. If it expires (the proxy
+    paused past LIVE_TTL) and the data is empty, a new number may take the layout; the old
+    proxy then refuses at its next refresh, naming the new number."""
+    old = from_url(own_redis.url, prefix="held")  # one partition, the default
+    new = from_url(own_redis.url + "?partitions=4", prefix="held")
+    try:
+        assert await old.claim_due(1000.0, 30.0, 10) == []  # a flusher's poll: takes the layout
+        assert 0 < int(cli(own_redis.port, "ttl", "{held}:layout:live")) <= LIVE_TTL
+        with pytest.raises(StoreError, match=r"in use by a proxy set to 1 partition\(s\).*set to 4"):
+            await new.record([_entry("g1", KEYS[1])], [], 1000.0)
+        cli(own_redis.port, "del", "{held}:layout:live")
+        await new.record([_entry("g1", KEYS[1])], [], 1000.0)
+        old.live_every = 0  # (its next poll refreshes)
+        with pytest.raises(StoreError, match=r"in use by a proxy set to 4 partition\(s\).*set to 1"):
+            await old.claim_due(1001.0, 30.0, 10)
+        with pytest.raises(StoreError, match="set to 4 partition"):
+            await old.record([_entry("g2", KEYS[2])], [], 1001.0)
+        assert [g.key for g in await new.groups()] == ["g1"]
+    finally:
+        await old.close()
+        await new.close()
