@@ -3,13 +3,14 @@ in batches, each batch one transaction, each operation a savepoint of its own.""
 
 from __future__ import annotations
 
+import random
 import sqlite3
 
 from proxy.errors import StoreFull
 from proxy.model import SEEN_STEP, OutEvent
-from proxy.store import Window
+from proxy.store import Resolved, Window
 from proxy.store.sqlite.engine import Engine, revive
-from proxy.store.sqlite.schema import groups_of
+from proxy.store.sqlite.schema import HEAD_COLS, Head, groups_of
 
 KEY = "0123456789abcdef0123456789abcdef"
 T0 = 1_700_000_000.0
@@ -94,4 +95,42 @@ def test_a_repeat_within_the_seen_step_changes_no_row(tmp_path):
     engine.run([(Engine.record, (rows, [], T0 + SEEN_STEP, [], 10), True)])
     assert engine.c.total_changes == before + 2  # each group's last_seen
     assert {g.last_seen for g in groups_of(engine.groups())} == {T0 + SEEN_STEP}
+    engine.close()
+
+
+def test_the_heads_kept_between_requests_are_the_files(tmp_path):
+    """The engine keeps the heads of the groups requests touched (windows.HEADS_KEPT) and
+    reads them back only when it has not: after any mix of records, resolves, flush
+    commits (groups kept or deleted), refusals (--max-groups) and an operation that fails
+    after it changed its heads (undone alone in its savepoint), every head kept is the row
+    the file holds."""
+    rng = random.Random(33)
+    engine = Engine.open(tmp_path / "state.db", "NORMAL")
+    now, checked = T0, 0
+    for _ in range(400):
+        now += rng.choice([0.1, 0.6, 2.0, 40.0])
+        what = rng.random()
+        rows = [row(f"g{rng.randrange(6)}", f"a{rng.randrange(12)}") for _ in range(rng.randrange(1, 5))]
+        if what < 0.5:
+            engine.run([(Engine.record, (rows, [], now, [], rng.choice([3, 10])), True)])
+        elif what < 0.65:
+            fp = f"a{rng.randrange(12)}"
+            gone = Resolved(fp, f'{{"fingerprint": "{fp}", "status": "resolved", "labels": {{"fp": "{fp}"}}}}', True, [])
+            engine.run([(Engine.record, ([], [gone], now, [], 10), True)])
+        elif what < 0.85:
+            keys = [k for (k,) in engine.c.execute("SELECT key FROM groups")]
+            if keys:
+                k = rng.choice(keys)
+                (version,), = engine.c.execute("SELECT version FROM groups WHERE key = ?", (k,))
+                engine.run([(Engine.commit, ([(k, version, rng.random() < 0.3, now + 3600,
+                                                (now + 60, 1, 0, now, now, "{}", k), [])],), True)])
+        else:  # records its alerts, then fails on a lost group's resolve that is not an event
+            broken = Resolved("nowhere", "{}", True, [("lost", "not an event")])  # type: ignore[list-item]
+            answers = engine.run([(Engine.record, (rows, [broken], now, [], 10), True)])
+            assert not answers[0][0]
+        checked += len(engine.kept)
+        for key, head in engine.kept.items():
+            found = engine.c.execute(f"SELECT {HEAD_COLS} FROM groups WHERE key = ?", (key,)).fetchall()
+            assert found and Head(*found[0]) == head, key
+    assert checked > 1000  # (heads were kept, and compared)
     engine.close()

@@ -48,6 +48,7 @@ class Engine(Windows):
         self.sync = sync  # the URL's level
         self.synced = sync  # the connection's level now
         self.leased = {}
+        self.kept = {}
         self.counts.read(c)
 
     @classmethod
@@ -76,6 +77,7 @@ class Engine(Windows):
                     c.execute("RELEASE job")
                     self.opened += sum(n for what, _, n in self.changes if what == "groups")
                 except Exception as e:  # noqa: BLE001 - any failure is this job's alone: undone, told to its caller
+                    self.kept.clear()  # (heads it changed in place)
                     c.execute("ROLLBACK TO job")
                     c.execute("RELEASE job")
                     answers.append((False, error_of(e), []))
@@ -84,6 +86,7 @@ class Engine(Windows):
                 for what, rk, n in changes if ok else ():
                     self.counts.apply(what, rk, n)
         except sqlite3.Error as e:
+            self.kept.clear()
             with contextlib.suppress(sqlite3.Error):
                 c.execute("ROLLBACK")
             answers = [(False, error_of(e), [])] * len(batch)

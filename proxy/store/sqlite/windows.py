@@ -34,8 +34,17 @@ each alert's first repeat is written again once; two different JSONs compare equ
 chance of 2^-64."""
 
 
+HEADS_KEPT = 65_536
+"""Groups whose heads the engine keeps at hand between requests (the file's only writer,
+it knows them as they are): a group a request touches again is not read back. Bounded:
+past it, the heads are forgotten and read again as requests come."""
+
+
 class Windows(Outbox):
     leased: dict[str, float]  # group key -> lease end (claim_due); the engine's, not the file's
+    kept: dict[str, Head]
+    """Heads as the transaction under way leaves them (record changes them in place); a
+    flush's commit forgets its groups', and a failed operation or transaction all of them."""
 
     def record(self, rows: Sequence[EntryRow], resolved: Sequence[Resolved], now: float,
                mark: Sequence[tuple[str, str]], max_groups: int) -> tuple[int, int, int]:
@@ -101,6 +110,8 @@ class Windows(Outbox):
         for e in new:
             heads[e.group_key] = Head(e.group_key, now + e.group_wait, e.urgent, False, False,
                                       0.0, 0, 0, now, 0, e.group_interval, e.resolve_wait)
+            if len(self.kept) < HEADS_KEPT:
+                self.kept[e.group_key] = heads[e.group_key]
 
     def _gone(self, candidates: list[tuple[str, OutEvent]], now: float) -> list[OutEvent]:
         """Resolves for groups that were paged and are gone (no group, no tombstone): each
@@ -124,11 +135,21 @@ class Windows(Outbox):
         return lost
 
     def _heads(self, keys: list[str]) -> dict[str, Head]:
+        kept = self.kept
         out: dict[str, Head] = {}
-        for chunk in chunks(keys):
+        read = []
+        for k in keys:
+            h = kept.get(k)
+            if h is None:
+                read.append(k)
+            else:
+                out[k] = h
+        if len(kept) + len(read) > HEADS_KEPT:
+            kept.clear()
+        for chunk in chunks(read):
             for row in self.c.execute(f"SELECT {HEAD_COLS} FROM groups WHERE key IN ({marks(len(chunk))})",
                                       chunk):
-                out[row[0]] = Head(*row)
+                out[row[0]] = kept[row[0]] = Head(*row)
         return out
 
     def _held(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, int]]:
@@ -246,6 +267,7 @@ class Windows(Outbox):
         done = [cm for cm, ok in zip(commits, out, strict=True) if ok]
         for cm in done:  # (a flusher whose commit failed holds its lease while it plans again)
             self.leased.pop(cm[0], None)
+            self.kept.pop(cm[0], None)
         gone = [(cm[0],) for cm in done if cm[2]]
         if gone:
             c.executemany("DELETE FROM alerts WHERE gkey = ?", gone)
