@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from proxy.model import SEEN_STEP, Flush, Group
+from proxy.model import Flush, Group
 from proxy.rules.types import Rule
 from proxy.state import Incident
 
@@ -70,7 +70,7 @@ def decide(g: Group, rule: Rule, now: float, muted: Collection[str] = ()) -> tup
     if flap and rule.flap:
         hold_until = max(hold_until, _last_change(g) + rule.flap.hold)
     page = Page(flapping=flap)
-    if rule.stale_after and firing and now - g.last_seen >= rule.stale_after + SEEN_STEP:
+    if rule.stale_after and firing and now - g.last_seen >= rule.stale_after:
         page.why = "stale"
         return Flush(["resolve"] if g.triggered else [], True, 0.0), page
     if not firing:
@@ -128,10 +128,11 @@ def _threshold_met(g: Group, rule: Rule, now: float, n_active: int) -> bool:
 
 
 def recheck(g: Group, rule: Rule, now: float) -> float:
-    """When the group must be looked at again at the latest: when it would go stale
-    (last_seen is up to SEEN_STEP old: a group goes stale up to that much late, never early)."""
+    """When the group must be looked at again at the latest: when it would go stale. (Its
+    last_seen is the last refresh stored: one less than model.SEEN_STEP after it does not
+    move it, so a group may go stale up to that much before stale_after of quiet.)"""
     if rule.stale_after:
-        return max(now, g.last_seen + rule.stale_after + SEEN_STEP)
+        return max(now, g.last_seen + rule.stale_after)
     return float("inf")
 
 

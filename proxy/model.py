@@ -187,8 +187,10 @@ class Flush:
 
 SEEN_STEP = 1.0
 """Seconds: a group's last_seen moves in steps of at least this (store.base's rule), so a
-sender repeating a group's alerts many times a second writes the group once a second; it
-is up to SEEN_STEP older than the last refresh, and the stale check allows for that."""
+sender repeating a group's alerts many times a second writes the group once a second. It
+is the last refresh stored, up to SEEN_STEP before the last one received: `stale_after`
+counts from it, so a group may go stale up to a second early (for a rule's hours of quiet,
+nothing; a rule test's `at:` stays exact)."""
 URGENT = 0  # the priority of a critical trigger: it may spend the budget's reserve
 
 

@@ -15,7 +15,7 @@ Scheduling rule applied by `record` (every store, atomically per request):
   refresh less than SEEN_STEP after the one stored leaves it (a sender that repeats a
   group's alerts many times a second, as Prometheus's batches of 64 or an HA pair's twin
   webhooks do, writes the group once a second, not per request; an unchanged repeat
-  within the step writes nothing at all). The stale check allows for the step;
+  within the step writes nothing at all);
 - an alert's stored JSON is replaced when the update is `full` (it has labels); an
   Events v2 resolve, which carries only its dedup_key, changes the status alone.
 

@@ -162,19 +162,27 @@ async def test_stale_group_is_resolved_for_a_sender_that_never_resolves(tmp_path
     assert await p.store.groups() == []
 
 
-async def test_a_refresh_within_the_seen_step_never_makes_a_group_stale_early(tmp_path):
-    """last_seen moves in steps of SEEN_STEP (a refresh less than that after the stored one
-    is not written): the group still goes stale no earlier than stale_after after its last
-    refresh, and at most SEEN_STEP later."""
+async def test_stale_after_counts_from_the_last_refresh_stored(tmp_path):
+    """last_seen moves in steps of SEEN_STEP: a refresh less than that after the stored one
+    is not written, and stale_after counts from the stored one (at most SEEN_STEP before the
+    last refresh received); a refresh after the step moves it."""
     p = make(tmp_path, STALE.replace("1h", "1m"))
     await send(p, am("BackupFailed"))
     [(action, trig)] = await step(p, 30)
-    await send(p, am("BackupFailed"))  # stored as last_seen
+    await send(p, am("BackupFailed"))  # stored as last_seen (30 s)
     await step(p, SEEN_STEP * 0.6)
-    await send(p, am("BackupFailed"))  # within the step: not stored, yet the last refresh
-    assert await step(p, 59.8) == []  # 59.8 s after it (the group is due: group_interval)
-    [(action, body)] = await step(p, SEEN_STEP)
+    await send(p, am("BackupFailed"))  # within the step: not stored
+    assert await step(p, 60 - SEEN_STEP * 0.6 - 0.1) == []  # (the group is due: group_interval)
+    [(action, body)] = await step(p, 0.2)  # stale_after after the refresh stored
     assert action == "resolve" and body["dedup_key"] == trig["dedup_key"]
+
+    await send(p, am("BackupFailed"))  # opens the group again
+    [(action, trig)] = await step(p, 30)
+    await step(p, SEEN_STEP)
+    await send(p, am("BackupFailed"))  # after the step: stored
+    assert await step(p, 60 - 0.1) == []
+    [(action, _)] = await step(p, 0.2)
+    assert action == "resolve"
 
 
 STORM = """
