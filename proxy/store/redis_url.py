@@ -32,6 +32,14 @@ __all__ = ["SCHEMES", "connect"]
 SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://",
            "redis+cluster://", "rediss+cluster://")
 _TIMEOUTS: dict[str, Any] = {"socket_timeout": 3, "socket_connect_timeout": 2}
+POOL = 256
+"""Connections to one Redis server at most. redis-py's pools refuse a call past their bound
+(100 by default: MaxConnectionsError, a 503) rather than wait, and a storm of concurrent
+requests makes more calls at once than that. To one Redis, a call past POOL waits for a
+free connection (up to POOL_WAIT seconds); the Sentinel and Cluster pools cannot wait, and
+take up to POOL_MORE each."""
+POOL_WAIT = 10.0
+POOL_MORE = 4096
 
 
 class _CPacked:
@@ -82,10 +90,13 @@ def connect(url: str) -> Any:
         # One retry, on a new connection, of a command whose connection Redis had closed (a
         # restart leaves every pooled connection stale: each would fail one command). Not on
         # timeouts: a script that timed out may have run.
-        client = aioredis.from_url(url, health_check_interval=10, retry=Retry(NoBackoff(), 1),
-                                   retry_on_error=[RedisConnectionError], **_TIMEOUTS)
-        pool = client.connection_pool  # its class comes from the URL's scheme (TLS, socket)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, health_check_interval=10, retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
+            max_connections=POOL, timeout=POOL_WAIT, **_TIMEOUTS)
+        # (its connections' class comes from the URL's scheme: TLS, socket)
         pool.connection_class = _packed(pool.connection_class)  # before any connection is made
+        client = aioredis.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True  # (as from_url's: closing the client closes it)
         return client
     password = unquote(u.password) if u.password else None
     opts = {**_options(u.query, tls), **_TIMEOUTS}
@@ -98,8 +109,9 @@ def connect(url: str) -> Any:
         hosts = _hosts(u.netloc, url)
         sentinel = Sentinel(hosts, sentinel_kwargs={**_TIMEOUTS}, password=password, db=db, **opts)  # type: ignore[no-untyped-call, unused-ignore]  # (typed from redis 8)
         managed = SentinelManagedSSLConnection if tls else SentinelManagedConnection
-        return sentinel.master_for(parts[0], connection_class=_packed(managed), **_TIMEOUTS)
+        return sentinel.master_for(parts[0], connection_class=_packed(managed), max_connections=POOL_MORE,
+                                   **_TIMEOUTS)
     if u.scheme.endswith("+cluster"):
         nodes = [ClusterNode(h, p) for h, p in _hosts(u.netloc, url)]
-        return RedisCluster(startup_nodes=nodes, password=password, **opts)
+        return RedisCluster(startup_nodes=nodes, password=password, max_connections=POOL_MORE, **opts)
     raise ConfigError([f"--store: {url!r} is not a Redis URL ({', '.join(SCHEMES)})"])

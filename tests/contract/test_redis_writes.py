@@ -7,10 +7,12 @@ replica closed meanwhile is asked for and opened again whole."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from proxy.model import SEEN_STEP
 from proxy.store import from_url
+from proxy.store.redis_url import POOL
 from tests.contract.test_store_contract import T0, entry, flushed
 from tests.support.redis_server import cli, command_calls
 
@@ -77,5 +79,20 @@ async def test_a_group_this_proxy_closed_opens_again_in_one_call(own_redis):
         assert command_calls(own_redis.port)["evalsha"] == 1
         g = await store.load("g1")
         assert g is not None and g.opened_at == T0 + 40
+    finally:
+        await store.close()
+
+
+async def test_more_calls_at_once_than_the_pool_holds_wait_for_a_connection(own_redis):
+    """A storm's concurrent requests make more store calls at once than a pool holds: they
+    wait for a connection. (redis-py's default pool refuses past 100 with MaxConnectionsError,
+    which the proxy answered 503.)"""
+    store = from_url(own_redis.url, prefix="burst")
+    try:
+        n = POOL + 50
+        out = await asyncio.gather(*(store.record([entry(f"g{i}", f"a{i}")], [], T0) for i in range(n)),
+                                   return_exceptions=True)
+        assert [x for x in out if isinstance(x, BaseException)] == []
+        assert len(await store.heads()) == n
     finally:
         await store.close()
