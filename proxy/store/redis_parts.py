@@ -163,7 +163,7 @@ class PartitionedStore:
         first = self.parts[0]
         out = await rc.wrapped(first._run)("layout", [f"{first.n.p}:layout", f"{first.n.p}:layout:live"],
                                            self.count, LIVE_TTL, "take" if take else "read", empty)
-        return [x.decode() if isinstance(x, bytes) else str(x) for x in out]
+        return [rc.text(x) for x in out]
 
     async def _refresh(self) -> None:
         """Tell other proxies this one runs (every live_every seconds), and find whether the
