@@ -65,13 +65,12 @@ class Windows(Outbox):
         held = self._resolves(resolved, puts, caps)
         heads = self._heads(list(puts))
         read = {k: _written(h) for k, h in heads.items()}  # as the file holds them
-        seen_at = {k: h.last_seen for k, h in heads.items()}
         self._open([Entry(row[0], GroupMeta(*row[1]), *row[2:]) for k, row in first.items() if k not in heads],
                    heads, now, max_groups)
         for row in rows:
             if row[8] and row[0] in heads:
                 heads[row[0]].urgent = True
-        fired, resolved_ = self._put_many(heads, read, seen_at, puts, caps, now)
+        fired, resolved_ = self._put_many(heads, read, puts, caps, now)
         lost = self._gone([(k, ev) for r in resolved if r.fingerprint not in held
                            for k, ev in r.candidates], now)
         self.enqueue(lost)
@@ -163,7 +162,7 @@ class Windows(Outbox):
                     have[(gkey, fp)] = (st, jh)
         return have
 
-    def _put_many(self, heads: dict[str, Head], read: dict[str, tuple[Any, ...]], seen_at: dict[str, float],
+    def _put_many(self, heads: dict[str, Head], read: dict[str, tuple[Any, ...]],
                   puts: dict[str, list[_Put]], caps: dict[str, int], now: float) -> tuple[set[str], set[str]]:
         """Alerts into their groups, by the scheduling rule (store/semantics.py): one read of
         the alerts the groups already hold, then one batch of writes of each kind. The
@@ -200,9 +199,9 @@ class Windows(Outbox):
             if key in puts:
                 now_is = _written(g)
                 was = read.get(key)  # (a group opened just now is not in `read`)
-                if now_is != was:
-                    moved.append((*now_is, g.last_seen, key))
-                elif g.last_seen != seen_at[key]:
+                if was is None or now_is[:-1] != was[:-1]:
+                    moved.append((*now_is, key))
+                elif now_is != was:
                     seen.append((g.last_seen, key))  # (the due index is left alone)
         if moved:
             c.executemany("UPDATE groups SET due = ?, urgent = ?, grown = ?, overflow = ?, version = ?, "
@@ -293,5 +292,6 @@ class Windows(Outbox):
 
 
 def _written(h: Head) -> tuple[Any, ...]:
-    """What record writes back of a group besides last_seen, in the UPDATE's order."""
-    return (h.due, int(h.urgent), int(h.grown), h.overflow, h.version, h.n_alerts)
+    """What record writes back of a group, in the UPDATE's order (last_seen last: alone, it
+    is written without the rest)."""
+    return (h.due, int(h.urgent), int(h.grown), h.overflow, h.version, h.n_alerts, h.last_seen)
